@@ -1,0 +1,216 @@
+/*!
+The command line, as clap derive structs: one definition for parsing, `--help`
+and shell completions. Pure: no clients, no I/O; `main` hands the parsed values
+to one `ops` function.
+*/
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::render::DocKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "karpctl",
+    version,
+    about = "Take an EKS cluster to a working, verified Karpenter setup and back again",
+    long_about = "karpctl provisions Karpenter on an existing EKS cluster from one config file: discovery tags, \
+the CloudFormation stack, controller identity, node access, pinned AMIs, CRDs, the controller, the NVIDIA \
+device plugin, node classes and pools. Every step is idempotent and recorded in a state file.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Config file.
+    #[arg(short = 'c', long, global = true, default_value = "karpctl.yaml", env = "KARPCTL_CONFIG")]
+    pub config: PathBuf,
+    /// AWS region (overrides the config and the environment).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// AWS shared-config profile.
+    #[arg(long, global = true, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+    /// Send AWS API calls to this endpoint (emulators, VPC endpoints).
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// Use this kubeconfig instead of a token minted from the EKS cluster.
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Approve destructive or replacing changes without asking.
+    #[arg(long, global = true)]
+    pub yes: bool,
+    /// More logging (-v, -vv).
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Provision or update Karpenter on the cluster (idempotent, resumable).
+    Up(UpArgs),
+    /// Show what `up` would change, step by step, and why.
+    Plan(PlanArgs),
+    /// Render manifests, Helm values and the CloudFormation template offline.
+    Render(RenderArgs),
+    /// Show the state file and the live Karpenter setup.
+    Status,
+    /// Show the AMIs each node class would be pinned to.
+    Amis(AmisArgs),
+    /// Write a starter config from a preset.
+    Init(InitArgs),
+    /// Check the config file and report every problem.
+    Validate,
+    /// Run preflight checks against the cluster and account.
+    Doctor,
+    /// Return the cluster to managed nodegroups.
+    Rollback(RollbackArgs),
+    /// Inspect or repair the state file.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Print the config file's JSON Schema (for editors).
+    Schema,
+    /// Print shell completions.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Observe every step, even recorded ones, to find drift.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Move AMI pins to the newest AMIs (replaces nodes).
+    #[arg(long)]
+    pub update_amis: bool,
+    /// Delete node pools and classes no longer in the config.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Exit 0 when nothing would change, 2 when something would, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Observe every step to find drift.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Plan a rollback instead of `up`.
+    #[arg(long)]
+    pub rollback: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Write one file per object plus a kustomization.yaml into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Render only these kinds of documents.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<DocKind>,
+    /// Pin a class's AMIs: CLASS=FAMILY@VERSION or CLASS=ami-1,ami-2 (repeatable).
+    #[arg(long = "ami", value_name = "CLASS=VALUE")]
+    pub amis: Vec<String>,
+    /// AWS account id, for ARNs that need it (IRSA annotation).
+    #[arg(long)]
+    pub account_id: Option<String>,
+    /// API server endpoint for the controller's settings.
+    #[arg(long)]
+    pub cluster_endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AmisArgs {
+    /// Resolve the newest AMIs instead of the recorded pins.
+    #[arg(long)]
+    pub latest: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Preset to start from.
+    #[arg(long, value_enum, default_value_t = Preset::Default)]
+    pub preset: Preset,
+    /// Cluster name to write into the config.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Where to write (`-` for standard output); default: the --config path.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+    /// List the presets and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// The official getting-started pool and class, plus a time-sliced GPU pool.
+    Default,
+    /// NVIDIA Dynamo: c7i CPU and g6 GPU pools at weight 100, BuildKit-ready.
+    Dynamo,
+    /// Dev environment: general, critical and scale-to-zero GPU pools.
+    DevGpu,
+    /// FalkorDB: a memory pool protected from disruption and a general pool.
+    Falkordb,
+    /// Platform: default, GPU, control-plane and Inferentia pools.
+    Platform,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Print the whole rollback sequence without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also delete the CloudFormation stack and sweep leftovers.
+    #[arg(long)]
+    pub purge: bool,
+    /// Terminate instances that could not be drained.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the state file.
+    Show,
+    /// Release a lock left by a crashed run.
+    Unlock {
+        /// Lock id printed by the run that holds it.
+        id: String,
+    },
+    /// Copy the remote state to standard output.
+    Pull,
+    /// Replace the remote state with a local file.
+    Push {
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,13 @@
+/*!
+karpctl: takes an existing EKS cluster to a working, verified Karpenter setup
+and back again. The binary is a thin shell over this library so tests can drive
+every layer directly.
+*/
+
+pub mod cli;
+pub mod config;
+pub mod fsutil;
+pub mod model;
+pub mod ops;
+pub mod render;
+pub mod ui;

@@ -1,0 +1,76 @@
+//! Parse arguments, run one `ops` function, show its report, map errors to exit codes.
+
+use clap::{CommandFactory, Parser};
+
+use karpctl::cli::{Cli, Command, OutputFormat};
+use karpctl::config::LoadError;
+use karpctl::ops::{self, exit, NotImplemented, Report};
+use karpctl::ui;
+
+fn run(cli: &Cli) -> anyhow::Result<Report> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Render(a) => ops::render::render(g, a),
+        Command::Validate => ops::render::validate(g),
+        Command::Init(a) => ops::init::init(g, a),
+        Command::Schema => {
+            let s = serde_json::to_string_pretty(&karpctl::config::schema::json_schema())?;
+            Ok(Report { stdout: format!("{s}\n"), ..Default::default() })
+        }
+        Command::Completions(a) => {
+            let mut buf = Vec::new();
+            clap_complete::generate(a.shell, &mut Cli::command(), "karpctl", &mut buf);
+            Ok(Report { stdout: String::from_utf8(buf)?, ..Default::default() })
+        }
+        Command::Up(_) => Err(NotImplemented { command: "up" }.into()),
+        Command::Plan(_) => Err(NotImplemented { command: "plan" }.into()),
+        Command::Status => Err(NotImplemented { command: "status" }.into()),
+        Command::Amis(_) => Err(NotImplemented { command: "amis" }.into()),
+        Command::Doctor => Err(NotImplemented { command: "doctor" }.into()),
+        Command::Rollback(_) => Err(NotImplemented { command: "rollback" }.into()),
+        Command::State(_) => Err(NotImplemented { command: "state" }.into()),
+    }
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let json = cli.global.output == OutputFormat::Json;
+    let code = match run(&cli) {
+        Ok(report) => {
+            for w in &report.warnings {
+                ui::diagnostic(w);
+            }
+            for n in &report.notes {
+                ui::note(n);
+            }
+            ui::out(&report.stdout);
+            report.exit
+        }
+        Err(e) => {
+            if let Some(LoadError::Invalid(ce)) = e.downcast_ref::<LoadError>() {
+                ui::config_errors(ce, json);
+                exit::INVALID_CONFIG
+            } else if let Some(ni) = e.downcast_ref::<NotImplemented>() {
+                ui::error(&e, json);
+                if !json {
+                    ui::help_line(&format!(
+                        "`{}` arrives with a later release; `karpctl render` and `karpctl validate` work today",
+                        ni.command
+                    ));
+                }
+                exit::NOT_IMPLEMENTED
+            } else {
+                ui::error(&e, json);
+                exit::ERROR
+            }
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,130 @@
+/*!
+Which Karpenter release adds what. Rendering and validation ask this module
+instead of comparing version numbers inline, so every version gate is listed in
+one table (facts: karpenter-facts §1.0, §4.1, §4.2; installers-survey §1.2).
+*/
+
+use std::fmt;
+
+/// A Karpenter chart/app version, `major.minor.patch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KarpenterVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+/// Oldest release karpctl installs: v1.1 is the first without v1beta1 and its
+/// conversion webhooks.
+pub const MIN_SUPPORTED: KarpenterVersion = KarpenterVersion { major: 1, minor: 1, patch: 0 };
+/// Newest minor karpctl knows the schema of.
+pub const MAX_KNOWN_MINOR: u32 = 14;
+
+impl KarpenterVersion {
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut it = s.split('.');
+        let major = num(it.next()?)?;
+        let minor = num(it.next()?)?;
+        let patch = num(it.next()?)?;
+        if it.next().is_some() {
+            return None;
+        }
+        Some(KarpenterVersion { major, minor, patch })
+    }
+
+    pub fn at_least(self, minor: u32) -> bool {
+        self.major > 1 || (self.major == 1 && self.minor >= minor)
+    }
+
+    /// Supported Kubernetes minors (inclusive) for this Karpenter version.
+    pub fn kubernetes_range(self) -> (u32, u32) {
+        match self.minor {
+            0 if self.patch < 5 => (25, 30),
+            0 | 1 => (25, 31),
+            2..=4 => (25, 32),
+            5 => (26, 33),
+            6..=8 => (26, 34),
+            9..=12 => (26, 35),
+            _ => (26, 36),
+        }
+    }
+
+    /// Minor version that first has a feature gate, or None if unknown.
+    pub fn feature_gate_since(name: &str) -> Option<u32> {
+        Some(match name {
+            "spotToSpotConsolidation" => 0,
+            "nodeRepair" => 1,
+            "reservedCapacity" => 3,
+            "nodeOverlay" => 7,
+            "staticCapacity" => 8,
+            "capacityBuffer" => 14,
+            _ => return None,
+        })
+    }
+
+    pub fn known_feature_gates() -> &'static [&'static str] {
+        &["spotToSpotConsolidation", "nodeRepair", "reservedCapacity", "nodeOverlay", "staticCapacity", "capacityBuffer"]
+    }
+
+    /// How the controller IAM policy is split for this version.
+    pub fn policy_split(self) -> PolicySplit {
+        if self.at_least(12) {
+            PolicySplit::Six
+        } else if self.at_least(9) {
+            PolicySplit::Five
+        } else {
+            PolicySplit::One
+        }
+    }
+}
+
+fn num(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+impl fmt::Display for KarpenterVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicySplit {
+    /// Up to 1.8: one `KarpenterControllerPolicy`.
+    One,
+    /// 1.9–1.11: five policies.
+    Five,
+    /// From 1.12: six (adds zonal shift).
+    Six,
+}
+
+/// Kubernetes `major.minor` as the minor number (`"1.31"` → 31).
+pub fn kubernetes_minor(s: &str) -> Option<u32> {
+    let rest = s.strip_prefix("1.")?;
+    if rest.is_empty() || rest.len() > 3 || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    rest.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_gates() {
+        let v = KarpenterVersion::parse("1.14.1").unwrap();
+        assert!(v.at_least(14) && !v.at_least(15));
+        assert_eq!(v.policy_split(), PolicySplit::Six);
+        assert_eq!(KarpenterVersion::parse("1.9.2").unwrap().policy_split(), PolicySplit::Five);
+        assert_eq!(KarpenterVersion::parse("1.8.0").unwrap().policy_split(), PolicySplit::One);
+        assert!(KarpenterVersion::parse("v1.14.1").is_none());
+        assert!(KarpenterVersion::parse("1.14").is_none());
+        assert_eq!(KarpenterVersion::parse("1.5.0").unwrap().kubernetes_range(), (26, 33));
+        assert_eq!(kubernetes_minor("1.31"), Some(31));
+        assert_eq!(kubernetes_minor("2.0"), None);
+    }
+}

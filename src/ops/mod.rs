@@ -1,0 +1,37 @@
+/*!
+One function per command. Each takes parsed arguments, does the work through
+the library modules and returns a `Report` for `ui` to show; commands are thin
+wrappers over these.
+*/
+
+pub mod init;
+pub mod render;
+
+use crate::config::Diagnostic;
+
+/// What a command produced: text for stdout, notes and warnings for stderr, and
+/// the exit code.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub stdout: String,
+    pub notes: Vec<String>,
+    pub warnings: Vec<Diagnostic>,
+    pub exit: i32,
+}
+
+/// Exit codes (documented in README).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const CHANGES: i32 = 2;
+    pub const INVALID_CONFIG: i32 = 3;
+    pub const NOT_IMPLEMENTED: i32 = 4;
+    pub const USAGE: i32 = 64;
+}
+
+/// A command that exists in the CLI but is not built yet.
+#[derive(Debug, thiserror::Error)]
+#[error("`karpctl {command}` is not implemented yet in this version of karpctl")]
+pub struct NotImplemented {
+    pub command: &'static str,
+}

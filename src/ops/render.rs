@@ -1,0 +1,107 @@
+/*!
+`karpctl render` and `karpctl validate`: load and validate the config, render
+every artifact offline, and print them as one stream or write them as a GitOps
+directory. Never builds a client, so it works without credentials or network.
+*/
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context};
+
+use crate::cli::{Global, OutputFormat, RenderArgs};
+use crate::config::{self, rules};
+use crate::fsutil::write_atomic;
+use crate::render::{self, AmiChoice, Encoding, Facts, Inputs};
+
+use super::Report;
+
+/// Parses `--ami CLASS=VALUE` flags.
+pub fn parse_ami_flags(flags: &[String], c: &config::Config) -> anyhow::Result<BTreeMap<String, AmiChoice>> {
+    let mut out = BTreeMap::new();
+    for f in flags {
+        let Some((class, value)) = f.split_once('=') else {
+            bail!("--ami {f:?}: expected CLASS=FAMILY@VERSION or CLASS=ami-…[,ami-…]");
+        };
+        let Some(nc) = c.node_classes.iter().find(|n| n.name == class) else {
+            let known: Vec<&str> = c.node_classes.iter().map(|n| n.name.as_str()).collect();
+            bail!("--ami {f:?}: no node class named {class:?} (classes: {})", known.join(", "));
+        };
+        let choice = if value.starts_with("ami-") {
+            let ids: Vec<String> = value.split(',').map(str::to_string).collect();
+            if let Some(bad) = ids.iter().find(|i| !rules::is_aws_id(i, "ami")) {
+                bail!("--ami {f:?}: {bad:?} is not an AMI id");
+            }
+            AmiChoice::Ids(ids)
+        } else {
+            match value.split_once('@') {
+                Some((fam, ver)) if fam == nc.ami_family.alias_name() && !ver.is_empty() && value.len() <= 30 => {
+                    AmiChoice::Alias(value.to_string())
+                }
+                Some((fam, _)) if fam != nc.ami_family.alias_name() => {
+                    bail!("--ami {f:?}: node class {class} is {}, not {fam}", nc.ami_family.alias_name())
+                }
+                _ => bail!("--ami {f:?}: expected {}@VERSION or ami ids", nc.ami_family.alias_name()),
+            }
+        };
+        out.insert(class.to_string(), choice);
+    }
+    Ok(out)
+}
+
+pub fn render(g: &Global, args: &RenderArgs) -> anyhow::Result<Report> {
+    let loaded = config::load(&g.config)?;
+    let c = &loaded.config;
+    if let Some(a) = &args.account_id {
+        if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("--account-id {a:?}: an AWS account id is 12 digits");
+        }
+    }
+    let inputs = Inputs {
+        amis: parse_ami_flags(&args.amis, c)?,
+        facts: Facts {
+            account_id: args.account_id.clone(),
+            partition: None,
+            cluster_endpoint: args.cluster_endpoint.clone(),
+            irsa: None,
+        },
+    };
+    let bundle = render::render(c, &inputs).with_context(|| format!("rendering {}", g.config.display()))?;
+    let docs: Vec<&render::Document> =
+        bundle.documents.iter().filter(|d| args.only.is_empty() || args.only.contains(&d.kind)).collect();
+    let enc = match g.output {
+        OutputFormat::Json => Encoding::Json,
+        _ => Encoding::Yaml,
+    };
+    let mut report = Report { warnings: loaded.warnings, notes: bundle.notes.clone(), ..Default::default() };
+    match &args.out {
+        None => report.stdout = render::stream(&docs, enc),
+        Some(dir) => {
+            let files = render::files(&docs, enc);
+            for (name, content) in &files {
+                let path = dir.join(name);
+                write_atomic(&path, content.as_bytes(), 0o644).with_context(|| format!("writing {}", path.display()))?;
+            }
+            report.notes.push(format!("wrote {} files to {}", files.len(), dir.display()));
+        }
+    }
+    Ok(report)
+}
+
+pub fn validate(g: &Global) -> anyhow::Result<Report> {
+    let loaded = config::load(&g.config)?;
+    let summary = format!(
+        "{} is valid: {} node class(es), {} node pool(s), Karpenter {}\n",
+        g.config.display(),
+        loaded.config.node_classes.len(),
+        loaded.config.node_pools.len(),
+        loaded.config.karpenter.version
+    );
+    let stdout = match g.output {
+        OutputFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&serde_json::json!({"valid": true, "file": g.config, "warnings": loaded.warnings}))?
+        ),
+        _ => summary,
+    };
+    Ok(Report { stdout, warnings: loaded.warnings, ..Default::default() })
+}

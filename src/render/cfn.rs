@@ -1,0 +1,442 @@
+/*!
+Builds the Karpenter CloudFormation stack for one cluster and Karpenter version:
+the node role, the tag-scoped controller policies split the way upstream splits
+them for that version, the interruption queue and its EventBridge rules
+(installers-survey §1.2–1.5). Every policy is checked against IAM's 6,144
+character limit with worst-case partition, region and account lengths.
+*/
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Names};
+use crate::model::cfn::*;
+use crate::model::version::{KarpenterVersion, PolicySplit};
+
+pub const IAM_POLICY_LIMIT: usize = 6144;
+pub const CLUSTER_TAG: &str = "karpctl.io/cluster";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CfnError {
+    #[error("controller policy {name} would be {size} characters, over IAM's {IAM_POLICY_LIMIT}-character limit (cluster name {cluster:?} is long)")]
+    PolicyTooLarge { name: String, size: usize, cluster: String },
+}
+
+/// Logical ids of the stack's resources, used by later steps to read outputs.
+pub mod ids {
+    pub const NODE_ROLE: &str = "KarpenterNodeRole";
+    pub const QUEUE: &str = "KarpenterInterruptionQueue";
+    pub const QUEUE_POLICY: &str = "KarpenterInterruptionQueuePolicy";
+}
+
+/// A managed policy of the split, by logical id part (`NodeLifecycle` …).
+struct PolicyPart {
+    part: &'static str,
+    statements: Vec<Statement>,
+}
+
+fn arn(tail: &str) -> Expr {
+    Expr::sub(format!("arn:${{AWS::Partition}}:{tail}"))
+}
+
+fn cond(entries: &[(&'static str, &str, CondValue)]) -> Conditions {
+    let mut c: Conditions = BTreeMap::new();
+    for (op, key, v) in entries {
+        c.entry(op).or_default().insert((*key).to_string(), v.clone());
+    }
+    c
+}
+
+fn one(s: &str) -> CondValue {
+    CondValue::One(Expr::lit(s))
+}
+
+fn stmt(sid: &'static str, action: &[&'static str], resource: Vec<Expr>, condition: Conditions) -> Statement {
+    Statement { sid: Some(sid), effect: "Allow", principal: None, action: action.to_vec(), resource, condition }
+}
+
+fn policy(statement: Vec<Statement>) -> PolicyDocument {
+    PolicyDocument { version: "2012-10-17", id: None, statement }
+}
+
+fn controller_parts(cluster: &str, v: KarpenterVersion, queue: bool) -> Vec<PolicyPart> {
+    let owned_res = format!("aws:ResourceTag/kubernetes.io/cluster/{cluster}");
+    let owned_req = format!("aws:RequestTag/kubernetes.io/cluster/{cluster}");
+    let ec2 = |t: &str| arn(&format!("ec2:${{AWS::Region}}:*:{t}"));
+    let tagged_types = ["fleet/*", "instance/*", "volume/*", "network-interface/*", "launch-template/*", "spot-instances-request/*"];
+
+    let mut access = vec![arn("ec2:${AWS::Region}::image/*"), arn("ec2:${AWS::Region}::snapshot/*"), ec2("security-group/*"), ec2("subnet/*")];
+    if v.at_least(3) {
+        access.push(ec2("capacity-reservation/*"));
+    }
+    if v.at_least(11) {
+        access.push(ec2("placement-group/*"));
+    }
+    let node_lifecycle = vec![
+        stmt("AllowScopedEC2InstanceAccessActions", &["ec2:RunInstances", "ec2:CreateFleet"], access, BTreeMap::new()),
+        stmt(
+            "AllowScopedEC2LaunchTemplateAccessActions",
+            &["ec2:RunInstances", "ec2:CreateFleet"],
+            vec![ec2("launch-template/*")],
+            cond(&[("StringEquals", &owned_res, one("owned")), ("StringLike", "aws:ResourceTag/karpenter.sh/nodepool", one("*"))]),
+        ),
+        stmt(
+            "AllowScopedEC2InstanceActionsWithTags",
+            &["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
+            tagged_types.iter().map(|t| ec2(t)).collect(),
+            cond(&[
+                ("StringEquals", &owned_req, one("owned")),
+                ("StringEquals", "aws:RequestTag/eks:eks-cluster-name", one(cluster)),
+                ("StringLike", "aws:RequestTag/karpenter.sh/nodepool", one("*")),
+            ]),
+        ),
+        stmt(
+            "AllowScopedResourceCreationTagging",
+            &["ec2:CreateTags"],
+            tagged_types.iter().map(|t| ec2(t)).collect(),
+            cond(&[
+                ("StringEquals", &owned_req, one("owned")),
+                ("StringEquals", "aws:RequestTag/eks:eks-cluster-name", one(cluster)),
+                (
+                    "StringEquals",
+                    "ec2:CreateAction",
+                    CondValue::Many(["RunInstances", "CreateFleet", "CreateLaunchTemplate"].iter().map(|a| Expr::lit(*a)).collect()),
+                ),
+                ("StringLike", "aws:RequestTag/karpenter.sh/nodepool", one("*")),
+            ]),
+        ),
+        stmt(
+            "AllowScopedResourceTagging",
+            &["ec2:CreateTags"],
+            vec![ec2("instance/*")],
+            cond(&[
+                ("StringEquals", &owned_res, one("owned")),
+                ("StringLike", "aws:ResourceTag/karpenter.sh/nodepool", one("*")),
+                ("StringEqualsIfExists", "aws:RequestTag/eks:eks-cluster-name", one(cluster)),
+                (
+                    "ForAllValues:StringEquals",
+                    "aws:TagKeys",
+                    CondValue::Many(["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"].iter().map(|a| Expr::lit(*a)).collect()),
+                ),
+            ]),
+        ),
+        stmt(
+            "AllowScopedDeletion",
+            &["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
+            vec![ec2("instance/*"), ec2("launch-template/*")],
+            cond(&[("StringEquals", &owned_res, one("owned")), ("StringLike", "aws:ResourceTag/karpenter.sh/nodepool", one("*"))]),
+        ),
+    ];
+
+    let profile = arn("iam::${AWS::AccountId}:instance-profile/*");
+    let region = CondValue::One(Expr::sub("${AWS::Region}"));
+    let iam_integration = vec![
+        stmt(
+            "AllowPassingInstanceRole",
+            &["iam:PassRole"],
+            vec![Expr::GetAtt(ids::NODE_ROLE.into(), "Arn".into())],
+            cond(&[(
+                "StringEquals",
+                "iam:PassedToService",
+                CondValue::Many(vec![Expr::lit("ec2.amazonaws.com"), Expr::lit("ec2.amazonaws.com.cn")]),
+            )]),
+        ),
+        stmt(
+            "AllowScopedInstanceProfileCreationActions",
+            &["iam:CreateInstanceProfile"],
+            vec![profile.clone()],
+            cond(&[
+                ("StringEquals", &owned_req, one("owned")),
+                ("StringEquals", "aws:RequestTag/eks:eks-cluster-name", one(cluster)),
+                ("StringEquals", "aws:RequestTag/topology.kubernetes.io/region", region.clone()),
+                ("StringLike", "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass", one("*")),
+            ]),
+        ),
+        stmt(
+            "AllowScopedInstanceProfileTagActions",
+            &["iam:TagInstanceProfile"],
+            vec![profile.clone()],
+            cond(&[
+                ("StringEquals", &owned_res, one("owned")),
+                ("StringEquals", "aws:ResourceTag/topology.kubernetes.io/region", region.clone()),
+                ("StringEquals", &owned_req, one("owned")),
+                ("StringEquals", "aws:RequestTag/eks:eks-cluster-name", one(cluster)),
+                ("StringEquals", "aws:RequestTag/topology.kubernetes.io/region", region.clone()),
+                ("StringLike", "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass", one("*")),
+                ("StringLike", "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass", one("*")),
+            ]),
+        ),
+        stmt(
+            "AllowScopedInstanceProfileActions",
+            &["iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile"],
+            vec![profile.clone()],
+            cond(&[
+                ("StringEquals", &owned_res, one("owned")),
+                ("StringEquals", "aws:ResourceTag/topology.kubernetes.io/region", region.clone()),
+                ("StringLike", "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass", one("*")),
+            ]),
+        ),
+    ];
+
+    let cluster_arn = arn(&format!("eks:${{AWS::Region}}:${{AWS::AccountId}}:cluster/{cluster}"));
+    let eks_integration =
+        vec![stmt("AllowAPIServerEndpointDiscovery", &["eks:DescribeCluster"], vec![cluster_arn.clone()], BTreeMap::new())];
+
+    let interruption = vec![stmt(
+        "AllowInterruptionQueueActions",
+        &["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
+        vec![Expr::GetAtt(ids::QUEUE.into(), "Arn".into())],
+        BTreeMap::new(),
+    )];
+
+    let zonal_shift = vec![stmt(
+        "AllowZonalShiftStatusReadOnly",
+        &["arc-zonal-shift:GetManagedResource"],
+        vec![Expr::lit("*")],
+        cond(&[("StringEquals", "arc-zonal-shift:ResourceIdentifier", CondValue::One(cluster_arn))]),
+    )];
+
+    let mut describe = Vec::new();
+    if v.at_least(3) {
+        describe.push("ec2:DescribeCapacityReservations");
+    }
+    describe.extend(["ec2:DescribeImages", "ec2:DescribeInstances"]);
+    if v.at_least(12) {
+        describe.push("ec2:DescribeInstanceStatus");
+    }
+    describe.extend(["ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates"]);
+    if v.at_least(11) {
+        describe.push("ec2:DescribePlacementGroups");
+    }
+    describe.extend(["ec2:DescribeSecurityGroups", "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets"]);
+    let mut discovery = vec![
+        stmt(
+            "AllowRegionalReadActions",
+            &describe,
+            vec![Expr::lit("*")],
+            cond(&[("StringEquals", "aws:RequestedRegion", CondValue::One(Expr::sub("${AWS::Region}")))]),
+        ),
+        stmt("AllowSSMReadActions", &["ssm:GetParameter"], vec![arn("ssm:${AWS::Region}::parameter/aws/service/*")], BTreeMap::new()),
+        stmt("AllowPricingReadActions", &["pricing:GetProducts"], vec![Expr::lit("*")], BTreeMap::new()),
+    ];
+    if v.at_least(7) {
+        discovery.push(stmt("AllowUnscopedInstanceProfileListAction", &["iam:ListInstanceProfiles"], vec![Expr::lit("*")], BTreeMap::new()));
+    }
+    discovery.push(stmt("AllowInstanceProfileReadActions", &["iam:GetInstanceProfile"], vec![profile], BTreeMap::new()));
+
+    let mut parts = vec![
+        PolicyPart { part: "NodeLifecycle", statements: node_lifecycle },
+        PolicyPart { part: "IAMIntegration", statements: iam_integration },
+        PolicyPart { part: "EKSIntegration", statements: eks_integration },
+    ];
+    if queue {
+        parts.push(PolicyPart { part: "Interruption", statements: interruption });
+    }
+    parts.push(PolicyPart { part: "ResourceDiscovery", statements: discovery });
+    match v.policy_split() {
+        PolicySplit::One => {
+            let all = parts.into_iter().flat_map(|p| p.statements).collect();
+            vec![PolicyPart { part: "", statements: all }]
+        }
+        PolicySplit::Five => parts,
+        PolicySplit::Six => {
+            parts.push(PolicyPart { part: "ZonalShift", statements: zonal_shift });
+            parts
+        }
+    }
+}
+
+/// `prefix + cluster`, shortened with a hash when over IAM's name length.
+pub fn bounded_name(prefix: &str, cluster: &str, max: usize) -> String {
+    let full = format!("{prefix}{cluster}");
+    if full.len() <= max {
+        return full;
+    }
+    let hash = hex8(cluster);
+    let keep = max.saturating_sub(prefix.len() + 9);
+    format!("{prefix}{}-{hash}", &cluster[..keep.min(cluster.len())])
+}
+
+fn hex8(s: &str) -> String {
+    let d = Sha256::digest(s.as_bytes());
+    d.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Name of the managed policy for a part (`NodeLifecycle` → `KarpenterControllerNodeLifecyclePolicy-<cluster>`).
+pub fn policy_name(part: &str, cluster: &str) -> String {
+    bounded_name(&format!("KarpenterController{part}Policy-"), cluster, 128)
+}
+
+/// Size IAM would count for a policy: JSON without whitespace, with the longest
+/// partition (`aws-iso-b`), region and a 12-digit account substituted.
+pub fn worst_case_size(doc: &PolicyDocument) -> usize {
+    let json = serde_json::to_value(doc).expect("policy serializes");
+    let s = substitute(&json).to_string();
+    s.chars().filter(|c| !c.is_whitespace()).count()
+}
+
+fn substitute(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) if m.len() == 1 && m.contains_key("Fn::Sub") => Value::String(
+            m["Fn::Sub"]
+                .as_str()
+                .unwrap_or_default()
+                .replace("${AWS::Partition}", "aws-iso-b")
+                .replace("${AWS::Region}", "ap-southeast-99")
+                .replace("${AWS::AccountId}", "123456789012")
+                .replace("${AWS::URLSuffix}", "amazonaws.com.cn"),
+        ),
+        Value::Object(m) if m.len() == 1 && m.contains_key("Fn::GetAtt") => {
+            Value::String(format!("arn:aws-iso-b:iam::123456789012:role/{}", "x".repeat(64)))
+        }
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), substitute(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(substitute).collect()),
+        other => other.clone(),
+    }
+}
+
+pub fn template(c: &Config, v: KarpenterVersion) -> Result<Template, CfnError> {
+    let cluster = c.cluster.name.as_str();
+    let names = Names::of(c);
+    let queue = c.karpenter.settings.interruption_queue;
+    let mut tags: Vec<Tag> = vec![Tag { key: CLUSTER_TAG.into(), value: cluster.into() }];
+    for (k, val) in &c.stack.tags {
+        if k != CLUSTER_TAG {
+            tags.push(Tag { key: k.clone(), value: val.clone() });
+        }
+    }
+    let mut resources = BTreeMap::new();
+    let mut outputs = BTreeMap::new();
+
+    resources.insert(
+        ids::NODE_ROLE.to_string(),
+        Resource::Role(Role {
+            role_name: Expr::lit(names.node_role.clone()),
+            path: "/",
+            assume_role_policy_document: PolicyDocument {
+                version: "2012-10-17",
+                id: None,
+                statement: vec![Statement {
+                    sid: None,
+                    effect: "Allow",
+                    principal: Some(Principal::Service(vec![Expr::sub("ec2.${AWS::URLSuffix}")])),
+                    action: vec!["sts:AssumeRole"],
+                    resource: vec![],
+                    condition: BTreeMap::new(),
+                }],
+            },
+            managed_policy_arns: ["AmazonEKS_CNI_Policy", "AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonSSMManagedInstanceCore"]
+                .iter()
+                .map(|p| arn(&format!("iam::aws:policy/{p}")))
+                .collect(),
+            tags: tags.clone(),
+        }),
+    );
+    outputs.insert("NodeRoleName".into(), Output { description: "Node IAM role name".into(), value: Expr::Ref(ids::NODE_ROLE.into()) });
+    outputs.insert(
+        "NodeRoleArn".into(),
+        Output { description: "Node IAM role ARN".into(), value: Expr::GetAtt(ids::NODE_ROLE.into(), "Arn".into()) },
+    );
+
+    for part in controller_parts(cluster, v, queue) {
+        let name = policy_name(part.part, cluster);
+        let doc = policy(part.statements);
+        let size = worst_case_size(&doc);
+        if size > IAM_POLICY_LIMIT {
+            return Err(CfnError::PolicyTooLarge { name, size, cluster: cluster.into() });
+        }
+        let logical = format!("{}Policy", if part.part.is_empty() { "KarpenterController" } else { part.part });
+        outputs.insert(
+            format!("{logical}Arn"),
+            Output { description: format!("ARN of {name}"), value: Expr::Ref(logical.clone()) },
+        );
+        resources.insert(logical, Resource::ManagedPolicy(ManagedPolicy { managed_policy_name: Expr::lit(name), policy_document: doc }));
+    }
+
+    if queue {
+        let queue_arn = Expr::GetAtt(ids::QUEUE.into(), "Arn".into());
+        resources.insert(
+            ids::QUEUE.into(),
+            Resource::Queue(Queue {
+                queue_name: Expr::lit(names.queue.clone()),
+                message_retention_period: 300,
+                sqs_managed_sse_enabled: true,
+                tags: tags.clone(),
+            }),
+        );
+        resources.insert(
+            ids::QUEUE_POLICY.into(),
+            Resource::QueuePolicy(QueuePolicy {
+                queues: vec![Expr::Ref(ids::QUEUE.into())],
+                policy_document: PolicyDocument {
+                    version: "2012-10-17",
+                    id: Some("EC2InterruptionPolicy"),
+                    statement: vec![
+                        Statement {
+                            sid: None,
+                            effect: "Allow",
+                            principal: Some(Principal::Service(vec![Expr::lit("events.amazonaws.com"), Expr::lit("sqs.amazonaws.com")])),
+                            action: vec!["sqs:SendMessage"],
+                            resource: vec![queue_arn.clone()],
+                            condition: BTreeMap::new(),
+                        },
+                        Statement {
+                            sid: Some("DenyHTTP"),
+                            effect: "Deny",
+                            principal: Some(Principal::Any),
+                            action: vec!["sqs:*"],
+                            resource: vec![queue_arn.clone()],
+                            condition: cond(&[("Bool", "aws:SecureTransport", one("false"))]),
+                        },
+                    ],
+                },
+            }),
+        );
+        let mut rules = vec![
+            ("ScheduledChangeRule", "aws.health", "AWS Health Event"),
+            ("SpotInterruptionRule", "aws.ec2", "EC2 Spot Instance Interruption Warning"),
+            ("RebalanceRule", "aws.ec2", "EC2 Instance Rebalance Recommendation"),
+            ("InstanceStateChangeRule", "aws.ec2", "EC2 Instance State-change Notification"),
+        ];
+        if v.at_least(10) {
+            rules.push(("CapacityReservationInterruptionRule", "aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"));
+        }
+        for (id, source, detail) in rules {
+            resources.insert(
+                id.into(),
+                Resource::Rule(Rule {
+                    event_pattern: EventPattern { source: vec![source], detail_type: vec![detail] },
+                    targets: vec![Target { id: "KarpenterInterruptionQueueTarget", arn: queue_arn.clone() }],
+                }),
+            );
+        }
+        outputs.insert("QueueName".into(), Output { description: "Interruption queue name".into(), value: Expr::GetAtt(ids::QUEUE.into(), "QueueName".into()) });
+        outputs.insert("QueueArn".into(), Output { description: "Interruption queue ARN".into(), value: queue_arn });
+        outputs.insert("QueueUrl".into(), Output { description: "Interruption queue URL".into(), value: Expr::Ref(ids::QUEUE.into()) });
+    }
+
+    Ok(Template {
+        format_version: "2010-09-09",
+        description: format!("Karpenter {v} prerequisites for EKS cluster {cluster} (managed by karpctl)"),
+        resources,
+        outputs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_names_fit() {
+        let long = "c".repeat(100);
+        let n = policy_name("ResourceDiscovery", &long);
+        assert!(n.len() <= 128, "{}", n.len());
+        assert!(n.starts_with("KarpenterControllerResourceDiscoveryPolicy-"));
+        assert_eq!(policy_name("", "demo"), "KarpenterControllerPolicy-demo");
+        // Different long names stay distinct.
+        assert_ne!(policy_name("X", &format!("{long}a")), policy_name("X", &format!("{long}b")));
+    }
+}
