@@ -47,7 +47,7 @@ pub fn check(doc: &Value, diags: &mut Diags<'_>) -> Vec<FieldPath> {
     let mut seen = std::collections::BTreeSet::new();
     let mut prune = Vec::new();
     for err in c.validator.iter_errors(doc) {
-        report(&c.schema, doc, &err, diags, &mut seen, &mut prune);
+        report(&c.schema, &err, diags, &mut seen, &mut prune);
     }
     prune
 }
@@ -125,7 +125,6 @@ fn useful_branches<'e>(
 
 fn report(
     schema: &Value,
-    doc: &Value,
     err: &ValidationError<'_>,
     diags: &mut Diags<'_>,
     seen: &mut std::collections::BTreeSet<(FieldPath, String)>,
@@ -182,7 +181,7 @@ fn report(
             let branches = useful_branches(context, &path);
             if branches.len() == 1 {
                 for e in branches[0].iter() {
-                    report(schema, doc, e, diags, seen, prune);
+                    report(schema, e, diags, seen, prune);
                 }
             } else {
                 emit(diags, &path, format!("{} does not fit this field", short(&instance)), None, false);

@@ -124,7 +124,7 @@ fn check_karpenter(c: &Config, d: &mut Diags<'_>) -> KarpenterVersion {
         }
     }
     let sp = p.key("settings");
-    for (gate, _) in &k.settings.feature_gates {
+    for gate in k.settings.feature_gates.keys() {
         let gp = sp.key("featureGates").key(gate.clone());
         match KarpenterVersion::feature_gate_since(gate) {
             None => {

@@ -1,0 +1,124 @@
+//! The binary as a user runs it: exit codes, output streams, files written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::*;
+
+fn karpctl(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_karpctl"))
+        .args(args)
+        .current_dir(dir)
+        // Nothing here may reach AWS: point every client at a closed port.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("NO_COLOR", "1")
+        .env_remove("KARPCTL_CONFIG")
+        .output()
+        .expect("karpctl runs")
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("karpctl-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn init_then_validate_then_render_to_a_gitops_directory() {
+    let d = tmpdir("init");
+    let o = karpctl(&d, &["init", "--preset", "dev-gpu", "--cluster", "prod-1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let cfg = std::fs::read_to_string(d.join("karpctl.yaml")).unwrap();
+    assert!(cfg.contains("name: prod-1") && !cfg.contains("my-cluster"));
+
+    let again = karpctl(&d, &["init", "--preset", "dev-gpu"]);
+    assert_eq!(again.status.code(), Some(1), "init must not overwrite");
+    assert!(text(&again.stderr).contains("--force"));
+
+    let v = karpctl(&d, &["validate"]);
+    assert!(v.status.success(), "{}", text(&v.stderr));
+
+    let r = karpctl(&d, &["render", "--out", "out", "--ami", "gpu=al2023@v20250915"]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    let k = std::fs::read_to_string(d.join("out/kustomization.yaml")).unwrap();
+    for f in ["ec2nodeclass-default.yaml", "ec2nodeclass-gpu.yaml", "nodepool-gpu-inference.yaml"] {
+        assert!(k.contains(f), "kustomization lacks {f}:\n{k}");
+        assert!(d.join("out").join(f).exists());
+    }
+    assert!(!k.contains("helm/"), "values files are not kustomize resources");
+    let gpu = std::fs::read_to_string(d.join("out/ec2nodeclass-gpu.yaml")).unwrap();
+    assert!(gpu.contains("alias: al2023@v20250915"), "{gpu}");
+    let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("out/cloudformation/karpenter.json")).unwrap()).unwrap();
+    assert!(t["Resources"]["KarpenterNodeRole"].is_object());
+}
+
+#[test]
+fn invalid_config_exits_3_with_positions_and_json() {
+    let d = tmpdir("invalid");
+    std::fs::write(d.join("karpctl.yaml"), "apiVersion: karpctl.io/v1alpha1\ncluster:\n  name: x\nnodePools:\n  - name: a\n    nodeClass: missing\n    weight: 0\n").unwrap();
+    let o = karpctl(&d, &["render"]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = text(&o.stderr);
+    assert!(err.contains("nodePools[0].weight") && err.contains("karpctl.yaml:7:"), "{err}");
+    assert!(err.contains("nodePools[0].nodeClass") && err.contains("karpctl.yaml:6:"), "{err}");
+    assert!(o.stdout.is_empty(), "nothing rendered on error");
+
+    let j = karpctl(&d, &["render", "-o", "json"]);
+    assert_eq!(j.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).expect("JSON error document");
+    let fields: Vec<&str> = v["error"]["diagnostics"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+    assert!(fields.contains(&"nodePools[0].weight"), "{fields:?}");
+}
+
+#[test]
+fn unbuilt_commands_say_so_and_fail() {
+    let d = tmpdir("unbuilt");
+    for cmd in [vec!["up"], vec!["plan"], vec!["status"], vec!["rollback", "--dry-run"], vec!["state", "show"]] {
+        let o = karpctl(&d, &cmd);
+        assert_eq!(o.status.code(), Some(4), "{cmd:?}");
+        assert!(text(&o.stderr).contains("not implemented yet"), "{cmd:?}: {}", text(&o.stderr));
+    }
+}
+
+#[test]
+fn usage_errors_and_help() {
+    let d = tmpdir("usage");
+    let o = karpctl(&d, &["render", "--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(64));
+    let h = karpctl(&d, &["--help"]);
+    assert!(h.status.success());
+    for sub in ["up", "plan", "render", "status", "amis", "init", "doctor", "rollback", "state", "completions"] {
+        assert!(text(&h.stdout).contains(sub), "help lacks {sub}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let c = karpctl(&d, &["completions", shell]);
+        assert!(c.status.success() && text(&c.stdout).contains("karpctl"), "{shell}");
+    }
+}
+
+#[test]
+fn render_json_stream_and_only_filter() {
+    let d = tmpdir("json");
+    let cfg = repo().join("examples/default.yaml");
+    let o = karpctl(&d, &["render", "-c", cfg.to_str().unwrap(), "-o", "json", "--only", "manifest"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kinds: Vec<&str> = v.as_array().unwrap().iter().map(|d| d["content"]["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["EC2NodeClass", "EC2NodeClass", "NodePool", "NodePool"]);
+    let t = karpctl(&d, &["render", "-c", cfg.to_str().unwrap(), "--only", "template"]);
+    assert!(text(&t.stdout).contains("AWSTemplateFormatVersion"));
+    assert!(!text(&t.stdout).contains("kind: NodePool"));
+}
+
+#[test]
+fn the_config_schema_is_printable_json() {
+    let d = tmpdir("schema");
+    let o = karpctl(&d, &["schema"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["properties"]["nodePools"].is_object());
+}

@@ -1,0 +1,118 @@
+//! Structural validation of every rendered NodePool and EC2NodeClass against the
+//! real Karpenter v1 CRD schemas (OpenAPI v3, strict about unknown fields). CEL
+//! rules are enforced by the API-server test bed; this catches shape errors
+//! without one.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use karpctl::render::{self, Inputs};
+
+use crate::support::*;
+
+/// OpenAPI v3 (Kubernetes structural schema) → JSON Schema that rejects unknown fields.
+fn to_json_schema(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, val) in m {
+                if k.starts_with("x-kubernetes-") || k == "description" {
+                    continue;
+                }
+                out.insert(k.clone(), to_json_schema(val));
+            }
+            let preserve = m.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+            if m.contains_key("properties") && !m.contains_key("additionalProperties") && !preserve {
+                out.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(to_json_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+pub struct Crd {
+    pub kind: String,
+    pub validator: jsonschema::Validator,
+}
+
+pub fn load_crd(path: &Path) -> Crd {
+    let doc: Value = serde_yaml::from_str(&read(path)).expect("CRD parses");
+    let kind = doc["spec"]["names"]["kind"].as_str().expect("kind").to_string();
+    let version = doc["spec"]["versions"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["name"] == "v1"))
+        .expect("a v1 version");
+    let schema = to_json_schema(&version["schema"]["openAPIV3Schema"]);
+    let validator = jsonschema::options().should_validate_formats(false).build(&schema).expect("CRD schema compiles");
+    Crd { kind, validator }
+}
+
+fn crds() -> Option<Vec<Crd>> {
+    let dir = crds_dir()?;
+    Some(
+        ["karpenter.sh_nodepools.yaml", "karpenter.k8s.aws_ec2nodeclasses.yaml"]
+            .iter()
+            .map(|f| load_crd(&dir.join(f)))
+            .collect(),
+    )
+}
+
+/// Errors of `obj` against the CRD of its kind; None when no CRD covers the kind.
+pub fn violations(crds: &[Crd], obj: &Value) -> Option<Vec<String>> {
+    let kind = obj["kind"].as_str()?;
+    let crd = crds.iter().find(|c| c.kind == kind)?;
+    Some(crd.validator.iter_errors(obj).map(|e| format!("{}: {e}", e.instance_path())).collect())
+}
+
+#[test]
+fn every_preset_manifest_fits_the_real_crds() {
+    let Some(crds) = crds() else {
+        eprintln!("skipping: ../shared/reference/karpenter-crds not found (set KARPCTL_CRDS_DIR)");
+        return;
+    };
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for p in presets() {
+        let c = load_preset(p);
+        for inputs in [Inputs::default(), pinned_inputs(&c)] {
+            let b = render::render(&c, &inputs).unwrap();
+            for d in &b.documents {
+                if let Some(errs) = violations(&crds, &d.content) {
+                    checked += 1;
+                    for e in errs {
+                        problems.push(format!("{} {}: {e}", preset_name(p), d.path));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= 40, "expected every preset's classes and pools to be checked, got {checked}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_crd_check_rejects_what_the_api_server_would() {
+    let Some(crds) = crds() else {
+        eprintln!("skipping: CRDs not found");
+        return;
+    };
+    let c = load_preset(karpctl::cli::Preset::Default);
+    let b = render::render(&c, &Inputs::default()).unwrap();
+    let pool = b.documents.iter().find(|d| d.content["kind"] == "NodePool").unwrap().content.clone();
+    assert_eq!(violations(&crds, &pool).unwrap(), Vec::<String>::new());
+
+    let mut typo = pool.clone();
+    typo["spec"]["template"]["spec"]["kubelet"] = serde_json::json!({"maxPods": 10});
+    assert!(!violations(&crds, &typo).unwrap().is_empty(), "v1 NodePools have no kubelet block");
+
+    let mut bad_enum = pool.clone();
+    bad_enum["spec"]["disruption"]["consolidationPolicy"] = "WhenUnderutilized".into();
+    assert!(!violations(&crds, &bad_enum).unwrap().is_empty(), "v1beta1 policy name must be rejected");
+
+    let mut bad_pattern = pool;
+    bad_pattern["spec"]["template"]["spec"]["expireAfter"] = "30d".into();
+    assert!(!violations(&crds, &bad_pattern).unwrap().is_empty(), "days are not a valid duration");
+}
