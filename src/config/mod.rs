@@ -93,6 +93,12 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
     };
     let map = SourceMap::build(text);
     let mut diags = Diags::new(path, &map);
+    for (p, tag) in &map.tagged {
+        diags.error_help(p, format!("YAML tags such as {tag} are not accepted"), "write the plain value");
+    }
+    if diags.has_errors() {
+        return Err(finish(path, diags));
+    }
     let json = match to_json(&yaml, &FieldPath::root(), &mut diags) {
         Some(j) if !diags.has_errors() => j,
         _ => return Err(finish(path, diags)),

@@ -112,17 +112,48 @@ pub fn is_budget_nodes(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// A 5-field cron expression or a macro such as `@daily`.
+/// A 5-field cron expression (values range-checked per field) or a macro such as `@daily`.
 pub fn is_cron(s: &str) -> bool {
     const MACROS: [&str; 7] = ["@annually", "@yearly", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
     if s.starts_with('@') {
         return MACROS.contains(&s);
     }
+    const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
     let fields: Vec<&str> = s.split_whitespace().collect();
-    fields.len() == 5
-        && fields
-            .iter()
-            .all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?')))
+    if fields.len() != 5 {
+        return false;
+    }
+    let limits: [(u32, u32, &[&str]); 5] = [(0, 59, &[]), (0, 23, &[]), (1, 31, &[]), (1, 12, &MONTHS), (0, 7, &DAYS)];
+    fields.iter().zip(limits).all(|(f, (lo, hi, names))| cron_field(f, lo, hi, names))
+}
+
+fn cron_field(f: &str, lo: u32, hi: u32, names: &[&str]) -> bool {
+    let value = |v: &str| -> Option<u32> {
+        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(v)) {
+            // Months are 1-based, weekdays 0-based.
+            return Some(if lo == 1 { i as u32 + 1 } else { i as u32 });
+        }
+        v.parse::<u32>().ok().filter(|n| (lo..=hi).contains(n))
+    };
+    f.split(',').all(|part| {
+        let (range, step) = match part.split_once('/') {
+            Some((r, st)) => (r, Some(st)),
+            None => (part, None),
+        };
+        if let Some(st) = step {
+            if st.parse::<u32>().map(|n| n == 0 || n > hi).unwrap_or(true) {
+                return false;
+            }
+        }
+        if range == "*" || range == "?" {
+            return true;
+        }
+        match range.split_once('-') {
+            Some((a, b)) => matches!((value(a), value(b)), (Some(x), Some(y)) if x <= y),
+            None => value(range).is_some(),
+        }
+    })
 }
 
 /// A Kubernetes quantity; returns its value in base units (approximate, for comparisons).
@@ -312,6 +343,8 @@ mod tests {
         assert!(is_budget_nodes("10%") && is_budget_nodes("100%") && is_budget_nodes("0"));
         assert!(!is_budget_nodes("101%") && !is_budget_nodes("ten"));
         assert!(is_cron("0 9 * * mon-fri") && is_cron("@daily") && !is_cron("@sometimes") && !is_cron("* *"));
+        assert!(is_cron("*/15 0-6 1,15 jan-mar 0") && is_cron("0 22 * * 1-5"));
+        assert!(!is_cron("99 99 * * *") && !is_cron("0 9 * * funday") && !is_cron("0 9 32 * *") && !is_cron("*/0 * * * *"));
         assert!(is_aws_id("subnet-0abc12", "subnet") && !is_aws_id("subnet-", "subnet") && !is_aws_id("sg-ABC", "sg"));
     }
 }

@@ -165,7 +165,11 @@ fn report(
             {
                 help = Some(format!("quote it: \"{}\"", instance));
             }
-            emit(diags, &path, format!("expected {expected}, found {} ({})", type_name(&instance), short(&instance)), help, false);
+            let found = match instance {
+                Value::Null => "nothing (null)".to_string(),
+                _ => format!("{} ({})", type_name(&instance), short(&instance)),
+            };
+            emit(diags, &path, format!("expected {expected}, found {found}"), help, false);
             prune.push(path.clone());
         }
         ValidationErrorKind::Enum { options } => {

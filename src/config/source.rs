@@ -102,6 +102,9 @@ struct Spot {
 #[derive(Debug, Default, Clone)]
 pub struct SourceMap {
     spots: BTreeMap<FieldPath, Spot>,
+    /// Nodes written with an explicit YAML tag (`!!binary`, `!foo`), which
+    /// serde_yaml resolves silently.
+    pub tagged: Vec<(FieldPath, String)>,
 }
 
 impl SourceMap {
@@ -150,6 +153,13 @@ struct Builder {
 }
 
 impl Builder {
+    fn note_tag(&mut self, path: Option<FieldPath>, tag: Option<&yaml_rust2::parser::Tag>) {
+        if let (Some(p), Some(t)) = (path, tag) {
+            let handle = if t.handle == "tag:yaml.org,2002:" { "!!" } else { t.handle.as_str() };
+            self.map.tagged.push((p, format!("{handle}{}", t.suffix)));
+        }
+    }
+
     /// Path of the node that starts now, and records where it starts.
     fn node_start(&mut self, pos: Pos) -> Option<FieldPath> {
         let path = match self.stack.last_mut() {
@@ -189,7 +199,7 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let pos = Pos::from(mark);
         match ev {
-            Event::Scalar(value, ..) => {
+            Event::Scalar(value, _, _, tag) => {
                 if let Some(Frame::Map { pending_key, expecting_key, .. }) = self.stack.last_mut() {
                     if *expecting_key {
                         *pending_key = Some((value, pos));
@@ -197,7 +207,8 @@ impl MarkedEventReceiver for Builder {
                         return;
                     }
                 }
-                self.node_start(pos);
+                let path = self.node_start(pos);
+                self.note_tag(path, tag.as_ref());
             }
             Event::Alias(_) => {
                 if let Some(Frame::Map { pending_key, expecting_key, .. }) = self.stack.last_mut() {
@@ -209,7 +220,8 @@ impl MarkedEventReceiver for Builder {
                 }
                 self.node_start(pos);
             }
-            Event::MappingStart(..) => {
+            Event::MappingStart(_, tag) => {
+                let tag = tag.clone();
                 // A mapping used as a key (rare, and rejected later) gets a placeholder.
                 if let Some(Frame::Map { pending_key, expecting_key, .. }) = self.stack.last_mut() {
                     if *expecting_key {
@@ -218,9 +230,11 @@ impl MarkedEventReceiver for Builder {
                     }
                 }
                 let path = self.node_start(pos).unwrap_or_default();
+                self.note_tag(Some(path.clone()), tag.as_ref());
                 self.stack.push(Frame::Map { path, pending_key: None, expecting_key: true });
             }
-            Event::SequenceStart(..) => {
+            Event::SequenceStart(_, tag) => {
+                let tag = tag.clone();
                 if let Some(Frame::Map { pending_key, expecting_key, .. }) = self.stack.last_mut() {
                     if *expecting_key {
                         *pending_key = Some(("<complex key>".into(), pos));
@@ -228,6 +242,7 @@ impl MarkedEventReceiver for Builder {
                     }
                 }
                 let path = self.node_start(pos).unwrap_or_default();
+                self.note_tag(Some(path.clone()), tag.as_ref());
                 self.stack.push(Frame::Seq { path, next: 0 });
             }
             Event::MappingEnd | Event::SequenceEnd => {

@@ -381,6 +381,7 @@ pub struct NodeClass {
     pub kubelet: Option<Kubelet>,
     #[serde(default)]
     pub detailed_monitoring: bool,
+    #[serde(rename = "associatePublicIPAddress")]
     pub associate_public_ip_address: Option<bool>,
     pub instance_store_policy: Option<InstanceStorePolicy>,
     #[serde(default)]

@@ -190,29 +190,40 @@ fn check_cluster(c: &Config, version: KarpenterVersion, d: &mut Diags<'_>) {
     }
 }
 
+fn at_queue(c: &Config, p: &FieldPath) -> FieldPath {
+    if c.stack.queue_name.is_some() {
+        p.key("queueName")
+    } else {
+        FieldPath::root().key("cluster").key("name")
+    }
+}
+
 fn check_names(c: &Config, d: &mut Diags<'_>) {
     let names = super::Names::of(c);
     let p = FieldPath::root().key("stack");
     if !is_stack_name(&names.stack) {
-        d.error(&p.key("name"), format!("{:?} is not a valid CloudFormation stack name (letters, digits and '-', starting with a letter, at most 128)", names.stack));
+        let sp = if c.stack.name.is_some() { p.key("name") } else { FieldPath::root().key("cluster").key("name") };
+        d.error(&sp, format!("{:?} is not a valid CloudFormation stack name (letters, digits and '-', starting with a letter, at most 128)", names.stack));
     }
     if c.karpenter.settings.interruption_queue && !is_queue_name(&names.queue) {
         d.error_help(
-            &p.key("queueName"),
+            &at_queue(c, &p),
             format!("{:?} is not a valid SQS queue name (letters, digits, '-' and '_', at most 80)", names.queue),
             "set stack.queueName",
         );
     }
+    // A derived name that does not fit is the cluster name's doing: point there.
+    let at = |override_set: bool, field: FieldPath| if override_set { field } else { FieldPath::root().key("cluster").key("name") };
     if !is_iam_name(&names.node_role, 64) {
         d.error_help(
-            &p.key("nodeRoleName"),
+            &at(c.stack.node_role_name.is_some(), p.key("nodeRoleName")),
             format!("node role name {:?} is not a valid IAM role name (at most 64 of letters, digits and _+=,.@-)", names.node_role),
             "set stack.nodeRoleName to a shorter name",
         );
     }
     if !is_iam_name(&names.controller_role, 64) {
         d.error_help(
-            &FieldPath::root().key("identity").key("roleName"),
+            &at(c.identity.role_name.is_some(), FieldPath::root().key("identity").key("roleName")),
             format!("controller role name {:?} is not a valid IAM role name (at most 64 of letters, digits and _+=,.@-)", names.controller_role),
             "set identity.roleName to a shorter name",
         );
@@ -273,6 +284,13 @@ fn check_node_classes(c: &Config, version: KarpenterVersion, d: &mut Diags<'_>) 
             }
             (AmiFamily::Al2, Variant::Nvidia | Variant::Neuron) if nc.architectures.contains(&Arch::Arm64) => {
                 d.error(&p.key("architectures"), "the AL2 GPU AMI is x86_64 only");
+            }
+            (AmiFamily::Al2023, Variant::Nvidia) if nc.architectures.contains(&Arch::Arm64) && !version.at_least(4) => {
+                d.error_help(
+                    &p.key("architectures"),
+                    format!("Karpenter {version} does not look up AL2023 arm64 NVIDIA AMIs (added in 1.4)"),
+                    "use Karpenter 1.4 or later, or only amd64 for this class",
+                );
             }
             (AmiFamily::Bottlerocket, Variant::Neuron) => {
                 d.error_help(
@@ -809,8 +827,16 @@ fn check_node_pools(c: &Config, version: KarpenterVersion, classes: &BTreeMap<St
             if !seen_ct.insert(*ct) {
                 d.error(&p.key("capacityTypes").index(j), format!("{} is listed twice", ct.as_str()));
             }
-            if *ct == CapacityType::Reserved && !version.at_least(3) {
-                d.error(&p.key("capacityTypes").index(j), format!("capacity type `reserved` needs Karpenter 1.3 or later (config has {version})"));
+            if *ct == CapacityType::Reserved {
+                if !version.at_least(3) {
+                    d.error(&p.key("capacityTypes").index(j), format!("capacity type `reserved` needs Karpenter 1.3 or later (config has {version})"));
+                } else {
+                    d.error_help(
+                        &p.key("capacityTypes").index(j),
+                        "capacity type `reserved` needs capacity reservations selected on the node class, which karpctl does not configure yet",
+                        "use spot and on-demand for this pool",
+                    );
+                }
             }
         }
         for (j, z) in np.zones.iter().enumerate() {
@@ -962,6 +988,9 @@ fn check_node_pools(c: &Config, version: KarpenterVersion, classes: &BTreeMap<St
             if r.key == "karpenter.sh/capacity-type" && r.operator == Operator::In && !r.values.iter().any(|v| ["on-demand", "spot", "reserved"].contains(&v.as_str())) {
                 d.error(&rp.key("values"), "karpenter.sh/capacity-type In needs at least one of on-demand, spot, reserved");
             }
+            if r.key == "karpenter.k8s.aws/instance-tenancy" && r.operator == Operator::In && !r.values.iter().any(|v| ["default", "dedicated"].contains(&v.as_str())) {
+                d.error(&rp.key("values"), "karpenter.k8s.aws/instance-tenancy In needs at least one of default, dedicated");
+            }
         }
     }
 }
@@ -984,6 +1013,17 @@ fn check_device_plugin(c: &Config, classes: &BTreeMap<String, ClassInfo>, d: &mu
     }
     if let Some(s) = &dp.sharing {
         let sp = p.key("sharing");
+        let any_nvidia = classes.values().any(|ci| ci.variant == Variant::Nvidia);
+        if !any_nvidia {
+            d.warning(&sp, "GPU sharing is configured but no node class has `variant: nvidia`; it applies nowhere");
+        }
+        if s.mps.is_some() && classes.values().any(|ci| ci.variant == Variant::Nvidia && ci.family == AmiFamily::Bottlerocket) {
+            d.error_help(
+                &sp.key("mps"),
+                "MPS cannot be configured on Bottlerocket NVIDIA classes (their built-in plugin supports time-slicing only)",
+                "use timeSlicing, or AL2023 for the MPS classes",
+            );
+        }
         if s.time_slicing.is_some() && s.mps.is_some() {
             d.error(&sp, "timeSlicing and mps are mutually exclusive");
         }
