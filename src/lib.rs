@@ -4,10 +4,14 @@ and back again. The binary is a thin shell over this library so tests can drive
 every layer directly.
 */
 
+pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod fsutil;
 pub mod model;
 pub mod ops;
 pub mod render;
+pub mod state;
+pub mod steps;
 pub mod ui;

@@ -4,10 +4,12 @@ use clap::{CommandFactory, Parser};
 
 use karpctl::cli::{Cli, Command, OutputFormat};
 use karpctl::config::LoadError;
+use karpctl::engine::RunnerError;
+use karpctl::state::StateError;
 use karpctl::ops::{self, exit, NotImplemented, Report};
 use karpctl::ui;
 
-fn run(cli: &Cli) -> anyhow::Result<Report> {
+async fn run(cli: &Cli) -> anyhow::Result<Report> {
     let g = &cli.global;
     match &cli.command {
         Command::Render(a) => ops::render::render(g, a),
@@ -23,16 +25,17 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
             Ok(Report { stdout: String::from_utf8(buf)?, ..Default::default() })
         }
         Command::Up(_) => Err(NotImplemented { command: "up" }.into()),
-        Command::Plan(_) => Err(NotImplemented { command: "plan" }.into()),
-        Command::Status => Err(NotImplemented { command: "status" }.into()),
+        Command::Plan(a) => ops::plan::plan(g, a).await,
+        Command::Status => ops::state::status(g).await,
         Command::Amis(_) => Err(NotImplemented { command: "amis" }.into()),
         Command::Doctor => Err(NotImplemented { command: "doctor" }.into()),
         Command::Rollback(_) => Err(NotImplemented { command: "rollback" }.into()),
-        Command::State(_) => Err(NotImplemented { command: "state" }.into()),
+        Command::State(c) => ops::state::state(g, c).await,
     }
 }
 
-fn main() {
+#[tokio::main]
+async fn main() {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -42,7 +45,7 @@ fn main() {
         }
     };
     let json = cli.global.output == OutputFormat::Json;
-    let code = match run(&cli) {
+    let code = match run(&cli).await {
         Ok(report) => {
             for w in &report.warnings {
                 ui::diagnostic(w);
@@ -68,7 +71,17 @@ fn main() {
                 exit::NOT_IMPLEMENTED
             } else {
                 ui::error(&e, json);
-                exit::ERROR
+                if !json {
+                    // Recoverable situations end with the exact next command.
+                    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<StateError>()).and_then(StateError::help) {
+                        ui::help_line(&h);
+                    }
+                }
+                if e.chain().any(|c| matches!(c.downcast_ref::<RunnerError>(), Some(RunnerError::Cancelled { .. }))) {
+                    exit::INTERRUPTED
+                } else {
+                    exit::ERROR
+                }
             }
         }
     };

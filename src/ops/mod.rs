@@ -4,8 +4,11 @@ the library modules and returns a `Report` for `ui` to show; commands are thin
 wrappers over these.
 */
 
+pub mod context;
 pub mod init;
+pub mod plan;
 pub mod render;
+pub mod state;
 
 use crate::config::Diagnostic;
 
@@ -27,6 +30,8 @@ pub mod exit {
     pub const INVALID_CONFIG: i32 = 3;
     pub const NOT_IMPLEMENTED: i32 = 4;
     pub const USAGE: i32 = 64;
+    /// Ctrl-C: the state records where the run stopped.
+    pub const INTERRUPTED: i32 = 130;
 }
 
 /// A command that exists in the CLI but is not built yet.

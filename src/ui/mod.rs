@@ -5,6 +5,8 @@ findings with colour only when stderr is a terminal and NO_COLOR is unset.
 */
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod progress;
+
 use std::io::{IsTerminal, Write};
 
 use crate::config::{ConfigErrors, Diagnostic, Severity};
@@ -83,4 +85,90 @@ pub fn error(e: &anyhow::Error, json: bool) {
 
 pub fn help_line(s: &str) {
     eprintln!("  {} {s}", paint("1;36", "help:"));
+}
+
+fn paint_out(code: &str, s: &str) -> String {
+    if std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal() {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "(none)".into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The plan as a terraform-like listing: symbol, step, reasons, field diffs.
+pub fn plan_text(r: &crate::engine::RunReport, total: usize) -> String {
+    use crate::engine::{Action, Outcome};
+    let mut s = String::new();
+    if total == 0 {
+        s.push_str("No steps: this version of karpctl has no provisioning steps for this config yet.\n");
+        return s;
+    }
+    for p in &r.planned {
+        let (sym, code) = match p.change.action {
+            Action::Create => ("+", "32"),
+            Action::Update => ("~", "33"),
+            Action::Replace => ("-/+", "35"),
+            Action::Delete => ("-", "31"),
+            Action::None => (" ", "0"),
+        };
+        s.push_str(&format!("{} {} — {}\n", paint_out(code, sym), paint_out("1", &p.step), p.change.summary));
+        for w in &p.why {
+            s.push_str(&format!("    because {w}\n"));
+        }
+        for f in &p.change.fields {
+            s.push_str(&format!("    {} {}: {} → {}\n", paint_out("33", "~"), f.field, value_text(&f.old), value_text(&f.new)));
+        }
+        if p.change.destructive {
+            s.push_str(&format!("    {}\n", paint_out("31", "destructive: needs --yes")));
+        }
+    }
+    for (step, o) in &r.outcomes {
+        if let Outcome::Failed { error } = o {
+            s.push_str(&format!("{} {step}: {error}\n", paint_out("31", "!")));
+        }
+    }
+    let n = r.planned.len();
+    s.push_str(&format!(
+        "\nPlan: {n} step{} to change, {} unchanged.\n",
+        if n == 1 { "" } else { "s" },
+        r.fresh.len() + r.outcomes.iter().filter(|(_, o)| *o == Outcome::UpToDate).count()
+    ));
+    s
+}
+
+/// The state summary as a table.
+pub fn status_text(
+    cluster: &str,
+    backend: &str,
+    state: Option<&crate::state::State>,
+    lock: Option<&crate::state::LockInfo>,
+) -> String {
+    let mut s = format!("cluster   {cluster}\nstate     {backend}\n");
+    match lock {
+        Some(l) => s.push_str(&format!("lock      held by {l}\n")),
+        None => s.push_str("lock      free\n"),
+    }
+    let Some(st) = state else {
+        s.push_str("\nNo state yet: nothing has been provisioned by karpctl.\n");
+        return s;
+    };
+    s.push_str(&format!("serial    {} (lineage {}, written by karpctl {})\n\n", st.serial, st.lineage, st.tool_version));
+    let w = st.steps.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
+    s.push_str(&format!("{:<w$}  {:<11}  {}\n", "STEP", "STATUS", "FINISHED"));
+    for (id, r) in &st.steps {
+        let status = serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        s.push_str(&format!("{:<w$}  {:<11}  {}\n", id, status, r.finished_at.as_deref().unwrap_or("-")));
+        if let Some(e) = &r.error {
+            s.push_str(&format!("{:<w$}  error: {e}\n", ""));
+        }
+    }
+    s
 }

@@ -78,7 +78,8 @@ fn invalid_config_exits_3_with_positions_and_json() {
 #[test]
 fn unbuilt_commands_say_so_and_fail() {
     let d = tmpdir("unbuilt");
-    for cmd in [vec!["up"], vec!["plan"], vec!["status"], vec!["rollback", "--dry-run"], vec!["state", "show"]] {
+    std::fs::copy(repo().join("examples/falkordb.yaml"), d.join("karpctl.yaml")).unwrap();
+    for cmd in [vec!["up"], vec!["amis"], vec!["doctor"], vec!["rollback", "--dry-run"]] {
         let o = karpctl(&d, &cmd);
         assert_eq!(o.status.code(), Some(4), "{cmd:?}");
         assert!(text(&o.stderr).contains("not implemented yet"), "{cmd:?}: {}", text(&o.stderr));
@@ -121,4 +122,32 @@ fn the_config_schema_is_printable_json() {
     let o = karpctl(&d, &["schema"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["properties"]["nodePools"].is_object());
+}
+
+#[test]
+fn plan_status_and_state_work_on_a_fresh_directory() {
+    let d = tmpdir("engine-cmds");
+    std::fs::copy(repo().join("examples/falkordb.yaml"), d.join("karpctl.yaml")).unwrap();
+    let p = karpctl(&d, &["plan", "--detailed-exitcode"]);
+    assert_eq!(p.status.code(), Some(0), "{}", text(&p.stderr));
+    let pj = karpctl(&d, &["plan", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&pj.stdout).unwrap();
+    assert_eq!(v["changes"], false);
+    let s = karpctl(&d, &["status"]);
+    assert!(s.status.success());
+    assert!(text(&s.stdout).contains(".karpctl/my-cluster.state.json") && text(&s.stdout).contains("No state yet"), "{}", text(&s.stdout));
+    let show = karpctl(&d, &["state", "show"]);
+    assert_eq!(show.status.code(), Some(1));
+    assert!(text(&show.stderr).contains("no state"), "{}", text(&show.stderr));
+    // A foreign cluster's state file is refused, and nothing is written over it.
+    std::fs::create_dir_all(d.join(".karpctl")).unwrap();
+    let foreign = serde_json::json!({"version": 1, "lineage": "6b1c3c1e-0000-4000-8000-000000000000", "serial": 3,
+        "tool_version": "0.1.0", "cluster": "other", "region": null, "steps": {}});
+    let path = d.join(".karpctl/my-cluster.state.json");
+    std::fs::write(&path, serde_json::to_string(&foreign).unwrap()).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let r = karpctl(&d, &["plan"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(text(&r.stderr).contains("other"), "{}", text(&r.stderr));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
 }

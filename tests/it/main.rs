@@ -1,10 +1,13 @@
 //! The one integration-test binary: golden renders, CRD schema validation, the
+//! invalid-config corpus, property tests, the engine and state, CLI behaviour.
 #![allow(clippy::print_stderr, clippy::print_stdout)]
-//! invalid-config corpus, property tests and CLI behaviour.
 
 mod cli;
 mod crds;
+mod docs;
+mod engine;
 mod golden;
 mod invalid;
 mod props;
+mod state;
 mod support;

@@ -1,0 +1,186 @@
+/*!
+The step engine behind `up`, `plan` and `rollback`: a graph of steps, each with
+`observe`, a pure `diff` and `apply`, walked with bounded concurrency and
+recorded in the state file after every transition. A step whose recorded
+fingerprint matches its desired state is skipped without any API call.
+*/
+
+#[doc(hidden)]
+pub mod fake;
+pub mod fingerprint;
+pub mod runner;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use runner::{Mode, Outcome, Planned, RunReport, Runner, RunnerError};
+
+/// What a step would do to reach its desired state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    None,
+    Create,
+    Update,
+    /// Delete and recreate (e.g. a stack in ROLLBACK_COMPLETE, an AMI move).
+    Replace,
+    Delete,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::None => "no change",
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        })
+    }
+}
+
+/// One field-level difference between what exists and what is wanted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: Value,
+    pub new: Value,
+}
+
+/// The result of a step's `diff`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub action: Action,
+    /// One line for humans: "create stack Karpenter-demo".
+    pub summary: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    /// Replaces or deletes something users depend on (needs --yes).
+    pub destructive: bool,
+}
+
+impl Change {
+    pub fn none() -> Change {
+        Change { action: Action::None, summary: "up to date".into(), fields: vec![], destructive: false }
+    }
+    pub fn new(action: Action, summary: impl Into<String>) -> Change {
+        Change { action, summary: summary.into(), fields: vec![], destructive: false }
+    }
+    pub fn with_fields(mut self, fields: Vec<FieldChange>) -> Change {
+        self.fields = fields;
+        self
+    }
+    pub fn destructive(mut self) -> Change {
+        self.destructive = true;
+        self
+    }
+}
+
+/// Why a step runs (or would run). Shown by `plan`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Why {
+    /// No record: the step never completed here.
+    NotCreated,
+    /// A desired-state field differs from the recorded one.
+    InputsChanged { field: String, old: Value, new: Value },
+    /// An upstream step's outputs changed (or will change).
+    UpstreamChanged { step: String },
+    /// The real resource no longer matches the record.
+    Drifted { summary: String },
+    PreviousAttemptFailed { error: String },
+    /// A previous run stopped in the middle of this step.
+    Interrupted,
+    /// `--refresh`: observed although recorded as done.
+    Refresh,
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::NotCreated => f.write_str("not created yet"),
+            Why::InputsChanged { field, old, new } => write!(f, "{field} changed: {} → {}", short(old), short(new)),
+            Why::UpstreamChanged { step } => write!(f, "upstream step {step} changed"),
+            Why::Drifted { summary } => write!(f, "drift detected: {summary}"),
+            Why::PreviousAttemptFailed { error } => write!(f, "previous attempt failed: {error}"),
+            Why::Interrupted => f.write_str("previous run was interrupted in this step"),
+            Why::Refresh => f.write_str("observed because of --refresh"),
+        }
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = match v {
+        Value::Null => "(none)".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.chars().count() > 48 {
+        format!("{}…", s.chars().take(47).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// Progress and lifecycle events, rendered by `ui`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    Started { step: String, why: Vec<Why> },
+    Progress { step: String, message: String },
+    Finished { step: String, outcome: Outcome, elapsed_ms: u128 },
+}
+
+/// Sink for events; must be cheap and never block.
+pub type Events<'a> = &'a (dyn Fn(Event) + Sync);
+
+/// What a running step can see: its dependencies' outputs, and a progress line.
+pub struct StepCx<'a> {
+    pub step: &'a str,
+    pub upstream: &'a BTreeMap<String, Value>,
+    events: Events<'a>,
+}
+
+impl<'a> StepCx<'a> {
+    pub fn new(step: &'a str, upstream: &'a BTreeMap<String, Value>, events: Events<'a>) -> Self {
+        StepCx { step, upstream, events }
+    }
+    /// Outputs of a dependency (as recorded or just produced).
+    pub fn output(&self, step: &str) -> Option<&Value> {
+        self.upstream.get(step)
+    }
+    /// Updates the step's progress line ("waiting for stack: CREATE_IN_PROGRESS").
+    pub fn progress(&self, message: impl Into<String>) {
+        (self.events)(Event::Progress { step: self.step.to_string(), message: message.into() });
+    }
+}
+
+/// A unit of provisioning. The value itself is the desired state.
+pub trait Step: Send + Sync {
+    /// Unique id, `kind/name`, e.g. `cfn-stack/Karpenter-demo`.
+    fn id(&self) -> String;
+    fn kind(&self) -> &'static str;
+    /// Bumped when the meaning of `inputs` changes, so records re-run.
+    fn schema_version(&self) -> u32 {
+        1
+    }
+    fn deps(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The desired state as JSON (no secrets): the fingerprint's input.
+    fn inputs(&self) -> Value;
+    /// Reads what exists. Given the dependencies' outputs.
+    fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>>;
+    /// Pure: observed state → what must change.
+    fn diff(&self, observed: &Value, cx: &StepCx<'_>) -> Change;
+    /// Makes the change; returns the outputs later steps need.
+    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>>;
+    /// Outputs when nothing had to change, from the observed state.
+    fn outputs_from(&self, observed: &Value) -> Value {
+        observed.clone()
+    }
+}

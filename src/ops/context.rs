@@ -1,0 +1,39 @@
+/*!
+What engine-backed commands share: the state backend the config selects (a
+local file by default, S3 when configured) and the lock description.
+*/
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::cli::Global;
+use crate::config::Config;
+use crate::state::{Backend, LocalStore, S3Store, State};
+
+pub fn default_state_path(c: &Config) -> PathBuf {
+    PathBuf::from(format!(".karpctl/{}.state.json", c.cluster.name))
+}
+
+pub async fn backend(c: &Config, g: &Global) -> anyhow::Result<Backend> {
+    if let Some(s3) = &c.state.s3 {
+        let key = s3.key.clone().unwrap_or_else(|| format!("karpctl/{}.state.json", c.cluster.name));
+        let region = s3.region.as_deref().or(c.cluster.region.as_deref());
+        let cfg = crate::aws::sdk_config(g, region).await;
+        return Ok(Backend::S3(S3Store::new(crate::aws::s3(&cfg, g), s3.bucket.clone(), key)));
+    }
+    let path = c.state.path.as_ref().map(PathBuf::from).unwrap_or_else(|| default_state_path(c));
+    Ok(Backend::Local(LocalStore::new(path)))
+}
+
+/// The current state, or a new one for this cluster; refuses another cluster's file.
+pub async fn load_state(b: &Backend, c: &Config) -> anyhow::Result<State> {
+    let st = b.load().await.with_context(|| format!("reading state from {}", b.describe()))?;
+    match st {
+        Some(s) => {
+            s.check_identity(&c.cluster.name)?;
+            Ok(s)
+        }
+        None => Ok(State::new(&c.cluster.name, c.cluster.region.as_deref())),
+    }
+}

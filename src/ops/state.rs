@@ -1,0 +1,90 @@
+/*!
+`karpctl status` and `karpctl state show|unlock|pull|push`: read and repair the
+state file wherever the config keeps it. `push` validates what it writes and
+takes the lock, so a repair cannot race a running `up`.
+*/
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::cli::{Global, OutputFormat, StateCommand};
+use crate::config;
+use crate::state::{LockInfo, State};
+
+use super::Report;
+
+pub async fn status(g: &Global) -> anyhow::Result<Report> {
+    let loaded = config::load(&g.config)?;
+    let c = &loaded.config;
+    let backend = super::context::backend(c, g).await?;
+    let state = backend.load().await.with_context(|| format!("reading state from {}", backend.describe()))?;
+    if let Some(s) = &state {
+        s.check_identity(&c.cluster.name)?;
+    }
+    let holder = backend.lock_holder().await?;
+    let stdout = match g.output {
+        OutputFormat::Json | OutputFormat::Yaml => {
+            let doc = serde_json::json!({
+                "cluster": c.cluster.name,
+                "backend": backend.describe(),
+                "state": state,
+                "lock": holder,
+            });
+            if g.output == OutputFormat::Json {
+                format!("{}\n", serde_json::to_string_pretty(&doc)?)
+            } else {
+                serde_yaml::to_string(&doc)?
+            }
+        }
+        OutputFormat::Text => crate::ui::status_text(&c.cluster.name, &backend.describe(), state.as_ref(), holder.as_ref()),
+    };
+    Ok(Report { stdout, warnings: loaded.warnings, ..Default::default() })
+}
+
+pub async fn state(g: &Global, cmd: &StateCommand) -> anyhow::Result<Report> {
+    let loaded = config::load(&g.config)?;
+    let c = &loaded.config;
+    let backend = super::context::backend(c, g).await?;
+    let stdout = match cmd {
+        StateCommand::Show | StateCommand::Pull => {
+            let st = backend.load().await.with_context(|| format!("reading state from {}", backend.describe()))?;
+            match st {
+                Some(s) => crate::state::encode(&s)?,
+                None => bail!("no state at {} yet; `karpctl up` creates it", backend.describe()),
+            }
+        }
+        StateCommand::Unlock { id } => {
+            backend.unlock(id).await?;
+            format!("released lock {id} on {}\n", backend.describe())
+        }
+        StateCommand::Push { file } => {
+            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let mut incoming: State = crate::state::decode(&bytes).with_context(|| format!("reading {}", file.display()))?;
+            incoming.check_identity(&c.cluster.name)?;
+            let info = LockInfo::for_this_process("state push");
+            backend.lock(&info, Duration::from_secs(30), &|h| crate::ui::note(&format!("waiting for the state lock held by {h}"))).await?;
+            let current = backend.load().await;
+            let result = async {
+                if let Ok(Some(cur)) = &current {
+                    if cur.lineage != incoming.lineage {
+                        bail!(
+                            "{} has lineage {}, the state at {} has {}: it belongs to another installation",
+                            file.display(),
+                            incoming.lineage,
+                            backend.describe(),
+                            cur.lineage
+                        );
+                    }
+                    incoming.serial = incoming.serial.max(cur.serial);
+                }
+                backend.save(&mut incoming).await?;
+                Ok(format!("pushed {} to {} (serial {})\n", file.display(), backend.describe(), incoming.serial))
+            }
+            .await;
+            backend.unlock(&info.id).await?;
+            result?
+        }
+    };
+    Ok(Report { stdout, warnings: loaded.warnings, ..Default::default() })
+}
