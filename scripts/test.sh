@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Tests"; CI runs exactly this).
-# Builds what it needs, then runs lint and every test suite.
+# Installs and builds what it needs (cached outside the repo), then runs lint,
+# the test beds' own smoke tests and every Rust test suite.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -9,15 +10,26 @@ export KARPCTL_CACHE="${KARPCTL_CACHE:-$HOME/.cache/karpctl}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KARPCTL_CACHE/target}"
 mkdir -p "$KARPCTL_CACHE"
 
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "error: cargo is required (install Rust 1.85+)" >&2
-  exit 1
-fi
+for tool in cargo python3 go openssl; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is required (see README, Tests)" >&2; exit 1; }
+done
 
-step() { printf '\n== %s\n' "$*"; }
+t0=$(date +%s)
+step() { printf '\n== %s (t+%ss)\n' "$*" "$(( $(date +%s) - t0 ))"; }
+
+step "test beds: AWS emulator venv (pinned, cached)"
+scripts/testbed-aws.sh install
+step "test beds: kube-apiserver, etcd, kubectl, helm from Go modules (cached after the first build)"
+scripts/testbed-kube.sh build
 
 step "clippy (warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 
+step "AWS emulator smoke tests"
+scripts/testbed-aws.sh test -q
+step "Kubernetes test bed smoke test"
+scripts/testbed-kube.sh smoke --dir "$(mktemp -d)/kube"
+
 step "cargo test"
 cargo test --locked
+step "done"

@@ -2,6 +2,7 @@
 //! invalid-config corpus, property tests, the engine and state, CLI behaviour.
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
+mod beds;
 mod cli;
 mod crds;
 mod docs;
@@ -11,3 +12,4 @@ mod invalid;
 mod props;
 mod state;
 mod support;
+mod testbed;

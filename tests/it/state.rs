@@ -5,10 +5,10 @@
 //! (local), and the SDK error mapping (S3).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -16,7 +16,7 @@ use karpctl::state::{
     Backend, LocalStore, LockInfo, Location, S3Store, State, StateError, StepRecord, StepStatus, STATE_VERSION,
 };
 
-use crate::support::repo;
+use crate::beds::AwsEmulator;
 
 // ------------------------------------------------------------------------------------------ beds
 
@@ -650,8 +650,8 @@ fn decoding_a_document_outside_a_store_names_no_location() {
 
 #[tokio::test]
 async fn s3_backend_conforms() {
-    let Some(emu) = Emulator::start() else { return };
-    let bed = emu.bed("karpctl-state-it").await;
+    let Some(emu) = AwsEmulator::start(&[]) else { return };
+    let bed = s3_bed(&emu, "karpctl-state-it").await;
     conformance(&bed).await;
 
     // An unreadable object: refused on load, and a later save (`state push`)
@@ -687,95 +687,12 @@ async fn s3_backend_conforms() {
     let _ = std::fs::remove_dir_all(errored.parent().unwrap());
 }
 
-/// The AWS emulator (tests/testbed/aws/launcher.py) on a free port, stopped on drop.
-struct Emulator {
-    child: Child,
-    dir: PathBuf,
-    endpoint: String,
-}
-
-impl Emulator {
-    /// `None` (after saying why) when the emulator's venv is not installed;
-    /// under CI its absence is a broken setup, not a skip.
-    fn start() -> Option<Emulator> {
-        let cache = std::env::var_os("KARPCTL_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/karpctl")))
-            .unwrap_or_else(|| PathBuf::from(".cache/karpctl"));
-        let python = cache.join("venv-aws/bin/python");
-        if !python.exists() {
-            let why = format!("the AWS emulator is not installed ({} is missing; run scripts/testbed-aws.sh install)", python.display());
-            assert!(std::env::var_os("CI").is_none(), "CI is set but {why}");
-            eprintln!("skipping the S3 state tests: {why}");
-            return None;
-        }
-        let dir = scratch("s3-emulator");
-        let handle = dir.join("handle.json");
-        let log = std::fs::File::create(dir.join("launcher.log")).unwrap();
-        let mut cmd = Command::new(&python);
-        cmd.arg(repo().join("tests/testbed/aws/launcher.py"))
-            .args(["--port", "0", "--handle"])
-            .arg(&handle)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("AWS_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", python.display()));
-        let mut emu = Emulator { child, dir, endpoint: String::new() };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(h) = std::fs::read(&handle) {
-                if let Ok(v) = serde_json::from_slice::<Value>(&h) {
-                    emu.endpoint = v["endpoint"].as_str().expect("handle has an endpoint").to_string();
-                    return Some(emu);
-                }
-            }
-            if let Some(status) = emu.child.try_wait().unwrap() {
-                panic!("the AWS emulator exited ({status}):\n{}", emu.log());
-            }
-            assert!(Instant::now() < deadline, "the AWS emulator is not ready after 120s:\n{}", emu.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("launcher.log")).unwrap_or_default()
-    }
-
-    async fn bed(&self, bucket: &str) -> S3Bed {
-        use aws_config::BehaviorVersion;
-        use aws_sdk_s3::config::{Credentials, Region};
-        let cfg = aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .load()
-            .await;
-        let client = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&cfg).force_path_style(true).build());
-        client.create_bucket().bucket(bucket).send().await.expect("CreateBucket");
-        S3Bed { client, bucket: bucket.to_string() }
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        // SIGTERM lets it shut down cleanly; SIGKILL if it does not.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An S3 bed on a fresh emulator bucket.
+async fn s3_bed(emu: &AwsEmulator, bucket: &str) -> S3Bed {
+    let cfg = emu.sdk_config("us-east-1").await;
+    let client = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&cfg).force_path_style(true).build());
+    client.create_bucket().bucket(bucket).send().await.expect("CreateBucket");
+    S3Bed { client, bucket: bucket.to_string() }
 }
 
 // ---------------------------------------------------------------------------------------- helpers
