@@ -1,6 +1,8 @@
 //! Runs the engine over fake steps against a real local state file, so the crash
 //! test can kill it with SIGKILL at any instant and check what it left behind.
-//! Usage: engine-crash-harness WORLD_DIR STATE_FILE DELAY_MS VALUE
+//! Usage: engine-crash-harness WORLD_DIR STATE_FILE DELAY_MS VALUE [LOCK_TIMEOUT_MS]
+//! Takes the state lock like `up` does; exits 4 when another run holds it,
+//! and 130 after Ctrl-C (SIGINT), with the state saved.
 #![allow(clippy::print_stderr)]
 
 use std::path::PathBuf;
@@ -29,7 +31,16 @@ async fn main() {
             s
         })
         .collect();
+    let lock_timeout = Duration::from_millis(args.get(5).map(|s| s.parse().expect("lock timeout")).unwrap_or(10_000));
     let backend = Backend::Local(LocalStore::new(state_path));
+    let lock = karpctl::state::LockInfo::for_this_process("engine-crash-harness");
+    if let Err(e) = backend.lock(&lock, lock_timeout, &|h| eprintln!("waiting for the lock held by {h}")).await {
+        eprintln!("{e}");
+        if let Some(h) = e.help() {
+            eprintln!("help: {h}");
+        }
+        std::process::exit(4);
+    }
     let mut state = match backend.load().await {
         Ok(Some(s)) => s,
         Ok(None) => State::new("crash-test", None),
@@ -47,13 +58,20 @@ async fn main() {
         approve: true,
         events: &events,
     };
-    let mut never = std::future::pending::<()>();
-    let cancel = std::pin::pin!(&mut never);
-    match runner.run(&mut state, &backend, cancel).await {
+    let mut cancel = std::pin::pin!(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    let result = runner.run(&mut state, &backend, cancel.as_mut()).await;
+    let _ = backend.unlock(&lock.id).await;
+    match result {
         Ok(r) if r.failed().is_empty() => {}
         Ok(r) => {
             eprintln!("failed steps: {:?}", r.failed());
             std::process::exit(1);
+        }
+        Err(karpctl::engine::RunnerError::Cancelled { .. }) => {
+            eprintln!("interrupted; state saved");
+            std::process::exit(130);
         }
         Err(e) => {
             eprintln!("{e}");

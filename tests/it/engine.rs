@@ -182,12 +182,13 @@ fn harness() -> PathBuf {
     // target/debug/deps/it-… → target/debug/examples/engine-crash-harness
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("examples/engine-crash-harness");
-    if !bin.exists() {
-        // `cargo test` builds examples; `cargo test --test it` does not.
+    // `cargo test` builds examples but `cargo test --test it` does not: make sure it is current.
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let ok = Command::new(cargo).args(["build", "--example", "engine-crash-harness"]).status().unwrap().success();
         assert!(ok, "building the crash harness failed");
-    }
+    });
     bin
 }
 
@@ -219,6 +220,17 @@ fn kill_nine_at_random_instants_never_tears_state_and_always_converges() {
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("trial {t}: torn state ({e}):\n{text}"));
             assert_eq!(v["version"], 1);
         }
+        let lock = d.join("state.json.lock");
+        if lock.exists() {
+            // A killed run leaves its lock; the next run refuses it as stale and says how to clear it.
+            let refused = Command::new(&bin).args([w.to_str().unwrap(), state.to_str().unwrap(), "0", "v1", "0"]).output().unwrap();
+            let err = String::from_utf8_lossy(&refused.stderr);
+            assert_eq!(refused.status.code(), Some(4), "trial {t}: {err}");
+            assert!(err.contains("stale lock") && err.contains("karpctl state unlock"), "trial {t}: {err}");
+            let id = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&lock).unwrap()).unwrap()["id"].as_str().unwrap().to_string();
+            let backend = Backend::Local(LocalStore::new(state.clone()));
+            tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(backend.unlock(&id)).unwrap();
+        }
         let status = Command::new(&bin).args([w.to_str().unwrap(), state.to_str().unwrap(), "0", "v1"]).status().unwrap();
         assert!(status.success(), "trial {t}: re-run after kill at {kill_after:?} did not converge");
         let applies = log_lines(&w, "applies.log");
@@ -232,4 +244,49 @@ fn kill_nine_at_random_instants_never_tears_state_and_always_converges() {
         let _ = std::fs::remove_dir_all(&d);
     }
     assert!(killed_mid_run >= trials / 2, "most kills should land mid-run, only {killed_mid_run} did");
+}
+
+/// Two processes on one state file: the second waits, then gives up naming the holder.
+#[test]
+fn a_second_process_waits_for_the_lock_then_names_the_holder() {
+    let bin = harness();
+    let d = scratch("lock-procs");
+    let (w, state) = (d.join("world"), d.join("state.json"));
+    let mut first = Command::new(&bin).args([w.to_str().unwrap(), state.to_str().unwrap(), "150", "v1"]).spawn().unwrap();
+    // Wait until the first run holds the lock.
+    let lock = d.join("state.json.lock");
+    let t = std::time::Instant::now();
+    while !lock.exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "the first run never took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let second = Command::new(&bin).args([w.to_str().unwrap(), state.to_str().unwrap(), "0", "v1", "300"]).output().unwrap();
+    assert_eq!(second.status.code(), Some(4), "{}", String::from_utf8_lossy(&second.stderr));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("waiting for the lock held by") && err.contains(&first.id().to_string()), "{err}");
+    assert!(err.contains("karpctl state unlock"), "{err}");
+    assert!(first.wait().unwrap().success(), "the holder finishes undisturbed");
+    assert!(!lock.exists(), "the holder releases the lock");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(v["steps"].as_object().unwrap().values().all(|r| r["status"] == "done"));
+}
+
+/// Ctrl-C persists what happened, exits 130, and a re-run finishes the job.
+#[test]
+fn ctrl_c_saves_state_and_the_next_run_resumes() {
+    let bin = harness();
+    let d = scratch("sigint");
+    let (w, state) = (d.join("world"), d.join("state.json"));
+    let mut child = Command::new(&bin).args([w.to_str().unwrap(), state.to_str().unwrap(), "100", "v1"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let steps = v["steps"].as_object().unwrap();
+    assert!(!steps.is_empty() && steps.len() < 8, "stopped part-way: {steps:?}");
+    assert!(!d.join("state.json.lock").exists(), "the lock is released on Ctrl-C");
+    let again = Command::new(&bin).args([w.to_str().unwrap(), state.to_str().unwrap(), "0", "v1"]).status().unwrap();
+    assert!(again.success());
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(v["steps"].as_object().unwrap().len(), 8);
 }
