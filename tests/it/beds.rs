@@ -185,3 +185,116 @@ impl Drop for KubeBed {
         }
     }
 }
+
+/// Does what controllers and kubelets would on the kube bed, so waits, drains and
+/// deletes can be tested for real: nodes (Karpenter-launched or nodegroup), pods
+/// bound to them, PodDisruptionBudgets with status, and status conditions.
+pub struct KubeSim {
+    pub client: kube::Client,
+}
+
+impl KubeSim {
+    /// A Ready node with capacity; `pool` labels it as Karpenter-launched
+    /// (`karpenter.sh/nodepool`), `nodegroup` as a managed-nodegroup node.
+    pub async fn node(&self, name: &str, pool: Option<&str>, nodegroup: Option<&str>, cpu: &str, memory: &str) {
+        use k8s_openapi::api::core::v1::Node;
+        use kube::api::{Api, Patch, PatchParams, PostParams};
+        let mut labels = serde_json::Map::new();
+        labels.insert("kubernetes.io/hostname".into(), name.into());
+        if let Some(p) = pool {
+            labels.insert("karpenter.sh/nodepool".into(), p.into());
+            labels.insert("karpenter.sh/initialized".into(), "true".into());
+        }
+        if let Some(ng) = nodegroup {
+            labels.insert("eks.amazonaws.com/nodegroup".into(), ng.into());
+        }
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"providerID": format!("aws:///us-west-2a/i-{:016x}", fxhash(name))}
+        }))
+        .unwrap();
+        let api: Api<Node> = Api::all(self.client.clone());
+        api.create(&PostParams::default(), &node).await.expect("create node");
+        let status = serde_json::json!({"status": {
+            "capacity": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "simulated by the test bed",
+                            "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+        }});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("node status");
+    }
+
+    /// A Running pod bound to `node` (as the scheduler and kubelet would leave it).
+    pub async fn pod(&self, ns: &str, name: &str, node: &str, labels: &[(&str, &str)], cpu: &str) {
+        use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+        use kube::api::{Api, Patch, PatchParams, PostParams};
+        // No token controller runs here: the namespace's default service account is made by hand.
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
+        if sas.get_opt("default").await.expect("get sa").is_none() {
+            let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap();
+            sas.create(&PostParams::default(), &sa).await.expect("create default sa");
+        }
+        let labels: serde_json::Map<String, Value> = labels.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": node, "automountServiceAccountToken": false,
+                     "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10", "resources": {"requests": {"cpu": cpu}}}]}
+        }))
+        .unwrap();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        api.create(&PostParams::default(), &pod).await.expect("create pod");
+        let status = serde_json::json!({"status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}]}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("pod status");
+    }
+
+    /// A PodDisruptionBudget whose status allows `allowed` disruptions.
+    pub async fn pdb(&self, ns: &str, name: &str, app: &str, min_available: i32, allowed: i32) {
+        use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+        use kube::api::{Api, Patch, PatchParams, PostParams};
+        let pdb: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"app": app}}}
+        }))
+        .unwrap();
+        let api: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), ns);
+        api.create(&PostParams::default(), &pdb).await.expect("create pdb");
+        let status = serde_json::json!({"status": {"disruptionsAllowed": allowed, "currentHealthy": min_available + allowed,
+            "desiredHealthy": min_available, "expectedPods": min_available + allowed, "observedGeneration": 1}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("pdb status");
+    }
+
+    /// Sets a status condition on any object with a status subresource (NodePool,
+    /// EC2NodeClass, NodeClaim …).
+    pub async fn condition(&self, ar: &kube::discovery::ApiResource, ns: Option<&str>, name: &str, type_: &str, status: bool, message: &str) {
+        use kube::api::{Api, DynamicObject, Patch, PatchParams};
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
+            None => Api::all_with(self.client.clone(), ar),
+        };
+        let cond = serde_json::json!({"status": {"conditions": [{
+            "type": type_, "status": if status { "True" } else { "False" }, "reason": if status { "Ready" } else { "NotReady" },
+            "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1
+        }]}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&cond)).await.expect("status condition");
+    }
+
+    /// Marks a Deployment available, as its controller would once pods run.
+    pub async fn deployment_available(&self, ns: &str, name: &str) {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use kube::api::{Api, Patch, PatchParams};
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let d = api.get(name).await.expect("get deployment");
+        let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+        let gen = d.metadata.generation.unwrap_or(1);
+        let status = serde_json::json!({"status": {"observedGeneration": gen, "replicas": replicas, "readyReplicas": replicas,
+            "availableReplicas": replicas, "updatedReplicas": replicas,
+            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("deployment status");
+    }
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+}

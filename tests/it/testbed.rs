@@ -140,3 +140,38 @@ async fn the_api_server_accepts_every_preset_and_rejects_with_cel_messages() {
     let e = apply(&client, &budget, true).await.expect_err("schedule without duration");
     assert!(e.to_string().contains("'schedule' must be set with 'duration'"), "{e}");
 }
+
+#[tokio::test]
+async fn the_simulator_stands_in_for_controllers_and_kubelets() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let Some(bed) = KubeBed::start() else { return };
+    let sim = crate::beds::KubeSim { client: bed.client().await };
+    sim.node("ip-10-0-1-10", Some("default"), None, "4", "16Gi").await;
+    sim.node("ip-10-0-2-20", None, Some("system"), "2", "8Gi").await;
+    sim.pod("default", "web-1", "ip-10-0-1-10", &[("app", "web")], "500m").await;
+    sim.pdb("default", "web", "web", 1, 0).await;
+
+    let nodes: Api<Node> = Api::all(sim.client.clone());
+    let karpenter = nodes.list(&kube::api::ListParams::default().labels("karpenter.sh/nodepool")).await.unwrap();
+    assert_eq!(karpenter.items.len(), 1);
+    let n = &karpenter.items[0];
+    assert!(n.status.as_ref().unwrap().conditions.as_ref().unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let pods: Api<Pod> = Api::namespaced(sim.client.clone(), "default");
+    let p = pods.get("web-1").await.unwrap();
+    assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("ip-10-0-1-10"));
+    assert_eq!(p.status.unwrap().phase.as_deref(), Some("Running"));
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(sim.client.clone(), "default");
+    assert_eq!(pdbs.get("web").await.unwrap().status.unwrap().disruptions_allowed, 0);
+
+    // A NodePool made Ready the way Karpenter would report it.
+    let c = load_preset(karpctl::cli::Preset::Default);
+    let b = render::render(&c, &Inputs::default()).unwrap();
+    let pool = &b.documents.iter().find(|d| d.path == "nodepool-default.yaml").unwrap().content;
+    apply(&sim.client, pool, false).await.unwrap();
+    sim.condition(&resource(pool), None, "default", "Ready", true, "simulated").await;
+    let api: Api<DynamicObject> = Api::all_with(sim.client.clone(), &resource(pool));
+    let got = api.get("default").await.unwrap();
+    assert_eq!(got.data["status"]["conditions"][0]["type"], "Ready");
+    assert_eq!(got.data["status"]["conditions"][0]["status"], "True");
+}
