@@ -164,6 +164,21 @@ async fn the_simulator_stands_in_for_controllers_and_kubelets() {
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(sim.client.clone(), "default");
     assert_eq!(pdbs.get("web").await.unwrap().status.unwrap().disruptions_allowed, 0);
 
+    // A Deployment becomes available only because the simulator says so.
+    use k8s_openapi::api::apps::v1::Deployment;
+    let deploys: Api<Deployment> = Api::namespaced(sim.client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "karpenter"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "karpenter"}},
+                 "template": {"metadata": {"labels": {"app": "karpenter"}},
+                              "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}
+    }))
+    .unwrap();
+    deploys.create(&kube::api::PostParams::default(), &d).await.unwrap();
+    assert_eq!(deploys.get("karpenter").await.unwrap().status.and_then(|s| s.available_replicas), None);
+    sim.deployment_available("default", "karpenter").await;
+    assert_eq!(deploys.get("karpenter").await.unwrap().status.and_then(|s| s.available_replicas), Some(2));
+
     // A NodePool made Ready the way Karpenter would report it.
     let c = load_preset(karpctl::cli::Preset::Default);
     let b = render::render(&c, &Inputs::default()).unwrap();
