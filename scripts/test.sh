@@ -31,5 +31,9 @@ step "Kubernetes test bed smoke test"
 scripts/testbed-kube.sh smoke --dir "$(mktemp -d)/kube"
 
 step "cargo test"
-cargo test --locked
+log="$KARPCTL_CACHE/last-cargo-test.log"
+cargo test --locked 2>&1 | tee "$log"
 step "done"
+# One closing line for the whole Rust suite.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "rust tests: %d passed, %d failed\n", p, f }' "$log"

@@ -4,6 +4,7 @@ and back again. The binary is a thin shell over this library so tests can drive
 every layer directly.
 */
 
+pub mod amis;
 pub mod aws;
 pub mod cli;
 pub mod config;

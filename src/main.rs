@@ -24,10 +24,10 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
             clap_complete::generate(a.shell, &mut Cli::command(), "karpctl", &mut buf);
             Ok(Report { stdout: String::from_utf8(buf)?, ..Default::default() })
         }
-        Command::Up(_) => Err(NotImplemented { command: "up" }.into()),
+        Command::Up(a) => ops::plan::up(g, a).await,
         Command::Plan(a) => ops::plan::plan(g, a).await,
         Command::Status => ops::state::status(g).await,
-        Command::Amis(_) => Err(NotImplemented { command: "amis" }.into()),
+        Command::Amis(a) => ops::amis::amis(g, a).await,
         Command::Doctor => Err(NotImplemented { command: "doctor" }.into()),
         Command::Rollback(_) => Err(NotImplemented { command: "rollback" }.into()),
         Command::State(c) => ops::state::state(g, c).await,
@@ -57,7 +57,13 @@ async fn main() {
             report.exit
         }
         Err(e) => {
-            if let Some(LoadError::Invalid(ce)) = e.downcast_ref::<LoadError>() {
+            if let Some(LoadError::Read { path, source }) = e.downcast_ref::<LoadError>() {
+                ui::error(&e, json);
+                if source.kind() == std::io::ErrorKind::NotFound && !json {
+                    ui::help_line(&format!("create it with `karpctl init -c {}`, or point -c at your config", path.display()));
+                }
+                exit::ERROR
+            } else if let Some(LoadError::Invalid(ce)) = e.downcast_ref::<LoadError>() {
                 ui::config_errors(ce, json);
                 exit::INVALID_CONFIG
             } else if let Some(ni) = e.downcast_ref::<NotImplemented>() {

@@ -30,3 +30,39 @@ pub fn s3(cfg: &SdkConfig, g: &Global) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::from(cfg).force_path_style(g.endpoint_url.is_some()).build();
     aws_sdk_s3::Client::from_conf(conf)
 }
+
+pub fn eks(cfg: &SdkConfig) -> aws_sdk_eks::Client {
+    aws_sdk_eks::Client::new(cfg)
+}
+
+pub fn ssm(cfg: &SdkConfig) -> aws_sdk_ssm::Client {
+    aws_sdk_ssm::Client::new(cfg)
+}
+
+/// An AWS call that failed, with the service's error code, message and request id.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: {code}: {message}{}", request_id.as_deref().map(|r| format!(" (request id {r})")).unwrap_or_default())]
+pub struct AwsError {
+    pub operation: &'static str,
+    pub code: String,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+impl AwsError {
+    pub fn from_sdk<E>(operation: &'static str, e: &aws_sdk_ssm::error::SdkError<E, aws_sdk_ssm::config::http::HttpResponse>) -> AwsError
+    where
+        E: aws_sdk_ssm::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        use aws_sdk_ssm::operation::RequestId;
+        let (code, message) = match e.as_service_error() {
+            Some(se) => (
+                se.code().unwrap_or("Unknown").to_string(),
+                se.message().map(String::from).unwrap_or_else(|| se.to_string()),
+            ),
+            None => ("RequestFailed".to_string(), format!("{}", aws_sdk_ssm::error::DisplayErrorContext(e))),
+        };
+        let request_id = e.request_id().map(String::from);
+        AwsError { operation, code, message, request_id }
+    }
+}

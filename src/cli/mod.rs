@@ -53,6 +53,9 @@ pub struct Global {
     /// Approve destructive or replacing changes without asking.
     #[arg(long, global = true)]
     pub yes: bool,
+    /// Seconds to wait for another run's state lock.
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS")]
+    pub lock_timeout: u64,
     /// More logging (-v, -vv).
     #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

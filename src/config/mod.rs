@@ -33,7 +33,7 @@ pub struct Loaded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("reading config file {path}: {source}")]
+    #[error("reading config file {}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Invalid(#[from] ConfigErrors),

@@ -93,7 +93,7 @@ impl Step for FakeStep {
             Some(_) => Change::none(),
         }
     }
-    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
+    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, _observed: &'a Value, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
         Box::pin(async move {
             if let Some(g) = &self.gauge {
                 let n = g.now.fetch_add(1, Ordering::SeqCst) + 1;

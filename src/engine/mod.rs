@@ -97,6 +97,8 @@ pub enum Why {
     Interrupted,
     /// `--refresh`: observed although recorded as done.
     Refresh,
+    /// A lookup step, observed on every run.
+    Lookup,
 }
 
 impl fmt::Display for Why {
@@ -109,6 +111,7 @@ impl fmt::Display for Why {
             Why::PreviousAttemptFailed { error } => write!(f, "previous attempt failed: {error}"),
             Why::Interrupted => f.write_str("previous run was interrupted in this step"),
             Why::Refresh => f.write_str("observed because of --refresh"),
+            Why::Lookup => f.write_str("looked up on every run"),
         }
     }
 }
@@ -142,12 +145,14 @@ pub type Events<'a> = &'a (dyn Fn(Event) + Sync);
 pub struct StepCx<'a> {
     pub step: &'a str,
     pub upstream: &'a BTreeMap<String, Value>,
+    /// This step's outputs from its last completed run, if any.
+    pub previous: Option<&'a Value>,
     events: Events<'a>,
 }
 
 impl<'a> StepCx<'a> {
-    pub fn new(step: &'a str, upstream: &'a BTreeMap<String, Value>, events: Events<'a>) -> Self {
-        StepCx { step, upstream, events }
+    pub fn new(step: &'a str, upstream: &'a BTreeMap<String, Value>, previous: Option<&'a Value>, events: Events<'a>) -> Self {
+        StepCx { step, upstream, previous, events }
     }
     /// Outputs of a dependency (as recorded or just produced).
     pub fn output(&self, step: &str) -> Option<&Value> {
@@ -171,6 +176,11 @@ pub trait Step: Send + Sync {
     fn deps(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Lookups whose answer changes outside karpctl (e.g. "latest AMI") observe
+    /// on every run instead of trusting a fresh record.
+    fn always_observe(&self) -> bool {
+        false
+    }
     /// The desired state as JSON (no secrets): the fingerprint's input.
     fn inputs(&self) -> Value;
     /// Reads what exists. Given the dependencies' outputs.
@@ -178,7 +188,7 @@ pub trait Step: Send + Sync {
     /// Pure: observed state → what must change.
     fn diff(&self, observed: &Value, cx: &StepCx<'_>) -> Change;
     /// Makes the change; returns the outputs later steps need.
-    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>>;
+    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, observed: &'a Value, change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>>;
     /// Outputs when nothing had to change, from the observed state.
     fn outputs_from(&self, observed: &Value) -> Value {
         observed.clone()

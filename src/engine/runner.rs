@@ -107,7 +107,7 @@ pub struct Runner<'a> {
 }
 
 enum Phase {
-    Observed { id: String, why: Vec<Why>, result: anyhow::Result<(Value, Change)>, started: Instant },
+    Observed { id: String, why: Vec<Why>, result: anyhow::Result<(Value, Change)>, started: Instant, previous: Option<Value> },
     Applied { id: String, result: anyhow::Result<Value>, action: Action, started: Instant },
 }
 
@@ -239,7 +239,10 @@ impl<'a> Runner<'a> {
                 let composed = Self::composed(step, &upstream);
                 let fp = fingerprint(step.kind(), step.schema_version(), &composed);
                 let record = state.steps.get(&id);
-                let why = Self::reasons(record, &composed, &fp, self.refresh);
+                let mut why = Self::reasons(record, &composed, &fp, self.refresh);
+                if why.is_empty() && step.always_observe() {
+                    why = vec![Why::Lookup];
+                }
                 if why.is_empty() {
                     // Fresh: no API call at all.
                     pending.remove(i);
@@ -256,8 +259,9 @@ impl<'a> Runner<'a> {
                 (self.events)(Event::Started { step: id.clone(), why: why.clone() });
                 let events = self.events;
                 let started = Instant::now();
+                let previous = record.filter(|r| r.status == StepStatus::Done).map(|r| r.outputs.clone());
                 running.push(Box::pin(async move {
-                    let cx = StepCx::new(&id, &upstream, events);
+                    let cx = StepCx::new(&id, &upstream, previous.as_ref(), events);
                     let result = match step.observe(&cx).await {
                         Ok(obs) => {
                             let change = step.diff(&obs, &cx);
@@ -265,7 +269,7 @@ impl<'a> Runner<'a> {
                         }
                         Err(e) => Err(e),
                     };
-                    Phase::Observed { id, why, result, started }
+                    Phase::Observed { id, why, result, started, previous }
                 }));
             }
 
@@ -283,12 +287,29 @@ impl<'a> Runner<'a> {
             };
 
             match phase {
-                Phase::Observed { id, why, result, started } => {
+                Phase::Observed { id, why, result, started, previous } => {
                     let step = by_id[&id];
                     let (observed, change) = match result {
                         Ok(x) => x,
                         Err(e) => {
                             in_flight.remove(&id);
+                            if self.mode == Mode::Apply {
+                                // Recorded so `status` shows it and the next run says why it runs.
+                                let rec = state.steps.entry(id.clone()).or_insert_with(|| StepRecord {
+                                    kind: step.kind().to_string(),
+                                    fingerprint: String::new(),
+                                    status: StepStatus::Failed,
+                                    inputs: Value::Null,
+                                    outputs: Value::Null,
+                                    error: None,
+                                    started_at: Some(now()),
+                                    finished_at: None,
+                                });
+                                rec.status = StepStatus::Failed;
+                                rec.error = Some(error_text(&e));
+                                rec.finished_at = Some(now());
+                                persist.save(state).await.map_err(RunnerError::Persist)?;
+                            }
                             finish(&id, Outcome::Failed { error: error_text(&e) }, Some(started), &mut report, &mut finished);
                             continue;
                         }
@@ -299,7 +320,7 @@ impl<'a> Runner<'a> {
                     let composed = Self::composed(step, &upstream);
                     let fp = fingerprint(step.kind(), step.schema_version(), &composed);
                     let mut why = why;
-                    if change.action != Action::None && why == [Why::Refresh] {
+                    if change.action != Action::None && (why == [Why::Refresh] || why == [Why::Lookup]) {
                         why = vec![Why::Drifted { summary: change.summary.clone() }];
                     }
                     if change.action == Action::None {
@@ -307,7 +328,11 @@ impl<'a> Runner<'a> {
                         in_flight.remove(&id);
                         let out = step.outputs_from(&observed);
                         outputs.insert(id.clone(), out.clone());
-                        if self.mode == Mode::Apply {
+                        let unchanged = state
+                            .steps
+                            .get(&id)
+                            .is_some_and(|r| r.status == StepStatus::Done && r.fingerprint == fp && r.outputs == out);
+                        if self.mode == Mode::Apply && !unchanged {
                             let prev_started = state.steps.get(&id).and_then(|r| r.started_at.clone());
                             state.steps.insert(
                                 id.clone(),
@@ -359,8 +384,8 @@ impl<'a> Runner<'a> {
                     let events = self.events;
                     let action = change.action;
                     running.push(Box::pin(async move {
-                        let cx = StepCx::new(&id, &upstream, events);
-                        let result = step.apply(&cx, &change).await;
+                        let cx = StepCx::new(&id, &upstream, previous.as_ref(), events);
+                        let result = step.apply(&cx, &observed, &change).await;
                         Phase::Applied { id, result, action, started }
                     }));
                 }

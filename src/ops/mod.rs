@@ -4,6 +4,7 @@ the library modules and returns a `Report` for `ui` to show; commands are thin
 wrappers over these.
 */
 
+pub mod amis;
 pub mod context;
 pub mod init;
 pub mod plan;

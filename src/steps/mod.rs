@@ -1,14 +1,38 @@
 /*!
 The steps `up` walks, built from the config. Each step kind lives in its own
 file and implements `engine::Step`; this module only decides which steps a
-config needs and how they depend on each other. Step kinds arrive one by one
-(the AWS half, then the Kubernetes half); until then the graph is empty.
+config needs and how they depend on each other. So far: the cluster's facts and
+the AMI pins; the stack, identity, access and Kubernetes steps follow.
 */
+
+pub mod ami_lookup;
+pub mod cluster;
 
 use crate::config::Config;
 use crate::engine::Step;
 
+/// Clients and flags the steps are built with.
+pub struct Env {
+    pub sdk: aws_config::SdkConfig,
+    pub update_amis: bool,
+}
+
 /// The `up` graph for a config, in declaration order.
-pub fn up_steps(_config: &Config) -> Vec<Box<dyn Step>> {
-    Vec::new()
+pub fn up_steps(c: &Config, env: &Env) -> Vec<Box<dyn Step>> {
+    let cluster = cluster::ClusterFacts { name: c.cluster.name.clone(), eks: crate::aws::eks(&env.sdk) };
+    let cluster_id = cluster::id(&c.cluster.name);
+    let mut steps: Vec<Box<dyn Step>> = vec![Box::new(cluster)];
+    let classes = crate::amis::needs(c);
+    if !classes.is_empty() {
+        steps.push(Box::new(ami_lookup::AmiPins {
+            classes,
+            pin: c.amis.pin,
+            update: c.amis.update,
+            update_requested: env.update_amis,
+            kubernetes_version: c.cluster.kubernetes_version.clone(),
+            cluster_step: cluster_id,
+            ssm: crate::aws::ssm(&env.sdk),
+        }));
+    }
+    steps
 }

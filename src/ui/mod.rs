@@ -104,7 +104,7 @@ fn value_text(v: &serde_json::Value) -> String {
 }
 
 /// The plan as a terraform-like listing: symbol, step, reasons, field diffs.
-pub fn plan_text(r: &crate::engine::RunReport, total: usize) -> String {
+pub fn plan_text(r: &crate::engine::RunReport, total: usize, applied: bool) -> String {
     use crate::engine::{Action, Outcome};
     let mut s = String::new();
     if total == 0 {
@@ -131,14 +131,21 @@ pub fn plan_text(r: &crate::engine::RunReport, total: usize) -> String {
         }
     }
     for (step, o) in &r.outcomes {
-        if let Outcome::Failed { error } = o {
-            s.push_str(&format!("{} {step}: {error}\n", paint_out("31", "!")));
+        match o {
+            Outcome::Failed { error } => s.push_str(&format!("{} {step}: {error}\n", paint_out("31", "!"))),
+            Outcome::Blocked { by } => s.push_str(&format!("{} {step}: skipped, {by} did not finish\n", paint_out("33", "?"))),
+            Outcome::NeedsApproval { summary } => {
+                s.push_str(&format!("{} {step}: {summary}: not done without --yes\n", paint_out("33", "?")))
+            }
+            _ => {}
         }
     }
     let n = r.planned.len();
     s.push_str(&format!(
-        "\nPlan: {n} step{} to change, {} unchanged.\n",
+        "\n{}: {n} step{} {}, {} unchanged.\n",
+        if applied { "Applied" } else { "Plan" },
         if n == 1 { "" } else { "s" },
+        if applied { "changed" } else { "to change" },
         r.fresh.len() + r.outcomes.iter().filter(|(_, o)| *o == Outcome::UpToDate).count()
     ));
     s

@@ -11,5 +11,6 @@ mod golden;
 mod invalid;
 mod props;
 mod state;
+mod steps;
 mod support;
 mod testbed;

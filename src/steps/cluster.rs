@@ -1,0 +1,80 @@
+/*!
+Step `cluster/<name>`: reads the EKS cluster (DescribeCluster) and records the
+facts later steps need: Kubernetes version, endpoint, CA, OIDC issuer, VPC,
+subnets, cluster security group, authentication mode, service CIDR. It changes
+nothing and is looked up on every run, so an upgraded cluster is noticed.
+*/
+
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+use crate::aws::AwsError;
+use crate::engine::{Change, Step, StepCx};
+
+pub struct ClusterFacts {
+    pub name: String,
+    pub eks: aws_sdk_eks::Client,
+}
+
+pub fn id(name: &str) -> String {
+    format!("cluster/{name}")
+}
+
+impl Step for ClusterFacts {
+    fn id(&self) -> String {
+        id(&self.name)
+    }
+    fn kind(&self) -> &'static str {
+        "cluster-facts"
+    }
+    fn always_observe(&self) -> bool {
+        true
+    }
+    fn inputs(&self) -> Value {
+        json!({"name": self.name})
+    }
+    fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            cx.progress("DescribeCluster");
+            let out = match self.eks.describe_cluster().name(&self.name).send().await {
+                Ok(o) => o,
+                Err(e) => {
+                    let err = AwsError::from_sdk("eks:DescribeCluster", &e);
+                    if err.code == "ResourceNotFoundException" {
+                        anyhow::bail!(
+                            "EKS cluster {:?} not found in this account and region ({err}); check cluster.name and --region",
+                            self.name
+                        );
+                    }
+                    return Err(err.into());
+                }
+            };
+            let c = out.cluster.ok_or_else(|| anyhow::anyhow!("DescribeCluster returned no cluster"))?;
+            let status = c.status.as_ref().map(|s| s.as_str().to_string()).unwrap_or_default();
+            if status != "ACTIVE" {
+                anyhow::bail!("EKS cluster {:?} is {status}; karpctl needs it ACTIVE", self.name);
+            }
+            let vpc = c.resources_vpc_config.as_ref();
+            Ok(json!({
+                "arn": c.arn,
+                "version": c.version,
+                "platformVersion": c.platform_version,
+                "endpoint": c.endpoint,
+                "certificateAuthority": c.certificate_authority.and_then(|a| a.data),
+                "oidcIssuer": c.identity.and_then(|i| i.oidc).and_then(|o| o.issuer),
+                "vpcId": vpc.and_then(|v| v.vpc_id.clone()),
+                "subnetIds": vpc.and_then(|v| v.subnet_ids.clone()).unwrap_or_default(),
+                "clusterSecurityGroupId": vpc.and_then(|v| v.cluster_security_group_id.clone()),
+                "authenticationMode": c.access_config.and_then(|a| a.authentication_mode).map(|m| m.as_str().to_string()),
+                "serviceIpv4Cidr": c.kubernetes_network_config.and_then(|k| k.service_ipv4_cidr),
+            }))
+        })
+    }
+    fn diff(&self, _observed: &Value, _cx: &StepCx<'_>) -> Change {
+        // Read only: the facts are recorded as outputs.
+        Change::none()
+    }
+    fn apply<'a>(&'a self, _cx: &'a StepCx<'a>, observed: &'a Value, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move { Ok(observed.clone()) })
+    }
+}

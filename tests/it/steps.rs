@@ -1,0 +1,144 @@
+//! The steps that exist, end to end through the binary against the AWS emulator:
+//! cluster facts and AMI pins — batching, zero mutating calls, zero SSM calls on
+//! a no-op run, pins that stay put, and clear errors for missing parameters.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::beds::AwsEmulator;
+
+fn karpctl(dir: &Path, emu: &AwsEmulator, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_karpctl"));
+    cmd.args(args).current_dir(dir).env("NO_COLOR", "1").env("CI", "1");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") || k == "KARPCTL_CONFIG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("AWS_ENDPOINT_URL", &emu.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-west-2")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap()
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("karpctl-steps-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const CONFIG: &str = r#"apiVersion: karpctl.io/v1alpha1
+cluster: {name: karpctl-sandbox, region: us-west-2}
+nodeClasses:
+  - {name: general, architectures: [amd64, arm64]}
+  - {name: gpu, variant: nvidia, architectures: [amd64, arm64]}
+  - {name: inference, variant: neuron}
+  - {name: br, amiFamily: bottlerocket, architectures: [amd64, arm64]}
+  - {name: br-gpu, amiFamily: bottlerocket, variant: nvidia}
+nodePools:
+  - {name: general, nodeClass: general}
+"#;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn counts(emu: &AwsEmulator) -> Value {
+    let r = emu.requests();
+    emu.control("DELETE", "requests", None);
+    r
+}
+
+fn state(d: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(d.join(".karpctl/karpctl-sandbox.state.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn up_pins_amis_in_batched_reads_and_a_second_up_makes_no_ssm_call() {
+    let Some(emu) = AwsEmulator::start(&[]) else { return };
+    let d = dir("pins");
+    std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
+    counts(&emu);
+
+    let up = karpctl(&d, &emu, &["up"]);
+    assert!(up.status.success(), "{}{}", text(&up.stdout), text(&up.stderr));
+    let c = counts(&emu);
+    // 8 distinct AMIs × (image id + release) = 16 parameters → 2 calls.
+    assert_eq!(c["counts"]["ssm:GetParameters"], 2, "{c}");
+    assert_eq!(c["counts"]["eks:DescribeCluster"], 1, "{c}");
+    assert_eq!(c["mutating"], 0, "pinning AMIs changes nothing in AWS: {c}");
+    let st = state(&d);
+    let pins = &st["steps"]["amis/pins"]["outputs"]["pins"];
+    let seed = &emu.handle["seed"]["ssm_parameters"];
+    let release = seed["/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/x86_64/standard/recommended/release_version"].as_str().unwrap();
+    let date = release.rsplit('-').next().unwrap();
+    assert_eq!(pins["general"], serde_json::json!({"kind": "alias", "value": format!("al2023@v{date}")}));
+    let br = seed["/aws/service/bottlerocket/aws-k8s-1.31/x86_64/latest/image_version"].as_str().unwrap();
+    assert_eq!(pins["br"]["value"], format!("bottlerocket@v{}", br.split('-').next().unwrap()));
+    let serial = st["serial"].as_u64().unwrap();
+
+    let again = karpctl(&d, &emu, &["up", "-o", "json"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let v: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["changes"], false);
+    let c = counts(&emu);
+    assert_eq!(c["counts"].get("ssm:GetParameters"), None, "a recorded pin costs no SSM call: {c}");
+    assert_eq!(c["mutating"], 0);
+    assert_eq!(state(&d)["serial"].as_u64().unwrap(), serial, "a no-op up does not rewrite the state");
+
+    let plan = karpctl(&d, &emu, &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
+
+    // A new class is a change of inputs: planned with the reason, then pinned; old pins stay.
+    std::fs::write(d.join("karpctl.yaml"), format!("{CONFIG}  - {{name: extra, nodeClass: general}}\n").replace(
+        "  - {name: br-gpu, amiFamily: bottlerocket, variant: nvidia}\n",
+        "  - {name: br-gpu, amiFamily: bottlerocket, variant: nvidia}\n  - {name: new-class}\n",
+    ))
+    .unwrap();
+    let plan = karpctl(&d, &emu, &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "{}{}", text(&plan.stdout), text(&plan.stderr));
+    let out = text(&plan.stdout);
+    assert!(out.contains("amis/pins") && out.contains("classes.new-class") && out.contains("new-class.ami"), "{out}");
+    let up = karpctl(&d, &emu, &["up"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let after = state(&d);
+    assert_eq!(after["steps"]["amis/pins"]["outputs"]["pins"]["general"], pins["general"]);
+    assert!(after["steps"]["amis/pins"]["outputs"]["pins"]["new-class"].is_object());
+
+    let amis = karpctl(&d, &emu, &["amis", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&amis.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&amis.stderr)));
+    assert_eq!(v["kubernetesVersion"], "1.31");
+    assert_eq!(v["classes"][0]["pinned"], v["classes"][0]["latest"]);
+}
+
+#[test]
+fn a_missing_parameter_is_a_clear_error_and_recorded_for_resume() {
+    let Some(emu) = AwsEmulator::start(&[]) else { return };
+    let d = dir("missing");
+    // The emulator seeds 1.31 and 1.30 only: 1.29 has no published parameters.
+    std::fs::write(d.join("karpctl.yaml"), CONFIG.replace("region: us-west-2}", "region: us-west-2, kubernetesVersion: \"1.29\"}")).unwrap();
+    let up = karpctl(&d, &emu, &["up"]);
+    assert_eq!(up.status.code(), Some(1));
+    let out = text(&up.stdout);
+    assert!(out.contains("/aws/service/") && out.contains("does not exist") && out.contains("Kubernetes 1.29"), "{out}");
+    assert!(text(&up.stderr).contains("run `karpctl up` again"), "{}", text(&up.stderr));
+    assert_eq!(state(&d)["steps"]["amis/pins"]["status"], "failed");
+}
+
+#[test]
+fn a_missing_cluster_names_the_cluster_and_region() {
+    let Some(emu) = AwsEmulator::start(&[]) else { return };
+    let d = dir("nocluster");
+    std::fs::write(d.join("karpctl.yaml"), CONFIG.replace("name: karpctl-sandbox", "name: no-such-cluster")).unwrap();
+    let up = karpctl(&d, &emu, &["up"]);
+    assert_eq!(up.status.code(), Some(1));
+    let out = text(&up.stdout);
+    assert!(out.contains("\"no-such-cluster\" not found") && out.contains("ResourceNotFoundException"), "{out}");
+    assert!(out.contains("amis/pins") && out.contains("did not finish"), "dependents are reported as blocked: {out}");
+}
