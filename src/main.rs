@@ -28,7 +28,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         Command::Plan(a) => ops::plan::plan(g, a).await,
         Command::Status => ops::state::status(g).await,
         Command::Amis(a) => ops::amis::amis(g, a).await,
-        Command::Doctor => Err(NotImplemented { command: "doctor" }.into()),
+        Command::Doctor => ops::doctor::doctor(g).await,
         Command::Rollback(_) => Err(NotImplemented { command: "rollback" }.into()),
         Command::State(c) => ops::state::state(g, c).await,
     }

@@ -66,3 +66,19 @@ impl AwsError {
         AwsError { operation, code, message, request_id }
     }
 }
+
+pub fn cloudformation(cfg: &SdkConfig) -> aws_sdk_cloudformation::Client {
+    aws_sdk_cloudformation::Client::new(cfg)
+}
+
+pub fn ec2(cfg: &SdkConfig) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(cfg)
+}
+
+pub fn iam(cfg: &SdkConfig) -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(cfg)
+}
+
+pub fn sts(cfg: &SdkConfig) -> aws_sdk_sts::Client {
+    aws_sdk_sts::Client::new(cfg)
+}

@@ -6,6 +6,7 @@ wrappers over these.
 
 pub mod amis;
 pub mod context;
+pub mod doctor;
 pub mod init;
 pub mod plan;
 pub mod render;

@@ -1,12 +1,14 @@
 /*!
 The steps `up` walks, built from the config. Each step kind lives in its own
 file and implements `engine::Step`; this module only decides which steps a
-config needs and how they depend on each other. So far: the cluster's facts and
-the AMI pins; the stack, identity, access and Kubernetes steps follow.
+config needs and how they depend on each other. So far: the cluster's facts,
+discovery tags and the AMI pins; the stack, identity, access and Kubernetes steps follow.
 */
 
 pub mod ami_lookup;
+pub mod cfn_stack;
 pub mod cluster;
+pub mod discovery_tags;
 
 use crate::config::Config;
 use crate::engine::Step;
@@ -22,6 +24,13 @@ pub fn up_steps(c: &Config, env: &Env) -> Vec<Box<dyn Step>> {
     let cluster = cluster::ClusterFacts { name: c.cluster.name.clone(), eks: crate::aws::eks(&env.sdk) };
     let cluster_id = cluster::id(&c.cluster.name);
     let mut steps: Vec<Box<dyn Step>> = vec![Box::new(cluster)];
+    steps.push(Box::new(discovery_tags::DiscoveryTags {
+        cluster: c.cluster.name.clone(),
+        cluster_step: cluster_id.clone(),
+        subnet_ids: c.discovery.subnet_ids.clone(),
+        security_group_ids: c.discovery.security_group_ids.clone(),
+        ec2: crate::aws::ec2(&env.sdk),
+    }));
     let classes = crate::amis::needs(c);
     if !classes.is_empty() {
         steps.push(Box::new(ami_lookup::AmiPins {

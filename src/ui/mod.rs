@@ -179,3 +179,27 @@ pub fn status_text(
     }
     s
 }
+
+/// Preflight results: one line per check, with why and how to fix the bad ones.
+pub fn checks_text(checks: &[crate::ops::doctor::Check]) -> String {
+    use crate::ops::doctor::Status;
+    let mut s = String::new();
+    for c in checks {
+        let (sym, code) = match c.status {
+            Status::Ok => ("ok  ", "32"),
+            Status::Warn => ("warn", "33"),
+            Status::Fail => ("FAIL", "31"),
+            Status::Skip => ("skip", "2"),
+        };
+        s.push_str(&format!("{} {:<20} {}\n", paint_out(code, sym), c.name, c.detail));
+        if let Some(w) = &c.why {
+            s.push_str(&format!("     {:<20} why: {w}\n", ""));
+        }
+        if let Some(f) = &c.fix {
+            s.push_str(&format!("     {:<20} fix: {f}\n", ""));
+        }
+    }
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    s.push_str(&format!("\n{} check(s), {failed} failed\n", checks.len()));
+    s
+}

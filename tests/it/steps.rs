@@ -55,6 +55,10 @@ fn counts(emu: &AwsEmulator) -> Value {
     r
 }
 
+fn st_tags(d: &Path) -> Value {
+    state(d)["steps"]["discovery-tags/karpctl-sandbox"]["outputs"].clone()
+}
+
 fn state(d: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(d.join(".karpctl/karpctl-sandbox.state.json")).unwrap()).unwrap()
 }
@@ -72,7 +76,11 @@ fn up_pins_amis_in_batched_reads_and_a_second_up_makes_no_ssm_call() {
     // 8 distinct AMIs × (image id + release) = 16 parameters → 2 calls.
     assert_eq!(c["counts"]["ssm:GetParameters"], 2, "{c}");
     assert_eq!(c["counts"]["eks:DescribeCluster"], 1, "{c}");
-    assert_eq!(c["mutating"], 0, "pinning AMIs changes nothing in AWS: {c}");
+    assert_eq!(c["counts"]["ec2:CreateTags"], 1, "all discovery tags in one call: {c}");
+    assert_eq!(c["mutating"], 1, "pinning AMIs changes nothing in AWS; tagging is the only write: {c}");
+    let tagged = &st_tags(&d);
+    assert_eq!(tagged["resources"].as_array().unwrap().len(), 4, "three subnets and the cluster security group");
+    assert_eq!(tagged["taggedByKarpctl"], tagged["resources"]);
     let st = state(&d);
     let pins = &st["steps"]["amis/pins"]["outputs"]["pins"];
     let seed = &emu.handle["seed"]["ssm_parameters"];
@@ -141,4 +149,60 @@ fn a_missing_cluster_names_the_cluster_and_region() {
     let out = text(&up.stdout);
     assert!(out.contains("\"no-such-cluster\" not found") && out.contains("ResourceNotFoundException"), "{out}");
     assert!(out.contains("amis/pins") && out.contains("did not finish"), "dependents are reported as blocked: {out}");
+}
+
+#[tokio::test]
+async fn tags_someone_else_set_are_not_claimed_and_a_removed_tag_is_drift() {
+    let Some(emu) = AwsEmulator::start(&[]) else { return };
+    let seed = &emu.handle["seed"];
+    let subnet = seed["subnet_ids"][0].as_str().unwrap().to_string();
+    let ec2 = aws_sdk_ec2::Client::new(&emu.sdk_config("us-west-2").await);
+    let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+    ec2.create_tags().resources(&subnet).tags(tag("karpenter.sh/discovery", "karpctl-sandbox")).send().await.unwrap();
+    let d = dir("tags");
+    std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
+    let up = karpctl(&d, &emu, &["up"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let t = st_tags(&d);
+    let ours: Vec<&str> = t["taggedByKarpctl"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(ours.len(), 3, "{t}");
+    assert!(!ours.contains(&subnet.as_str()), "a tag that was already there is not karpctl's");
+
+    // Someone deletes a tag: a plain plan trusts the record, --refresh finds the drift.
+    let victim = ours[0].to_string();
+    ec2.delete_tags().resources(&victim).tags(aws_sdk_ec2::types::Tag::builder().key("karpenter.sh/discovery").build()).send().await.unwrap();
+    let plan = karpctl(&d, &emu, &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
+    let plan = karpctl(&d, &emu, &["plan", "--refresh", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan.stdout));
+    let out = text(&plan.stdout);
+    assert!(out.contains("drift detected") && out.contains(&victim), "{out}");
+    let fix = karpctl(&d, &emu, &["up", "--refresh"]);
+    assert!(fix.status.success());
+    assert_eq!(st_tags(&d)["taggedByKarpctl"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn doctor_reports_each_problem_with_why_and_fix() {
+    let Some(emu) = AwsEmulator::start(&["--auth-mode", "CONFIG_MAP", "--no-pod-identity-agent"]) else { return };
+    let d = dir("doctor");
+    std::fs::write(
+        d.join("karpctl.yaml"),
+        format!("{CONFIG}  - {{name: spot, nodeClass: general, capacityTypes: [spot, on-demand]}}\nnodeAccess: {{mode: access-entry}}\nidentity: {{mode: pod-identity}}\n"),
+    )
+    .unwrap();
+    let o = karpctl(&d, &emu, &["doctor", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let check = |name: &str| v["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name}: {v}")).clone();
+    assert_eq!(check("credentials")["status"], "ok");
+    assert_eq!(check("cluster")["status"], "ok");
+    let access = check("node access");
+    assert_eq!(access["status"], "fail");
+    assert!(access["fix"].as_str().unwrap().contains("authenticationMode=API_AND_CONFIG_MAP"), "{access}");
+    let identity = check("controller identity");
+    assert_eq!(identity["status"], "fail");
+    assert!(identity["fix"].as_str().unwrap().contains("eks-pod-identity-agent"));
+    assert_eq!(check("spot role")["status"], "fail");
+    assert_eq!(emu.requests()["mutating"], 0, "doctor only reads");
 }

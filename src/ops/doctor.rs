@@ -1,0 +1,231 @@
+/*!
+`karpctl doctor`: preflight checks against the account and cluster, read-only.
+Each check says what it found, why it matters and how to fix it, so a failed
+`up` is caught before it starts. Independent checks run concurrently.
+*/
+
+use serde::Serialize;
+
+use crate::cli::{Global, OutputFormat};
+use crate::config::types::{CapacityType, Config, IdentityMode, NodeAccessMode};
+use crate::config::{self, Names};
+use crate::model::version::{kubernetes_minor, KarpenterVersion};
+
+use super::{exit, Report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn ok(name: &'static str, detail: impl Into<String>) -> Check {
+    Check { name, status: Status::Ok, detail: detail.into(), why: None, fix: None }
+}
+
+fn bad(name: &'static str, status: Status, detail: impl Into<String>, why: &str, fix: impl Into<String>) -> Check {
+    Check { name, status, detail: detail.into(), why: Some(why.into()), fix: Some(fix.into()) }
+}
+
+async fn caller(sdk: &aws_config::SdkConfig) -> Check {
+    match crate::aws::sts(sdk).get_caller_identity().send().await {
+        Ok(o) => ok("credentials", format!("{} (account {})", o.arn.unwrap_or_default(), o.account.unwrap_or_default())),
+        Err(e) => bad(
+            "credentials",
+            Status::Fail,
+            crate::aws::AwsError::from_sdk("sts:GetCallerIdentity", &e).to_string(),
+            "every step calls AWS with these credentials",
+            "log in (aws sso login, or set AWS_PROFILE / AWS_ACCESS_KEY_ID) and check --region",
+        ),
+    }
+}
+
+fn helm() -> Check {
+    let out = std::process::Command::new("helm").args(["version", "--template", "{{.Version}}"]).output();
+    match out {
+        Err(_) => bad(
+            "helm",
+            Status::Fail,
+            "helm is not on PATH",
+            "the controller and the device plugin are installed with helm",
+            "install Helm 3.8 or newer (https://helm.sh/docs/intro/install/)",
+        ),
+        Ok(o) => {
+            let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            let parts: Vec<u32> = v.trim_start_matches('v').split('.').map(|p| p.parse().unwrap_or(0)).collect();
+            match parts.as_slice() {
+                [major, minor, ..] if (*major == 3 && *minor >= 8) || *major > 3 => ok("helm", format!("helm {v}")),
+                _ => bad("helm", Status::Fail, format!("helm {v:?}"), "Karpenter's chart is pulled over OCI, which needs Helm 3.8+", "upgrade Helm to 3.8 or newer"),
+            }
+        }
+    }
+}
+
+async fn cluster_checks(c: &Config, sdk: &aws_config::SdkConfig) -> Vec<Check> {
+    let eks = crate::aws::eks(sdk);
+    let mut out = Vec::new();
+    let cluster = match eks.describe_cluster().name(&c.cluster.name).send().await {
+        Ok(o) => o.cluster,
+        Err(e) => {
+            out.push(bad(
+                "cluster",
+                Status::Fail,
+                crate::aws::AwsError::from_sdk("eks:DescribeCluster", &e).to_string(),
+                "karpctl installs onto an existing EKS cluster",
+                format!("check cluster.name ({}) and the region", c.cluster.name),
+            ));
+            return out;
+        }
+    };
+    let Some(cl) = cluster else { return out };
+    let status = cl.status.as_ref().map(|s| s.as_str().to_string()).unwrap_or_default();
+    if status == "ACTIVE" {
+        out.push(ok("cluster", format!("{} is ACTIVE, Kubernetes {}", c.cluster.name, cl.version.clone().unwrap_or_default())));
+    } else {
+        out.push(bad("cluster", Status::Fail, format!("{} is {status}", c.cluster.name), "changes to a cluster that is not ACTIVE fail", "wait until the cluster is ACTIVE"));
+    }
+    let kv = KarpenterVersion::parse(&c.karpenter.version).expect("validated");
+    let (lo, hi) = kv.kubernetes_range();
+    match cl.version.as_deref().and_then(kubernetes_minor) {
+        Some(m) if m < lo || m > hi => out.push(bad(
+            "compatibility",
+            Status::Fail,
+            format!("Karpenter {kv} supports Kubernetes 1.{lo}–1.{hi}; the cluster runs 1.{m}"),
+            "an unsupported pair fails at runtime in ways that are hard to diagnose",
+            "choose karpenter.version from the compatibility matrix",
+        )),
+        Some(m) => out.push(ok("compatibility", format!("Karpenter {kv} supports Kubernetes 1.{m}"))),
+        None => {}
+    }
+    if let (Some(want), Some(have)) = (&c.cluster.kubernetes_version, &cl.version) {
+        if want != have {
+            out.push(bad(
+                "kubernetes version",
+                Status::Fail,
+                format!("config says {want}, the cluster runs {have}"),
+                "AMIs are pinned for the configured version",
+                format!("set cluster.kubernetesVersion to \"{have}\" or remove it"),
+            ));
+        }
+    }
+    let mode = cl.access_config.as_ref().and_then(|a| a.authentication_mode.as_ref()).map(|m| m.as_str().to_string()).unwrap_or_else(|| "CONFIG_MAP".into());
+    let entries = mode != "CONFIG_MAP";
+    out.push(match (c.node_access.mode, entries) {
+        (NodeAccessMode::AccessEntry, false) => bad(
+            "node access",
+            Status::Fail,
+            format!("nodeAccess.mode is access-entry but the cluster's authentication mode is {mode}"),
+            "access entries need API or API_AND_CONFIG_MAP",
+            format!("aws eks update-cluster-config --name {} --access-config authenticationMode=API_AND_CONFIG_MAP", c.cluster.name),
+        ),
+        (NodeAccessMode::AwsAuth, _) if mode == "API" => bad(
+            "node access",
+            Status::Fail,
+            "nodeAccess.mode is aws-auth but the cluster ignores aws-auth (authentication mode API)",
+            "nodes would never join",
+            "use nodeAccess.mode: access-entry (or auto)",
+        ),
+        (NodeAccessMode::Auto, true) | (NodeAccessMode::AccessEntry, true) => ok("node access", format!("EC2_LINUX access entry (authentication mode {mode})")),
+        _ => ok("node access", format!("aws-auth mapping (authentication mode {mode})")),
+    });
+    let agent = eks.describe_addon().cluster_name(&c.cluster.name).addon_name("eks-pod-identity-agent").send().await.is_ok();
+    let issuer = cl.identity.and_then(|i| i.oidc).and_then(|o| o.issuer);
+    out.push(match (c.identity.mode, agent) {
+        (IdentityMode::PodIdentity, false) => bad(
+            "controller identity",
+            Status::Fail,
+            "identity.mode is pod-identity but the eks-pod-identity-agent add-on is not installed",
+            "the controller would run without AWS credentials",
+            format!("aws eks create-addon --cluster-name {} --addon-name eks-pod-identity-agent", c.cluster.name),
+        ),
+        (IdentityMode::Irsa, _) | (IdentityMode::Auto, false) if issuer.is_none() => bad(
+            "controller identity",
+            Status::Fail,
+            "IRSA needs the cluster's OIDC issuer, and the cluster reports none",
+            "the controller would run without AWS credentials",
+            "use identity.mode: pod-identity with the eks-pod-identity-agent add-on",
+        ),
+        (IdentityMode::Irsa, _) | (IdentityMode::Auto, false) => ok("controller identity", "IRSA (OIDC provider ensured by up)"),
+        _ => ok("controller identity", "EKS Pod Identity (agent add-on present)"),
+    });
+    // Capacity outside Karpenter for the controller's replicas (it never runs on its own nodes).
+    let mut desired = 0;
+    if let Ok(list) = eks.list_nodegroups().cluster_name(&c.cluster.name).send().await {
+        for ng in list.nodegroups.unwrap_or_default() {
+            if let Ok(d) = eks.describe_nodegroup().cluster_name(&c.cluster.name).nodegroup_name(&ng).send().await {
+                desired += d.nodegroup.and_then(|n| n.scaling_config).and_then(|s| s.desired_size).unwrap_or(0);
+            }
+        }
+    }
+    let replicas = c.karpenter.replicas.unwrap_or(2) as i32;
+    out.push(if desired >= replicas.min(2) {
+        ok("controller capacity", format!("managed nodegroups want {desired} node(s) for {replicas} controller replica(s)"))
+    } else {
+        bad(
+            "controller capacity",
+            Status::Warn,
+            format!("managed nodegroups want {desired} node(s); the controller has {replicas} replica(s) that each need a non-Karpenter node"),
+            "Karpenter's pods avoid Karpenter nodes and each other, so extra replicas stay Pending",
+            "set karpenter.replicas: 1, or scale a managed nodegroup to 2 or more nodes",
+        )
+    });
+    out
+}
+
+async fn spot_role(c: &Config, sdk: &aws_config::SdkConfig) -> Check {
+    let spot = c.node_pools.iter().any(|p| p.capacity_types.contains(&CapacityType::Spot));
+    if !spot {
+        return Check { name: "spot role", status: Status::Skip, detail: "no pool allows spot".into(), why: None, fix: None };
+    }
+    match crate::aws::iam(sdk).get_role().role_name("AWSServiceRoleForEC2Spot").send().await {
+        Ok(_) => ok("spot role", "AWSServiceRoleForEC2Spot exists"),
+        Err(e) => {
+            let err = crate::aws::AwsError::from_sdk("iam:GetRole", &e);
+            bad(
+                "spot role",
+                if err.code == "NoSuchEntity" { Status::Fail } else { Status::Warn },
+                err.to_string(),
+                "spot launches fail until the EC2 Spot service-linked role exists",
+                "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com",
+            )
+        }
+    }
+}
+
+pub async fn checks(c: &Config, g: &Global) -> Vec<Check> {
+    let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
+    let (who, cluster, spot) = tokio::join!(caller(&sdk), cluster_checks(c, &sdk), spot_role(c, &sdk));
+    let mut all = vec![who];
+    all.extend(cluster);
+    all.push(spot);
+    all.push(helm());
+    let names = Names::of(c);
+    all.push(ok("names", format!("stack {}, node role {}, queue {}", names.stack, names.node_role, names.queue)));
+    all
+}
+
+pub async fn doctor(g: &Global) -> anyhow::Result<Report> {
+    let loaded = config::load(&g.config)?;
+    let all = checks(&loaded.config, g).await;
+    let failed = all.iter().filter(|c| c.status == Status::Fail).count();
+    let stdout = match g.output {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&serde_json::json!({"ok": failed == 0, "checks": all}))?),
+        OutputFormat::Yaml => serde_yaml::to_string(&serde_json::json!({"ok": failed == 0, "checks": all}))?,
+        OutputFormat::Text => crate::ui::checks_text(&all),
+    };
+    Ok(Report { stdout, warnings: loaded.warnings, exit: if failed == 0 { exit::OK } else { exit::ERROR }, ..Default::default() })
+}
