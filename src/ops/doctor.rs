@@ -195,13 +195,17 @@ async fn spot_role(c: &Config, sdk: &aws_config::SdkConfig) -> Check {
         Ok(_) => ok("spot role", "AWSServiceRoleForEC2Spot exists"),
         Err(e) => {
             let err = crate::aws::AwsError::from_sdk("iam:GetRole", &e);
-            bad(
-                "spot role",
-                if err.code == "NoSuchEntity" { Status::Fail } else { Status::Warn },
-                err.to_string(),
-                "spot launches fail until the EC2 Spot service-linked role exists",
-                "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com",
-            )
+            if err.code == "NoSuchEntity" {
+                bad(
+                    "spot role",
+                    Status::Warn,
+                    "AWSServiceRoleForEC2Spot does not exist yet; `karpctl up` creates it",
+                    "spot launches fail until the EC2 Spot service-linked role exists",
+                    "nothing to do, or: aws iam create-service-linked-role --aws-service-name spot.amazonaws.com",
+                )
+            } else {
+                bad("spot role", Status::Warn, err.to_string(), "karpctl could not check the Spot service-linked role", "check iam:GetRole permissions")
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod ami_lookup;
 pub mod cfn_stack;
 pub mod cluster;
 pub mod discovery_tags;
+pub mod spot_role;
 
 use crate::config::Config;
 use crate::engine::Step;
@@ -31,6 +32,9 @@ pub fn up_steps(c: &Config, env: &Env) -> Vec<Box<dyn Step>> {
         security_group_ids: c.discovery.security_group_ids.clone(),
         ec2: crate::aws::ec2(&env.sdk),
     }));
+    if c.node_pools.iter().any(|p| p.capacity_types.contains(&crate::config::types::CapacityType::Spot)) {
+        steps.push(Box::new(spot_role::SpotRole { iam: crate::aws::iam(&env.sdk) }));
+    }
     let classes = crate::amis::needs(c);
     if !classes.is_empty() {
         steps.push(Box::new(ami_lookup::AmiPins {

@@ -183,6 +183,30 @@ async fn tags_someone_else_set_are_not_claimed_and_a_removed_tag_is_drift() {
 }
 
 #[test]
+fn the_spot_role_is_created_only_when_a_pool_allows_spot_and_only_once() {
+    let Some(emu) = AwsEmulator::start(&[]) else { return };
+    let d = dir("spot");
+    std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
+    let up = karpctl(&d, &emu, &["up"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert_eq!(counts(&emu)["counts"].get("iam:CreateServiceLinkedRole"), None, "no pool allows spot");
+    assert!(!text(&up.stdout).contains("spot-service-linked-role"));
+
+    std::fs::write(d.join("karpctl.yaml"), format!("{CONFIG}  - {{name: spot, nodeClass: general, capacityTypes: [spot, on-demand]}}\n")).unwrap();
+    let up = karpctl(&d, &emu, &["up"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let c = counts(&emu);
+    assert_eq!(c["counts"]["iam:CreateServiceLinkedRole"], 1, "{c}");
+    let again = karpctl(&d, &emu, &["up"]);
+    assert!(again.status.success());
+    assert_eq!(counts(&emu)["mutating"], 0);
+    let doctor = karpctl(&d, &emu, &["doctor", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let spot = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == "spot role").unwrap().clone();
+    assert_eq!(spot["status"], "ok", "{spot}");
+}
+
+#[test]
 fn doctor_reports_each_problem_with_why_and_fix() {
     let Some(emu) = AwsEmulator::start(&["--auth-mode", "CONFIG_MAP", "--no-pod-identity-agent"]) else { return };
     let d = dir("doctor");
@@ -203,6 +227,6 @@ fn doctor_reports_each_problem_with_why_and_fix() {
     let identity = check("controller identity");
     assert_eq!(identity["status"], "fail");
     assert!(identity["fix"].as_str().unwrap().contains("eks-pod-identity-agent"));
-    assert_eq!(check("spot role")["status"], "fail");
+    assert_eq!(check("spot role")["status"], "warn", "up creates it");
     assert_eq!(emu.requests()["mutating"], 0, "doctor only reads");
 }

@@ -1,0 +1,70 @@
+/*!
+Step `iam/spot-service-linked-role`: the account's EC2 Spot service-linked role,
+without which spot launches fail. Only part of the graph when a pool allows spot;
+never deleted by karpctl (other tools in the account rely on it).
+*/
+
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+use crate::aws::AwsError;
+use crate::engine::{Action, Change, Step, StepCx};
+
+pub const ID: &str = "iam/spot-service-linked-role";
+const ROLE: &str = "AWSServiceRoleForEC2Spot";
+
+pub struct SpotRole {
+    pub iam: aws_sdk_iam::Client,
+}
+
+impl Step for SpotRole {
+    fn id(&self) -> String {
+        ID.into()
+    }
+    fn kind(&self) -> &'static str {
+        "spot-role"
+    }
+    fn inputs(&self) -> Value {
+        json!({"role": ROLE, "service": "spot.amazonaws.com"})
+    }
+    fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            cx.progress("GetRole");
+            match self.iam.get_role().role_name(ROLE).send().await {
+                Ok(o) => Ok(json!({"exists": true, "arn": o.role.map(|r| r.arn)})),
+                Err(e) => {
+                    let err = AwsError::from_sdk("iam:GetRole", &e);
+                    if err.code == "NoSuchEntity" {
+                        Ok(json!({"exists": false}))
+                    } else {
+                        Err(err.into())
+                    }
+                }
+            }
+        })
+    }
+    fn diff(&self, observed: &Value, _cx: &StepCx<'_>) -> Change {
+        if observed["exists"] == true {
+            Change::none()
+        } else {
+            Change::new(Action::Create, format!("create the EC2 Spot service-linked role {ROLE} (spot launches fail without it)"))
+        }
+    }
+    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, _observed: &'a Value, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            cx.progress("CreateServiceLinkedRole");
+            let out = match self.iam.create_service_linked_role().aws_service_name("spot.amazonaws.com").send().await {
+                Ok(o) => o.role.map(|r| r.arn),
+                Err(e) => {
+                    let err = AwsError::from_sdk("iam:CreateServiceLinkedRole", &e);
+                    // Created meanwhile by someone else: that is the state we want.
+                    if err.code != "InvalidInput" || !err.message.contains("has been taken") {
+                        return Err(err.into());
+                    }
+                    None
+                }
+            };
+            Ok(json!({"exists": true, "arn": out}))
+        })
+    }
+}
