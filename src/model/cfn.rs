@@ -178,6 +178,8 @@ pub struct Statement {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub principal: Option<Principal>,
     pub action: Vec<&'static str>,
+    /// Left out when empty: trust policies have no Resource, and IAM rejects `[]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub resource: Vec<Expr>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub condition: Conditions,

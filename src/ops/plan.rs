@@ -36,7 +36,7 @@ async fn walk(g: &Global, mode: Mode, refresh: bool, update_amis: bool) -> anyho
     let result = async {
         let mut state = super::context::load_state(&backend, c).await?;
         let env = crate::steps::Env { sdk: crate::aws::sdk_config(g, c.cluster.region.as_deref()).await, update_amis };
-        let steps = crate::steps::up_steps(c, &env);
+        let steps = crate::steps::up_steps(c, &env)?;
         let progress = Progress::new(Style::detect(g.output == OutputFormat::Json));
         let events = |e| progress.event(e);
         let runner = Runner {

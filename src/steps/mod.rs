@@ -1,14 +1,17 @@
 /*!
 The steps `up` walks, built from the config. Each step kind lives in its own
 file and implements `engine::Step`; this module only decides which steps a
-config needs and how they depend on each other. So far: the cluster's facts,
-discovery tags and the AMI pins; the stack, identity, access and Kubernetes steps follow.
+config needs and how they depend on each other. The AWS half: cluster facts, discovery
+tags, the CloudFormation stack, controller identity, node access, the Spot
+service-linked role and AMI pins; the Kubernetes steps follow.
 */
 
 pub mod ami_lookup;
 pub mod cfn_stack;
 pub mod cluster;
 pub mod discovery_tags;
+pub mod identity;
+pub mod node_access;
 pub mod spot_role;
 
 use crate::config::Config;
@@ -21,7 +24,7 @@ pub struct Env {
 }
 
 /// The `up` graph for a config, in declaration order.
-pub fn up_steps(c: &Config, env: &Env) -> Vec<Box<dyn Step>> {
+pub fn up_steps(c: &Config, env: &Env) -> anyhow::Result<Vec<Box<dyn Step>>> {
     let cluster = cluster::ClusterFacts { name: c.cluster.name.clone(), eks: crate::aws::eks(&env.sdk) };
     let cluster_id = cluster::id(&c.cluster.name);
     let mut steps: Vec<Box<dyn Step>> = vec![Box::new(cluster)];
@@ -32,6 +35,36 @@ pub fn up_steps(c: &Config, env: &Env) -> Vec<Box<dyn Step>> {
         security_group_ids: c.discovery.security_group_ids.clone(),
         ec2: crate::aws::ec2(&env.sdk),
     }));
+    // The CloudFormation stack: node role, controller policies, interruption queue and rules.
+    let names = crate::config::Names::of(c);
+    let version = crate::model::version::KarpenterVersion::parse(&c.karpenter.version).expect("validated version");
+    let template = serde_json::to_value(crate::render::cfn::template(c, version)?)?;
+    let stack_id = cfn_stack::id(&names.stack);
+    let tag = (crate::render::cfn::CLUSTER_TAG.to_string(), c.cluster.name.clone());
+    {
+        let mut tags = c.stack.tags.clone();
+        tags.insert(tag.0.clone(), tag.1.clone());
+        steps.push(Box::new(cfn_stack::CfnStack { stack_name: names.stack.clone(), template, tags, cfn: crate::aws::cloudformation(&env.sdk) }));
+        steps.push(Box::new(identity::ControllerIdentity {
+            cluster: c.cluster.name.clone(),
+            mode: c.identity.mode,
+            role_name: names.controller_role.clone(),
+            namespace: c.karpenter.namespace.clone(),
+            cluster_step: cluster_id.clone(),
+            stack_step: stack_id.clone(),
+            tag: tag.clone(),
+            iam: crate::aws::iam(&env.sdk),
+            eks: crate::aws::eks(&env.sdk),
+        }));
+        steps.push(Box::new(node_access::NodeAccess {
+            cluster: c.cluster.name.clone(),
+            mode: c.node_access.mode,
+            cluster_step: cluster_id.clone(),
+            stack_step: stack_id,
+            tag,
+            eks: crate::aws::eks(&env.sdk),
+        }));
+    }
     if c.node_pools.iter().any(|p| p.capacity_types.contains(&crate::config::types::CapacityType::Spot)) {
         steps.push(Box::new(spot_role::SpotRole { iam: crate::aws::iam(&env.sdk) }));
     }
@@ -47,5 +80,5 @@ pub fn up_steps(c: &Config, env: &Env) -> Vec<Box<dyn Step>> {
             ssm: crate::aws::ssm(&env.sdk),
         }));
     }
-    steps
+    Ok(steps)
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
 mod beds;
+mod cfn;
 mod cli;
 mod crds;
 mod docs;

@@ -1,0 +1,282 @@
+/*!
+Step `identity/<role>`: the Karpenter controller's AWS identity. EKS Pod Identity
+(a role trusting pods.eks.amazonaws.com plus an association for the controller's
+service account) or IRSA (the cluster's OIDC provider ensured and a role trusting
+exactly `system:serviceaccount:<ns>:karpenter`); `auto` picks Pod Identity when
+the eks-pod-identity-agent add-on is present. The role carries the stack's
+controller policies, and nothing else karpctl did not attach.
+*/
+
+use std::collections::BTreeSet;
+
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+use crate::aws::AwsError;
+use crate::config::types::IdentityMode;
+use crate::engine::{Action, Change, FieldChange, Step, StepCx};
+
+pub const SERVICE_ACCOUNT: &str = "karpenter";
+
+pub struct ControllerIdentity {
+    pub cluster: String,
+    pub mode: IdentityMode,
+    pub role_name: String,
+    pub namespace: String,
+    pub cluster_step: String,
+    pub stack_step: String,
+    pub tag: (String, String),
+    pub iam: aws_sdk_iam::Client,
+    pub eks: aws_sdk_eks::Client,
+}
+
+pub fn id(role: &str) -> String {
+    format!("identity/{role}")
+}
+
+/// `arn:<partition>:eks:<region>:<account>:cluster/<name>` → (partition, account).
+fn partition_account(cluster_arn: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = cluster_arn.split(':').collect();
+    (parts.len() >= 6).then(|| (parts[1].to_string(), parts[4].to_string()))
+}
+
+/// The controller policy ARNs the stack exports.
+pub fn stack_policies(stack_outputs: Option<&Value>) -> BTreeSet<String> {
+    stack_outputs
+        .and_then(|o| o["outputs"].as_object())
+        .map(|m| m.iter().filter(|(k, _)| k.ends_with("PolicyArn")).filter_map(|(_, v)| v.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+impl ControllerIdentity {
+    fn trust(&self, mode: IdentityMode, facts: &Value) -> anyhow::Result<Value> {
+        Ok(match mode {
+            IdentityMode::Irsa => {
+                let issuer = facts["oidcIssuer"].as_str().ok_or_else(|| anyhow::anyhow!("IRSA needs the cluster's OIDC issuer; the cluster has none"))?;
+                let host = issuer.trim_start_matches("https://");
+                let (partition, account) = partition_account(facts["arn"].as_str().unwrap_or_default())
+                    .ok_or_else(|| anyhow::anyhow!("cannot read the account from the cluster ARN"))?;
+                json!({"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Federated": format!("arn:{partition}:iam::{account}:oidc-provider/{host}")},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {"StringEquals": {
+                        format!("{host}:aud"): "sts.amazonaws.com",
+                        format!("{host}:sub"): format!("system:serviceaccount:{}:{SERVICE_ACCOUNT}", self.namespace),
+                    }}
+                }]})
+            }
+            _ => json!({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": "pods.eks.amazonaws.com"},
+                "Action": ["sts:AssumeRole", "sts:TagSession"]
+            }]}),
+        })
+    }
+}
+
+impl Step for ControllerIdentity {
+    fn id(&self) -> String {
+        id(&self.role_name)
+    }
+    fn kind(&self) -> &'static str {
+        "controller-identity"
+    }
+    fn deps(&self) -> Vec<String> {
+        vec![self.cluster_step.clone(), self.stack_step.clone()]
+    }
+    fn inputs(&self) -> Value {
+        json!({"mode": self.mode, "role": self.role_name, "namespace": self.namespace, "serviceAccount": SERVICE_ACCOUNT})
+    }
+    fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            let facts = cx.output(&self.cluster_step).cloned().unwrap_or(Value::Null);
+            let mode = match self.mode {
+                IdentityMode::Auto => {
+                    cx.progress("checking for the eks-pod-identity-agent add-on");
+                    let agent = self.eks.describe_addon().cluster_name(&self.cluster).addon_name("eks-pod-identity-agent").send().await;
+                    if agent.is_ok() { IdentityMode::PodIdentity } else { IdentityMode::Irsa }
+                }
+                m => m,
+            };
+            cx.progress(format!("reading role {}", self.role_name));
+            let role = match self.iam.get_role().role_name(&self.role_name).send().await {
+                Ok(o) => o.role,
+                Err(e) => {
+                    let err = AwsError::from_sdk("iam:GetRole", &e);
+                    if err.code != "NoSuchEntity" {
+                        return Err(err.into());
+                    }
+                    None
+                }
+            };
+            let trust: Value = role
+                .as_ref()
+                .and_then(|r| r.assume_role_policy_document.as_deref())
+                .map(percent_decode)
+                .and_then(|d| serde_json::from_str(&d).ok())
+                .unwrap_or(Value::Null);
+            let mut attached = BTreeSet::new();
+            if role.is_some() {
+                let out = self.iam.list_attached_role_policies().role_name(&self.role_name).send().await.map_err(|e| AwsError::from_sdk("iam:ListAttachedRolePolicies", &e))?;
+                attached.extend(out.attached_policies.unwrap_or_default().into_iter().filter_map(|p| p.policy_arn));
+            }
+            let mut association = Value::Null;
+            let mut oidc_provider = Value::Null;
+            match mode {
+                IdentityMode::Irsa => {
+                    let issuer = facts["oidcIssuer"].as_str().unwrap_or_default().trim_start_matches("https://").to_string();
+                    let list = self.iam.list_open_id_connect_providers().send().await.map_err(|e| AwsError::from_sdk("iam:ListOpenIDConnectProviders", &e))?;
+                    if let Some(p) = list.open_id_connect_provider_list.unwrap_or_default().into_iter().filter_map(|p| p.arn).find(|a| a.ends_with(&format!("oidc-provider/{issuer}"))) {
+                        oidc_provider = Value::String(p);
+                    }
+                }
+                _ => {
+                    let list = self
+                        .eks
+                        .list_pod_identity_associations()
+                        .cluster_name(&self.cluster)
+                        .namespace(&self.namespace)
+                        .service_account(SERVICE_ACCOUNT)
+                        .send()
+                        .await
+                        .map_err(|e| AwsError::from_sdk("eks:ListPodIdentityAssociations", &e))?;
+                    if let Some(a) = list.associations.unwrap_or_default().into_iter().next() {
+                        let id = a.association_id.unwrap_or_default();
+                        let d = self.eks.describe_pod_identity_association().cluster_name(&self.cluster).association_id(&id).send().await.map_err(|e| AwsError::from_sdk("eks:DescribePodIdentityAssociation", &e))?;
+                        association = json!({"id": id, "roleArn": d.association.and_then(|a| a.role_arn)});
+                    }
+                }
+            }
+            Ok(json!({
+                "mode": match mode { IdentityMode::Irsa => "irsa", _ => "pod-identity" },
+                "roleArn": role.as_ref().map(|r| r.arn.clone()),
+                "trust": trust,
+                "attached": attached,
+                "association": association,
+                "oidcProvider": oidc_provider,
+                "wantTrust": self.trust(mode, &facts)?,
+                "wantPolicies": stack_policies(cx.output(&self.stack_step)),
+            }))
+        })
+    }
+    fn diff(&self, o: &Value, _cx: &StepCx<'_>) -> Change {
+        let mut fields = Vec::new();
+        if o["roleArn"].is_null() {
+            return Change::new(Action::Create, format!("create role {} for the controller ({}), attach the stack's policies", self.role_name, o["mode"].as_str().unwrap_or("")));
+        }
+        if o["trust"] != o["wantTrust"] {
+            fields.push(FieldChange { field: "trust policy".into(), old: o["trust"].clone(), new: o["wantTrust"].clone() });
+        }
+        let have: BTreeSet<&str> = o["attached"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+        let want: BTreeSet<&str> = o["wantPolicies"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+        for p in want.difference(&have) {
+            fields.push(FieldChange { field: "attached policies".into(), old: Value::Null, new: Value::String((*p).into()) });
+        }
+        if o["mode"] == "pod-identity" && o["association"]["roleArn"] != o["roleArn"] {
+            fields.push(FieldChange { field: "pod identity association".into(), old: o["association"]["roleArn"].clone(), new: o["roleArn"].clone() });
+        }
+        if o["mode"] == "irsa" && o["oidcProvider"].is_null() {
+            fields.push(FieldChange { field: "OIDC provider".into(), old: Value::Null, new: "created".into() });
+        }
+        if fields.is_empty() {
+            Change::none()
+        } else {
+            Change::new(Action::Update, format!("update the controller identity ({})", o["mode"].as_str().unwrap_or(""))).with_fields(fields)
+        }
+    }
+    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, o: &'a Value, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            let trust = o["wantTrust"].to_string();
+            let role_arn = match o["roleArn"].as_str() {
+                Some(a) => {
+                    if o["trust"] != o["wantTrust"] {
+                        cx.progress("UpdateAssumeRolePolicy");
+                        self.iam.update_assume_role_policy().role_name(&self.role_name).policy_document(&trust).send().await.map_err(|e| AwsError::from_sdk("iam:UpdateAssumeRolePolicy", &e))?;
+                    }
+                    a.to_string()
+                }
+                None => {
+                    cx.progress(format!("CreateRole {}", self.role_name));
+                    let tag = aws_sdk_iam::types::Tag::builder().key(&self.tag.0).value(&self.tag.1).build()?;
+                    let out = self
+                        .iam
+                        .create_role()
+                        .role_name(&self.role_name)
+                        .assume_role_policy_document(&trust)
+                        .description("Karpenter controller (managed by karpctl)")
+                        .tags(tag)
+                        .send()
+                        .await
+                        .map_err(|e| AwsError::from_sdk("iam:CreateRole", &e))?;
+                    out.role.map(|r| r.arn).ok_or_else(|| anyhow::anyhow!("CreateRole returned no role"))?
+                }
+            };
+            let have: BTreeSet<&str> = o["attached"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+            for p in o["wantPolicies"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
+                if !have.contains(p) {
+                    cx.progress(format!("AttachRolePolicy {p}"));
+                    self.iam.attach_role_policy().role_name(&self.role_name).policy_arn(p).send().await.map_err(|e| AwsError::from_sdk("iam:AttachRolePolicy", &e))?;
+                }
+            }
+            let mut out = json!({"mode": o["mode"], "roleName": self.role_name, "roleArn": role_arn});
+            if o["mode"] == "irsa" {
+                let provider = match o["oidcProvider"].as_str() {
+                    Some(p) => p.to_string(),
+                    None => {
+                        let facts = cx.output(&self.cluster_step).cloned().unwrap_or(Value::Null);
+                        let issuer = facts["oidcIssuer"].as_str().unwrap_or_default();
+                        cx.progress("CreateOpenIDConnectProvider");
+                        let tag = aws_sdk_iam::types::Tag::builder().key(&self.tag.0).value(&self.tag.1).build()?;
+                        let r = self.iam.create_open_id_connect_provider().url(issuer).client_id_list("sts.amazonaws.com").tags(tag).send().await.map_err(|e| AwsError::from_sdk("iam:CreateOpenIDConnectProvider", &e))?;
+                        r.open_id_connect_provider_arn.unwrap_or_default()
+                    }
+                };
+                out["oidcProviderArn"] = Value::String(provider);
+            } else {
+                let assoc = match (o["association"]["id"].as_str(), o["association"]["roleArn"].as_str()) {
+                    (Some(id), Some(r)) if r == role_arn => id.to_string(),
+                    (Some(id), _) => {
+                        cx.progress("UpdatePodIdentityAssociation");
+                        self.eks.update_pod_identity_association().cluster_name(&self.cluster).association_id(id).role_arn(&role_arn).send().await.map_err(|e| AwsError::from_sdk("eks:UpdatePodIdentityAssociation", &e))?;
+                        id.to_string()
+                    }
+                    (None, _) => {
+                        cx.progress("CreatePodIdentityAssociation");
+                        let r = self
+                            .eks
+                            .create_pod_identity_association()
+                            .cluster_name(&self.cluster)
+                            .namespace(&self.namespace)
+                            .service_account(SERVICE_ACCOUNT)
+                            .role_arn(&role_arn)
+                            .tags(&self.tag.0, &self.tag.1)
+                            .send()
+                            .await
+                            .map_err(|e| AwsError::from_sdk("eks:CreatePodIdentityAssociation", &e))?;
+                        r.association.and_then(|a| a.association_id).unwrap_or_default()
+                    }
+                };
+                out["associationId"] = Value::String(assoc);
+            }
+            Ok(out)
+        })
+    }
+    fn outputs_from(&self, o: &Value) -> Value {
+        let mut out = json!({"mode": o["mode"], "roleName": self.role_name, "roleArn": o["roleArn"]});
+        if o["mode"] == "irsa" {
+            out["oidcProviderArn"] = o["oidcProvider"].clone();
+        } else {
+            out["associationId"] = o["association"]["id"].clone();
+        }
+        out
+    }
+}
+
+/// IAM returns trust policies URL-encoded (some emulators do not).
+fn percent_decode(s: &str) -> String {
+    if s.trim_start().starts_with('{') {
+        return s.to_string();
+    }
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}

@@ -1,0 +1,125 @@
+/*!
+Step `node-access/<cluster>`: lets nodes launched with the stack's node role join
+the cluster. An EC2_LINUX access entry when the cluster's authentication mode
+allows access entries (API or API_AND_CONFIG_MAP); otherwise the decision to use
+an aws-auth mapping, which the Kubernetes steps apply, merging with other entries.
+*/
+
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+use crate::aws::AwsError;
+use crate::config::types::NodeAccessMode;
+use crate::engine::{Action, Change, Step, StepCx};
+
+pub struct NodeAccess {
+    pub cluster: String,
+    pub mode: NodeAccessMode,
+    pub cluster_step: String,
+    pub stack_step: String,
+    pub tag: (String, String),
+    pub eks: aws_sdk_eks::Client,
+}
+
+pub fn id(cluster: &str) -> String {
+    format!("node-access/{cluster}")
+}
+
+impl NodeAccess {
+    fn node_role_arn(&self, cx: &StepCx<'_>) -> anyhow::Result<String> {
+        cx.output(&self.stack_step)
+            .and_then(|o| o["outputs"]["NodeRoleArn"].as_str())
+            .map(String::from)
+            .ok_or_else(|| anyhow::anyhow!("the stack reports no NodeRoleArn output"))
+    }
+}
+
+impl Step for NodeAccess {
+    fn id(&self) -> String {
+        id(&self.cluster)
+    }
+    fn kind(&self) -> &'static str {
+        "node-access"
+    }
+    fn deps(&self) -> Vec<String> {
+        vec![self.cluster_step.clone(), self.stack_step.clone()]
+    }
+    fn inputs(&self) -> Value {
+        json!({"mode": self.mode, "type": "EC2_LINUX"})
+    }
+    fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            let role = self.node_role_arn(cx)?;
+            let auth = cx.output(&self.cluster_step).and_then(|f| f["authenticationMode"].as_str()).unwrap_or("CONFIG_MAP").to_string();
+            let entries_allowed = auth != "CONFIG_MAP";
+            let mode = match self.mode {
+                NodeAccessMode::AccessEntry if !entries_allowed => anyhow::bail!(
+                    "nodeAccess.mode is access-entry but cluster {} uses authentication mode {auth}; run `aws eks update-cluster-config --name {} --access-config authenticationMode=API_AND_CONFIG_MAP` or use aws-auth",
+                    self.cluster,
+                    self.cluster
+                ),
+                NodeAccessMode::AwsAuth if auth == "API" => anyhow::bail!("nodeAccess.mode is aws-auth but cluster {} ignores aws-auth (authentication mode API)", self.cluster),
+                NodeAccessMode::AwsAuth => "aws-auth",
+                NodeAccessMode::Auto if !entries_allowed => "aws-auth",
+                _ => "access-entry",
+            };
+            if mode == "aws-auth" {
+                return Ok(json!({"mode": mode, "nodeRoleArn": role, "authenticationMode": auth}));
+            }
+            cx.progress("DescribeAccessEntry");
+            let entry = match self.eks.describe_access_entry().cluster_name(&self.cluster).principal_arn(&role).send().await {
+                Ok(o) => o.access_entry.map(|e| json!({"type": e.r#type, "arn": e.access_entry_arn})),
+                Err(e) => {
+                    let err = AwsError::from_sdk("eks:DescribeAccessEntry", &e);
+                    if err.code != "ResourceNotFoundException" {
+                        return Err(err.into());
+                    }
+                    None
+                }
+            };
+            Ok(json!({"mode": mode, "nodeRoleArn": role, "authenticationMode": auth, "entry": entry}))
+        })
+    }
+    fn diff(&self, o: &Value, _cx: &StepCx<'_>) -> Change {
+        if o["mode"] == "aws-auth" {
+            return Change::none();
+        }
+        match o["entry"]["type"].as_str() {
+            None => Change::new(Action::Create, format!("create an EC2_LINUX access entry for {}", o["nodeRoleArn"].as_str().unwrap_or(""))),
+            Some("EC2_LINUX") => Change::none(),
+            Some(other) => Change::new(
+                Action::Replace,
+                format!("the node role's access entry has type {other}; nodes need EC2_LINUX (the type cannot change, so it is deleted and recreated)"),
+            )
+            .destructive(),
+        }
+    }
+    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, o: &'a Value, change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            let role = o["nodeRoleArn"].as_str().unwrap_or_default();
+            if change.action == Action::Replace {
+                cx.progress("DeleteAccessEntry");
+                self.eks.delete_access_entry().cluster_name(&self.cluster).principal_arn(role).send().await.map_err(|e| AwsError::from_sdk("eks:DeleteAccessEntry", &e))?;
+            }
+            cx.progress("CreateAccessEntry");
+            let out = self
+                .eks
+                .create_access_entry()
+                .cluster_name(&self.cluster)
+                .principal_arn(role)
+                .r#type("EC2_LINUX")
+                .tags(&self.tag.0, &self.tag.1)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("eks:CreateAccessEntry", &e))?;
+            Ok(json!({"mode": "access-entry", "nodeRoleArn": role, "accessEntryArn": out.access_entry.and_then(|e| e.access_entry_arn)}))
+        })
+    }
+    fn outputs_from(&self, o: &Value) -> Value {
+        if o["mode"] == "aws-auth" {
+            json!({"mode": "aws-auth", "nodeRoleArn": o["nodeRoleArn"], "note": "the aws-auth mapping is applied with the Kubernetes steps"})
+        } else {
+            json!({"mode": "access-entry", "nodeRoleArn": o["nodeRoleArn"], "accessEntryArn": o["entry"]["arn"]})
+        }
+    }
+}
