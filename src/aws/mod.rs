@@ -12,7 +12,7 @@ use crate::cli::Global;
 /// Loads the shared SDK config. `region` is the config file's region, used when
 /// no `--region` flag is given.
 pub async fn sdk_config(g: &Global, region: Option<&str>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::adaptive().with_max_attempts(8));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::adaptive().with_max_attempts(5));
     if let Some(p) = &g.profile {
         loader = loader.profile_name(p);
     }

@@ -108,6 +108,9 @@ pub struct UpArgs {
     /// Delete node pools and classes no longer in the config.
     #[arg(long)]
     pub prune: bool,
+    /// Do not run the preflight checks first.
+    #[arg(long)]
+    pub skip_preflight: bool,
 }
 
 #[derive(Debug, Args)]

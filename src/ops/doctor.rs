@@ -59,8 +59,8 @@ fn helm() -> Check {
     match out {
         Err(_) => bad(
             "helm",
-            Status::Fail,
-            "helm is not on PATH",
+            Status::Warn,
+            "helm is not on PATH (needed once the controller and device plugin are installed)",
             "the controller and the device plugin are installed with helm",
             "install Helm 3.8 or newer (https://helm.sh/docs/intro/install/)",
         ),
@@ -232,4 +232,21 @@ pub async fn doctor(g: &Global) -> anyhow::Result<Report> {
         OutputFormat::Text => crate::ui::checks_text(&all),
     };
     Ok(Report { stdout, warnings: loaded.warnings, exit: if failed == 0 { exit::OK } else { exit::ERROR }, ..Default::default() })
+}
+
+/// What `up` runs first: the failed checks, formatted, or None when all pass.
+pub fn blocking(checks: &[Check]) -> Option<String> {
+    let failed: Vec<&Check> = checks.iter().filter(|c| c.status == Status::Fail).collect();
+    if failed.is_empty() {
+        return None;
+    }
+    let mut s = format!("{} preflight check(s) failed; nothing was changed:\n", failed.len());
+    for c in failed {
+        s.push_str(&format!("  {}: {}\n", c.name, c.detail));
+        if let Some(f) = &c.fix {
+            s.push_str(&format!("    fix: {f}\n"));
+        }
+    }
+    s.push_str("  (run `karpctl doctor` for every check, or `karpctl up --skip-preflight` to go on anyway)");
+    Some(s)
 }

@@ -23,9 +23,14 @@ struct Walk {
     warnings: Vec<config::Diagnostic>,
 }
 
-async fn walk(g: &Global, mode: Mode, refresh: bool, update_amis: bool) -> anyhow::Result<Walk> {
+async fn walk(g: &Global, mode: Mode, refresh: bool, update_amis: bool, preflight: bool) -> anyhow::Result<Walk> {
     let loaded = config::load(&g.config)?;
     let c = &loaded.config;
+    if preflight {
+        if let Some(msg) = super::doctor::blocking(&super::doctor::checks(c, g).await) {
+            anyhow::bail!(msg);
+        }
+    }
     let backend = super::context::backend(c, g).await?;
     let lock = LockInfo::for_this_process(if mode == Mode::Apply { "up" } else { "plan" });
     if mode == Mode::Apply {
@@ -80,7 +85,7 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     if args.rollback {
         return Err(super::NotImplemented { command: "plan --rollback" }.into());
     }
-    let w = walk(g, Mode::Plan, args.refresh, false).await?;
+    let w = walk(g, Mode::Plan, args.refresh, false, false).await?;
     let exit = if !w.report.failed().is_empty() {
         exit::ERROR
     } else if args.detailed_exitcode && w.report.changes() {
@@ -92,7 +97,7 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
 }
 
 pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
-    let w = walk(g, Mode::Apply, args.refresh, args.update_amis).await?;
+    let w = walk(g, Mode::Apply, args.refresh, args.update_amis, !args.skip_preflight).await?;
     let failed = w.report.failed();
     let mut notes = Vec::new();
     if !failed.is_empty() {

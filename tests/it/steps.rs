@@ -70,7 +70,7 @@ fn up_pins_amis_in_batched_reads_and_a_second_up_makes_no_ssm_call() {
     std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
     counts(&emu);
 
-    let up = karpctl(&d, &emu, &["up"]);
+    let up = karpctl(&d, &emu, &["up", "--skip-preflight"]);
     assert!(up.status.success(), "{}{}", text(&up.stdout), text(&up.stderr));
     let c = counts(&emu);
     // 8 distinct AMIs × (image id + release) = 16 parameters → 2 calls.
@@ -131,7 +131,12 @@ fn a_missing_parameter_is_a_clear_error_and_recorded_for_resume() {
     let d = dir("missing");
     // The emulator seeds 1.31 and 1.30 only: 1.29 has no published parameters.
     std::fs::write(d.join("karpctl.yaml"), CONFIG.replace("region: us-west-2}", "region: us-west-2, kubernetesVersion: \"1.29\"}")).unwrap();
+    // Preflight notices the mismatch with the cluster first…
     let up = karpctl(&d, &emu, &["up"]);
+    assert_eq!(up.status.code(), Some(1));
+    assert!(text(&up.stderr).contains("config says 1.29, the cluster runs 1.31"), "{}", text(&up.stderr));
+    // …and without it, the AMI step names the missing parameter.
+    let up = karpctl(&d, &emu, &["up", "--skip-preflight"]);
     assert_eq!(up.status.code(), Some(1));
     let out = text(&up.stdout);
     assert!(out.contains("/aws/service/") && out.contains("does not exist") && out.contains("Kubernetes 1.29"), "{out}");
@@ -145,6 +150,9 @@ fn a_missing_cluster_names_the_cluster_and_region() {
     let d = dir("nocluster");
     std::fs::write(d.join("karpctl.yaml"), CONFIG.replace("name: karpctl-sandbox", "name: no-such-cluster")).unwrap();
     let up = karpctl(&d, &emu, &["up"]);
+    assert_eq!(up.status.code(), Some(1));
+    assert!(text(&up.stderr).contains("preflight") && text(&up.stderr).contains("check cluster.name (no-such-cluster)"), "{}", text(&up.stderr));
+    let up = karpctl(&d, &emu, &["up", "--skip-preflight"]);
     assert_eq!(up.status.code(), Some(1));
     let out = text(&up.stdout);
     assert!(out.contains("\"no-such-cluster\" not found") && out.contains("ResourceNotFoundException"), "{out}");
@@ -271,7 +279,13 @@ fn the_aws_half_converges_and_records_what_later_steps_need() {
     assert!(again.status.success());
     let c = counts(&emu);
     assert_eq!(c["mutating"], 0, "an immediate re-run changes nothing: {c}");
-    assert_eq!(c["total"], 1, "and reads only the cluster's facts: {c}");
+    assert_eq!(c["counts"]["eks:DescribeCluster"], 2, "preflight and the cluster's facts: {c}");
+    let lookups: u64 = c["counts"].as_object().unwrap().iter().filter(|(k, _)| !k.starts_with("sts:") && !k.starts_with("eks:") && *k != "iam:GetRole").map(|(_, v)| v.as_u64().unwrap()).sum();
+    assert_eq!(lookups, 0, "no step observes anything else: {c}");
+    let skip = karpctl(&d, &emu, &["up", "--skip-preflight"]);
+    assert!(skip.status.success());
+    let c = counts(&emu);
+    assert_eq!(c["total"], 1, "without preflight only the cluster's facts are read: {c}");
 }
 
 /// IRSA: the OIDC provider is ensured and the trust names exactly our service
@@ -316,7 +330,13 @@ fn node_access_follows_the_authentication_mode_and_reports_faults() {
     assert_eq!(state(&d)["steps"]["node-access/karpctl-sandbox"]["outputs"]["mode"], "aws-auth");
 
     std::fs::write(d.join("karpctl.yaml"), format!("{CONFIG}nodeAccess: {{mode: access-entry}}\n")).unwrap();
+    // Preflight stops it before anything changes…
     let up = karpctl(&d, &emu, &["up"]);
+    assert_eq!(up.status.code(), Some(1));
+    let err = text(&up.stderr);
+    assert!(err.contains("preflight check(s) failed") && err.contains("authenticationMode=API_AND_CONFIG_MAP"), "{err}");
+    // …and the step itself refuses too when preflight is skipped.
+    let up = karpctl(&d, &emu, &["up", "--skip-preflight"]);
     assert_eq!(up.status.code(), Some(1));
     let out = text(&up.stdout);
     assert!(out.contains("authenticationMode=API_AND_CONFIG_MAP"), "{out}");
