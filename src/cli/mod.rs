@@ -78,7 +78,7 @@ pub enum Command {
     Render(RenderArgs),
     /// Show the state file and the live Karpenter setup.
     Status,
-    /// Show the AMIs each node class would be pinned to.
+    /// Show each node class's pinned AMI next to the newest one SSM publishes.
     Amis(AmisArgs),
     /// Write a starter config from a preset.
     Init(InitArgs),
@@ -146,11 +146,7 @@ pub struct RenderArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct AmisArgs {
-    /// Resolve the newest AMIs instead of the recorded pins.
-    #[arg(long)]
-    pub latest: bool,
-}
+pub struct AmisArgs {}
 
 #[derive(Debug, Args)]
 pub struct InitArgs {

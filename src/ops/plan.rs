@@ -97,6 +97,10 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
 }
 
 pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
+    if args.prune {
+        // Pools and classes are applied by the Kubernetes steps, which are not built yet.
+        return Err(super::NotImplemented { command: "up --prune" }.into());
+    }
     let w = walk(g, Mode::Apply, args.refresh, args.update_amis, !args.skip_preflight).await?;
     let failed = w.report.failed();
     let mut notes = Vec::new();

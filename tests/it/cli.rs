@@ -79,7 +79,7 @@ fn invalid_config_exits_3_with_positions_and_json() {
 fn unbuilt_commands_say_so_and_fail() {
     let d = tmpdir("unbuilt");
     std::fs::copy(repo().join("examples/falkordb.yaml"), d.join("karpctl.yaml")).unwrap();
-    for cmd in [vec!["rollback", "--dry-run"], vec!["plan", "--rollback"]] {
+    for cmd in [vec!["rollback", "--dry-run"], vec!["plan", "--rollback"], vec!["up", "--prune"]] {
         let o = karpctl(&d, &cmd);
         assert_eq!(o.status.code(), Some(4), "{cmd:?}");
         assert!(text(&o.stderr).contains("not implemented yet"), "{cmd:?}: {}", text(&o.stderr));
