@@ -106,9 +106,29 @@ pub struct Runner<'a> {
     pub events: Events<'a>,
 }
 
+/// What a step wants, computed once when it is scheduled.
+struct Desired {
+    upstream: BTreeMap<String, Value>,
+    composed: Value,
+    fingerprint: String,
+}
+
 enum Phase {
-    Observed { id: String, why: Vec<Why>, result: anyhow::Result<(Value, Change)>, started: Instant, previous: Option<Value> },
-    Applied { id: String, result: anyhow::Result<Value>, action: Action, started: Instant },
+    Observed { id: String, why: Vec<Why>, result: anyhow::Result<(Value, Change)>, started: Instant, previous: Option<Value>, desired: Desired },
+    Applied { id: String, result: anyhow::Result<Value>, action: Action, started: Instant, desired: Desired },
+}
+
+fn blank_record(kind: &str, status: StepStatus) -> StepRecord {
+    StepRecord {
+        kind: kind.to_string(),
+        fingerprint: String::new(),
+        status,
+        inputs: Value::Null,
+        outputs: Value::Null,
+        error: None,
+        started_at: Some(now()),
+        finished_at: None,
+    }
 }
 
 fn now() -> String {
@@ -260,8 +280,9 @@ impl<'a> Runner<'a> {
                 let events = self.events;
                 let started = Instant::now();
                 let previous = record.filter(|r| r.status == StepStatus::Done).map(|r| r.outputs.clone());
+                let desired = Desired { upstream, composed, fingerprint: fp };
                 running.push(Box::pin(async move {
-                    let cx = StepCx::new(&id, &upstream, previous.as_ref(), events);
+                    let cx = StepCx::new(&id, &desired.upstream, previous.as_ref(), events);
                     let result = match step.observe(&cx).await {
                         Ok(obs) => {
                             let change = step.diff(&obs, &cx);
@@ -269,7 +290,7 @@ impl<'a> Runner<'a> {
                         }
                         Err(e) => Err(e),
                     };
-                    Phase::Observed { id, why, result, started, previous }
+                    Phase::Observed { id, why, result, started, previous, desired }
                 }));
             }
 
@@ -287,7 +308,7 @@ impl<'a> Runner<'a> {
             };
 
             match phase {
-                Phase::Observed { id, why, result, started, previous } => {
+                Phase::Observed { id, why, result, started, previous, desired } => {
                     let step = by_id[&id];
                     let (observed, change) = match result {
                         Ok(x) => x,
@@ -295,16 +316,7 @@ impl<'a> Runner<'a> {
                             in_flight.remove(&id);
                             if self.mode == Mode::Apply {
                                 // Recorded so `status` shows it and the next run says why it runs.
-                                let rec = state.steps.entry(id.clone()).or_insert_with(|| StepRecord {
-                                    kind: step.kind().to_string(),
-                                    fingerprint: String::new(),
-                                    status: StepStatus::Failed,
-                                    inputs: Value::Null,
-                                    outputs: Value::Null,
-                                    error: None,
-                                    started_at: Some(now()),
-                                    finished_at: None,
-                                });
+                                let rec = state.steps.entry(id.clone()).or_insert_with(|| blank_record(step.kind(), StepStatus::Failed));
                                 rec.status = StepStatus::Failed;
                                 rec.error = Some(error_text(&e));
                                 rec.finished_at = Some(now());
@@ -314,11 +326,7 @@ impl<'a> Runner<'a> {
                             continue;
                         }
                     };
-                    let deps = step.deps();
-                    let upstream: BTreeMap<String, Value> =
-                        deps.iter().map(|d| (d.clone(), outputs.get(d).cloned().unwrap_or(Value::Null))).collect();
-                    let composed = Self::composed(step, &upstream);
-                    let fp = fingerprint(step.kind(), step.schema_version(), &composed);
+                    let fp = desired.fingerprint.clone();
                     let mut why = why;
                     if change.action != Action::None && (why == [Why::Refresh] || why == [Why::Lookup]) {
                         why = vec![Why::Drifted { summary: change.summary.clone() }];
@@ -340,7 +348,7 @@ impl<'a> Runner<'a> {
                                     kind: step.kind().to_string(),
                                     fingerprint: fp,
                                     status: StepStatus::Done,
-                                    inputs: composed,
+                                    inputs: desired.composed,
                                     outputs: out,
                                     error: None,
                                     started_at: prev_started.or_else(|| Some(now())),
@@ -365,16 +373,7 @@ impl<'a> Runner<'a> {
                         continue;
                     }
                     // Persist in_progress before touching anything.
-                    let rec = state.steps.entry(id.clone()).or_insert_with(|| StepRecord {
-                        kind: step.kind().to_string(),
-                        fingerprint: String::new(),
-                        status: StepStatus::InProgress,
-                        inputs: Value::Null,
-                        outputs: Value::Null,
-                        error: None,
-                        started_at: None,
-                        finished_at: None,
-                    });
+                    let rec = state.steps.entry(id.clone()).or_insert_with(|| blank_record(step.kind(), StepStatus::InProgress));
                     rec.status = StepStatus::InProgress;
                     rec.kind = step.kind().to_string();
                     rec.error = None;
@@ -384,24 +383,19 @@ impl<'a> Runner<'a> {
                     let events = self.events;
                     let action = change.action;
                     running.push(Box::pin(async move {
-                        let cx = StepCx::new(&id, &upstream, previous.as_ref(), events);
+                        let cx = StepCx::new(&id, &desired.upstream, previous.as_ref(), events);
                         let result = step.apply(&cx, &observed, &change).await;
-                        Phase::Applied { id, result, action, started }
+                        Phase::Applied { id, result, action, started, desired }
                     }));
                 }
-                Phase::Applied { id, result, action, started } => {
+                Phase::Applied { id, result, action, started, desired } => {
                     in_flight.remove(&id);
-                    let step = by_id[&id];
-                    let upstream: BTreeMap<String, Value> =
-                        step.deps().iter().map(|d| (d.clone(), outputs.get(d).cloned().unwrap_or(Value::Null))).collect();
-                    let composed = Self::composed(step, &upstream);
-                    let fp = fingerprint(step.kind(), step.schema_version(), &composed);
                     let rec = state.steps.get_mut(&id).expect("recorded in_progress before apply");
                     match result {
                         Ok(out) => {
                             rec.status = StepStatus::Done;
-                            rec.fingerprint = fp;
-                            rec.inputs = composed;
+                            rec.fingerprint = desired.fingerprint;
+                            rec.inputs = desired.composed;
                             rec.outputs = out.clone();
                             rec.finished_at = Some(now());
                             outputs.insert(id.clone(), out);
