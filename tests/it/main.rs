@@ -10,6 +10,7 @@ mod docs;
 mod engine;
 mod golden;
 mod invalid;
+mod kube_client;
 mod props;
 mod state;
 mod steps;
