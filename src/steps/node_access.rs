@@ -26,10 +26,14 @@ pub fn id(cluster: &str) -> String {
 }
 
 impl NodeAccess {
-    fn node_role_arn(&self, cx: &StepCx<'_>) -> anyhow::Result<String> {
-        cx.output(&self.stack_step)
-            .and_then(|o| o["outputs"]["NodeRoleArn"].as_str())
-            .map(String::from)
+    /// The stack's node role, or None while `plan` does not know it yet (stack to be created).
+    fn node_role_arn(&self, cx: &StepCx<'_>) -> anyhow::Result<Option<String>> {
+        let out = cx.output(&self.stack_step);
+        if out.and_then(Value::as_str) == Some(crate::engine::runner::KNOWN_AFTER_APPLY) {
+            return Ok(None);
+        }
+        out.and_then(|o| o["outputs"]["NodeRoleArn"].as_str())
+            .map(|s| Some(s.to_string()))
             .ok_or_else(|| anyhow::anyhow!("the stack reports no NodeRoleArn output"))
     }
 }
@@ -62,6 +66,10 @@ impl Step for NodeAccess {
                 NodeAccessMode::AwsAuth => "aws-auth",
                 NodeAccessMode::Auto if !entries_allowed => "aws-auth",
                 _ => "access-entry",
+            };
+            let Some(role) = role else {
+                // `plan` before the stack exists: the entry is certainly new.
+                return Ok(json!({"mode": mode, "nodeRoleArn": crate::engine::runner::KNOWN_AFTER_APPLY, "authenticationMode": auth, "entry": null}));
             };
             if mode == "aws-auth" {
                 return Ok(json!({"mode": mode, "nodeRoleArn": role, "authenticationMode": auth}));

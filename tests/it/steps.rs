@@ -356,3 +356,23 @@ fn node_access_follows_the_authentication_mode_and_reports_faults() {
     assert!(up.status.success(), "{}", text(&up.stderr));
     assert_eq!(state(&d)["steps"]["node-access/karpctl-sandbox"]["outputs"]["mode"], "access-entry");
 }
+
+/// `plan` before anything exists: every step is listed as new, nothing fails
+/// for want of the stack's outputs, and nothing is written anywhere.
+#[test]
+fn plan_on_a_fresh_account_lists_every_step_and_changes_nothing() {
+    let Some(emu) = AwsEmulator::start(&[]) else { return };
+    let d = dir("fresh-plan");
+    std::fs::write(d.join("karpctl.yaml"), format!("{CONFIG}  - {{name: spot, nodeClass: general, capacityTypes: [spot, on-demand]}}\n")).unwrap();
+    counts(&emu);
+    let plan = karpctl(&d, &emu, &["plan", "--detailed-exitcode", "-o", "json"]);
+    assert_eq!(plan.status.code(), Some(2), "{}{}", text(&plan.stdout), text(&plan.stderr));
+    let v: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let planned: Vec<&str> = v["planned"].as_array().unwrap().iter().map(|p| p["step"].as_str().unwrap()).collect();
+    for step in ["discovery-tags/", "cfn-stack/", "identity/", "node-access/", "iam/spot-service-linked-role", "amis/pins"] {
+        assert!(planned.iter().any(|p| p.starts_with(step)), "{step} missing from {planned:?}");
+    }
+    assert!(v["planned"].as_array().unwrap().iter().all(|p| p["change"]["action"] == "create"), "{v}");
+    assert_eq!(counts(&emu)["mutating"], 0, "plan only reads");
+    assert!(!d.join(".karpctl/karpctl-sandbox.state.json").exists(), "plan writes no state");
+}
