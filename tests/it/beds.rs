@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::repo;
+use crate::support::{repo, scratch};
 
 fn cache() -> PathBuf {
     std::env::var_os("KARPCTL_CACHE")
@@ -24,15 +24,6 @@ fn skip(why: String) -> Option<std::convert::Infallible> {
     assert!(std::env::var_os("CI").is_none(), "CI is set but {why}");
     eprintln!("skipping: {why}");
     None
-}
-
-fn scratch(name: &str) -> PathBuf {
-    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let d = std::env::temp_dir().join(format!("karpctl-bed-{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// The AWS emulator (tests/testbed/aws/launcher.py) on a free port, stopped on drop.

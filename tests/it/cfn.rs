@@ -6,7 +6,7 @@
 //! error), and the delete-and-recreate of the stack that failure leaves.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use karpctl::steps::cfn_stack::CfnStack;
 use serde_json::{json, Value};
 
 use crate::beds::AwsEmulator;
+use crate::support::scratch;
 
 const CLUSTER: &str = "karpctl-sandbox";
 const STACK: &str = "Karpenter-karpctl-sandbox";
@@ -65,13 +66,6 @@ fn trust_policy_without_resource(mut t: Value) -> Value {
         }
     }
     t
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("karpctl-cfn-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A Runner over the one step; returns the report and every progress line.

@@ -1,6 +1,6 @@
 //! The binary as a user runs it: exit codes, output streams, files written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::support::*;
@@ -17,20 +17,13 @@ fn karpctl(dir: &Path, args: &[&str]) -> Output {
         .expect("karpctl runs")
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("karpctl-it-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]
 fn init_then_validate_then_render_to_a_gitops_directory() {
-    let d = tmpdir("init");
+    let d = scratch("init");
     let o = karpctl(&d, &["init", "--preset", "dev-gpu", "--cluster", "prod-1"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let cfg = std::fs::read_to_string(d.join("karpctl.yaml")).unwrap();
@@ -59,7 +52,7 @@ fn init_then_validate_then_render_to_a_gitops_directory() {
 
 #[test]
 fn invalid_config_exits_3_with_positions_and_json() {
-    let d = tmpdir("invalid");
+    let d = scratch("invalid");
     std::fs::write(d.join("karpctl.yaml"), "apiVersion: karpctl.io/v1alpha1\ncluster:\n  name: x\nnodePools:\n  - name: a\n    nodeClass: missing\n    weight: 0\n").unwrap();
     let o = karpctl(&d, &["render"]);
     assert_eq!(o.status.code(), Some(3));
@@ -77,7 +70,7 @@ fn invalid_config_exits_3_with_positions_and_json() {
 
 #[test]
 fn unbuilt_commands_say_so_and_fail() {
-    let d = tmpdir("unbuilt");
+    let d = scratch("unbuilt");
     std::fs::copy(repo().join("examples/falkordb.yaml"), d.join("karpctl.yaml")).unwrap();
     for cmd in [vec!["rollback", "--dry-run"], vec!["plan", "--rollback"], vec!["up", "--prune"]] {
         let o = karpctl(&d, &cmd);
@@ -88,7 +81,7 @@ fn unbuilt_commands_say_so_and_fail() {
 
 #[test]
 fn usage_errors_and_help() {
-    let d = tmpdir("usage");
+    let d = scratch("usage");
     let o = karpctl(&d, &["render", "--no-such-flag"]);
     assert_eq!(o.status.code(), Some(64));
     let h = karpctl(&d, &["--help"]);
@@ -104,7 +97,7 @@ fn usage_errors_and_help() {
 
 #[test]
 fn render_json_stream_and_only_filter() {
-    let d = tmpdir("json");
+    let d = scratch("json");
     let cfg = repo().join("examples/default.yaml");
     let o = karpctl(&d, &["render", "-c", cfg.to_str().unwrap(), "-o", "json", "--only", "manifest"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -118,7 +111,7 @@ fn render_json_stream_and_only_filter() {
 
 #[test]
 fn the_config_schema_is_printable_json() {
-    let d = tmpdir("schema");
+    let d = scratch("schema");
     let o = karpctl(&d, &["schema"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["properties"]["nodePools"].is_object());
@@ -126,7 +119,7 @@ fn the_config_schema_is_printable_json() {
 
 #[test]
 fn status_and_state_work_on_a_fresh_directory_and_foreign_state_is_refused() {
-    let d = tmpdir("engine-cmds");
+    let d = scratch("engine-cmds");
     std::fs::copy(repo().join("examples/falkordb.yaml"), d.join("karpctl.yaml")).unwrap();
     let s = karpctl(&d, &["status"]);
     assert!(s.status.success());

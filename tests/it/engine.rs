@@ -12,8 +12,7 @@ use karpctl::engine::{Action, Mode, Outcome, RunReport, Runner, Step, Why};
 use karpctl::state::{Backend, LocalStore, State, StepStatus};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("karpctl-engine-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = crate::support::scratch(&format!("engine-{name}"));
     std::fs::create_dir_all(d.join("world")).unwrap();
     d
 }

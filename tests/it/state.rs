@@ -17,6 +17,7 @@ use karpctl::state::{
 };
 
 use crate::beds::AwsEmulator;
+use crate::support::scratch;
 
 // ------------------------------------------------------------------------------------------ beds
 
@@ -696,13 +697,6 @@ async fn s3_bed(emu: &AwsEmulator, bucket: &str) -> S3Bed {
 }
 
 // ---------------------------------------------------------------------------------------- helpers
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("karpctl-state-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     let mut s = p.as_os_str().to_owned();

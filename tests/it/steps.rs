@@ -2,12 +2,13 @@
 //! cluster facts and AMI pins — batching, zero mutating calls, zero SSM calls on
 //! a no-op run, pins that stay put, and clear errors for missing parameters.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
 use crate::beds::AwsEmulator;
+use crate::support::scratch;
 
 fn karpctl(dir: &Path, emu: &AwsEmulator, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_karpctl"));
@@ -24,13 +25,6 @@ fn karpctl(dir: &Path, emu: &AwsEmulator, args: &[&str]) -> Output {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .unwrap()
-}
-
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("karpctl-steps-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 const CONFIG: &str = r#"apiVersion: karpctl.io/v1alpha1
@@ -66,7 +60,7 @@ fn state(d: &Path) -> Value {
 #[test]
 fn up_pins_amis_in_batched_reads_and_a_second_up_makes_no_ssm_call() {
     let Some(emu) = AwsEmulator::start(&[]) else { return };
-    let d = dir("pins");
+    let d = scratch("pins");
     std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
     counts(&emu);
 
@@ -128,7 +122,7 @@ fn up_pins_amis_in_batched_reads_and_a_second_up_makes_no_ssm_call() {
 #[test]
 fn a_missing_parameter_is_a_clear_error_and_recorded_for_resume() {
     let Some(emu) = AwsEmulator::start(&[]) else { return };
-    let d = dir("missing");
+    let d = scratch("missing");
     // The emulator seeds 1.31 and 1.30 only: 1.29 has no published parameters.
     std::fs::write(d.join("karpctl.yaml"), CONFIG.replace("region: us-west-2}", "region: us-west-2, kubernetesVersion: \"1.29\"}")).unwrap();
     // Preflight notices the mismatch with the cluster first…
@@ -147,7 +141,7 @@ fn a_missing_parameter_is_a_clear_error_and_recorded_for_resume() {
 #[test]
 fn a_missing_cluster_names_the_cluster_and_region() {
     let Some(emu) = AwsEmulator::start(&[]) else { return };
-    let d = dir("nocluster");
+    let d = scratch("nocluster");
     std::fs::write(d.join("karpctl.yaml"), CONFIG.replace("name: karpctl-sandbox", "name: no-such-cluster")).unwrap();
     let up = karpctl(&d, &emu, &["up"]);
     assert_eq!(up.status.code(), Some(1));
@@ -167,7 +161,7 @@ async fn tags_someone_else_set_are_not_claimed_and_a_removed_tag_is_drift() {
     let ec2 = aws_sdk_ec2::Client::new(&emu.sdk_config("us-west-2").await);
     let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
     ec2.create_tags().resources(&subnet).tags(tag("karpenter.sh/discovery", "karpctl-sandbox")).send().await.unwrap();
-    let d = dir("tags");
+    let d = scratch("tags");
     std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
     let up = karpctl(&d, &emu, &["up"]);
     assert!(up.status.success(), "{}", text(&up.stderr));
@@ -193,7 +187,7 @@ async fn tags_someone_else_set_are_not_claimed_and_a_removed_tag_is_drift() {
 #[test]
 fn the_spot_role_is_created_only_when_a_pool_allows_spot_and_only_once() {
     let Some(emu) = AwsEmulator::start(&[]) else { return };
-    let d = dir("spot");
+    let d = scratch("spot");
     std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
     let up = karpctl(&d, &emu, &["up"]);
     assert!(up.status.success(), "{}", text(&up.stderr));
@@ -217,7 +211,7 @@ fn the_spot_role_is_created_only_when_a_pool_allows_spot_and_only_once() {
 #[test]
 fn doctor_reports_each_problem_with_why_and_fix() {
     let Some(emu) = AwsEmulator::start(&["--auth-mode", "CONFIG_MAP", "--no-pod-identity-agent"]) else { return };
-    let d = dir("doctor");
+    let d = scratch("doctor");
     std::fs::write(
         d.join("karpctl.yaml"),
         format!("{CONFIG}  - {{name: spot, nodeClass: general, capacityTypes: [spot, on-demand]}}\nnodeAccess: {{mode: access-entry}}\nidentity: {{mode: pod-identity}}\n"),
@@ -243,7 +237,7 @@ fn doctor_reports_each_problem_with_why_and_fix() {
 #[test]
 fn the_aws_half_converges_and_records_what_later_steps_need() {
     let Some(emu) = AwsEmulator::start(&[]) else { return };
-    let d = dir("aws-half");
+    let d = scratch("aws-half");
     std::fs::write(d.join("karpctl.yaml"), format!("{CONFIG}  - {{name: spot, nodeClass: general, capacityTypes: [spot, on-demand]}}\n")).unwrap();
     counts(&emu);
     let up = karpctl(&d, &emu, &["up"]);
@@ -293,7 +287,7 @@ fn the_aws_half_converges_and_records_what_later_steps_need() {
 #[test]
 fn irsa_trust_is_scoped_and_a_namespace_change_updates_only_the_trust() {
     let Some(emu) = AwsEmulator::start(&["--no-pod-identity-agent"]) else { return };
-    let d = dir("irsa");
+    let d = scratch("irsa");
     std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
     let up = karpctl(&d, &emu, &["up"]);
     assert!(up.status.success(), "{}{}", text(&up.stdout), text(&up.stderr));
@@ -322,7 +316,7 @@ fn irsa_trust_is_scoped_and_a_namespace_change_updates_only_the_trust() {
 #[test]
 fn node_access_follows_the_authentication_mode_and_reports_faults() {
     let Some(emu) = AwsEmulator::start(&["--auth-mode", "CONFIG_MAP"]) else { return };
-    let d = dir("access");
+    let d = scratch("access");
     std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
     let up = karpctl(&d, &emu, &["up"]);
     assert!(up.status.success(), "{}", text(&up.stderr));
@@ -344,7 +338,7 @@ fn node_access_follows_the_authentication_mode_and_reports_faults() {
     // An API-mode cluster with a permanently failing CreateAccessEntry.
     emu.control("POST", "reset", Some(&serde_json::json!({"auth_mode": "API_AND_CONFIG_MAP"})));
     emu.control("POST", "faults", Some(&serde_json::json!({"operation": "eks:CreateAccessEntry", "kind": "5xx"})));
-    let d = dir("access-fault");
+    let d = scratch("access-fault");
     std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
     let up = karpctl(&d, &emu, &["up"]);
     assert_eq!(up.status.code(), Some(1));
@@ -362,7 +356,7 @@ fn node_access_follows_the_authentication_mode_and_reports_faults() {
 #[test]
 fn plan_on_a_fresh_account_lists_every_step_and_changes_nothing() {
     let Some(emu) = AwsEmulator::start(&[]) else { return };
-    let d = dir("fresh-plan");
+    let d = scratch("fresh-plan");
     std::fs::write(d.join("karpctl.yaml"), format!("{CONFIG}  - {{name: spot, nodeClass: general, capacityTypes: [spot, on-demand]}}\n")).unwrap();
     counts(&emu);
     let plan = karpctl(&d, &emu, &["plan", "--detailed-exitcode", "-o", "json"]);
