@@ -158,6 +158,16 @@ class PublicCatalog:
         self.amis[name] = ami_id
         return ami_id
 
+    def recommended(self, prefix: str, name: str, k8s: str, release: str, schema_version: str) -> tuple:
+        """The `<prefix>/recommended` parameters (and their JSON parent) for AMI `name`."""
+        ami, rel, when = self.amis[name], release_version(k8s, release), _date_of(release)
+        self.param(f"{prefix}/recommended/image_id", ami, when)
+        self.param(f"{prefix}/recommended/image_name", name, when)
+        self.param(f"{prefix}/recommended/release_version", rel, when)
+        doc = {"schema_version": schema_version, "image_id": ami, "image_name": name, "release_version": rel}
+        self.param(f"{prefix}/recommended", json.dumps(doc, separators=(",", ":")), when)
+        return ami, rel
+
     def param(self, name: str, value: str, when: dt.datetime) -> None:
         from moto.ssm.models import Parameter
 
@@ -197,18 +207,7 @@ class PublicCatalog:
                     self.param(f"{prefix}/{name}/image_id", ami, _date_of(release))
                 release = AMI_RELEASES[-1]
                 name = f"amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{release}"
-                ami, rel, when = self.amis[name], release_version(k8s, release), _date_of(release)
-                self.param(f"{prefix}/recommended/image_id", ami, when)
-                self.param(f"{prefix}/recommended/image_name", name, when)
-                self.param(f"{prefix}/recommended/release_version", rel, when)
-                self.param(
-                    f"{prefix}/recommended",
-                    json.dumps(
-                        {"schema_version": "3", "image_id": ami, "image_name": name, "release_version": rel},
-                        separators=(",", ":"),
-                    ),
-                    when,
-                )
+                ami, rel = self.recommended(prefix, name, k8s, release, schema_version="3")
                 summary["al2023"][f"{arch}/{variant}"] = {
                     "recommended": ami,
                     "recommended_name": name,
@@ -254,16 +253,7 @@ class PublicCatalog:
                     self.param(f"{prefix}/{name}/image_id", ami, _date_of(release))
                 release = AMI_RELEASES[-1]
                 name = f"{prefix_name}-{k8s}-{release}"
-                ami, rel, when = self.amis[name], release_version(k8s, release), _date_of(release)
-                self.param(f"{prefix}/recommended/image_id", ami, when)
-                self.param(f"{prefix}/recommended/image_name", name, when)
-                self.param(f"{prefix}/recommended/release_version", rel, when)
-                self.param(
-                    f"{prefix}/recommended",
-                    json.dumps({"schema_version": "2", "image_id": ami, "image_name": name, "release_version": rel},
-                               separators=(",", ":")),
-                    when,
-                )
+                ami, rel = self.recommended(prefix, name, k8s, release, schema_version="2")
                 summary["al2"][path] = {"recommended": ami, "recommended_name": name, "release_version": rel}
         return summary
 
