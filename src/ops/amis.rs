@@ -15,14 +15,6 @@ use crate::render::AmiChoice;
 
 use super::Report;
 
-fn show(c: Option<&AmiChoice>) -> String {
-    match c {
-        Some(AmiChoice::Alias(a)) => a.clone(),
-        Some(AmiChoice::Ids(ids)) => ids.join(","),
-        None => "-".into(),
-    }
-}
-
 pub async fn amis(g: &Global, _args: &AmisArgs) -> anyhow::Result<Report> {
     let loaded = config::load(&g.config)?;
     let c = &loaded.config;
@@ -65,8 +57,8 @@ pub async fn amis(g: &Global, _args: &AmisArgs) -> anyhow::Result<Report> {
                 "family": nc.ami_family.alias_name(),
                 "needs": needs,
                 "explicitSelector": !nc.ami_selector.is_empty(),
-                "pinned": recorded.get(&nc.name).map(|p| show(Some(p))),
-                "latest": latest.get(&nc.name).map(|p| show(Some(p))),
+                "pinned": recorded.get(&nc.name).map(AmiChoice::to_string),
+                "latest": latest.get(&nc.name).map(AmiChoice::to_string),
                 "images": images,
             })
         })

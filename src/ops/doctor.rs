@@ -7,7 +7,7 @@ Each check says what it found, why it matters and how to fix it, so a failed
 use serde::Serialize;
 
 use crate::cli::{Global, OutputFormat};
-use crate::config::types::{CapacityType, Config, IdentityMode, NodeAccessMode};
+use crate::config::types::{CapacityType, Config, IdentityMode};
 use crate::config::{self, Names};
 use crate::model::version::{kubernetes_minor, KarpenterVersion};
 
@@ -123,24 +123,10 @@ async fn cluster_checks(c: &Config, sdk: &aws_config::SdkConfig) -> Vec<Check> {
         }
     }
     let mode = cl.access_config.as_ref().and_then(|a| a.authentication_mode.as_ref()).map(|m| m.as_str().to_string()).unwrap_or_else(|| "CONFIG_MAP".into());
-    let entries = mode != "CONFIG_MAP";
-    out.push(match (c.node_access.mode, entries) {
-        (NodeAccessMode::AccessEntry, false) => bad(
-            "node access",
-            Status::Fail,
-            format!("nodeAccess.mode is access-entry but the cluster's authentication mode is {mode}"),
-            "access entries need API or API_AND_CONFIG_MAP",
-            format!("aws eks update-cluster-config --name {} --access-config authenticationMode=API_AND_CONFIG_MAP", c.cluster.name),
-        ),
-        (NodeAccessMode::AwsAuth, _) if mode == "API" => bad(
-            "node access",
-            Status::Fail,
-            "nodeAccess.mode is aws-auth but the cluster ignores aws-auth (authentication mode API)",
-            "nodes would never join",
-            "use nodeAccess.mode: access-entry (or auto)",
-        ),
-        (NodeAccessMode::Auto, true) | (NodeAccessMode::AccessEntry, true) => ok("node access", format!("EC2_LINUX access entry (authentication mode {mode})")),
-        _ => ok("node access", format!("aws-auth mapping (authentication mode {mode})")),
+    out.push(match crate::steps::node_access::decide(c.node_access.mode, &mode, &c.cluster.name) {
+        Err(r) => bad("node access", Status::Fail, r.detail, r.why, r.fix),
+        Ok("access-entry") => ok("node access", format!("EC2_LINUX access entry (authentication mode {mode})")),
+        Ok(_) => ok("node access", format!("aws-auth mapping (authentication mode {mode})")),
     });
     let agent = eks.describe_addon().cluster_name(&c.cluster.name).addon_name("eks-pod-identity-agent").send().await.is_ok();
     let issuer = cl.identity.and_then(|i| i.oidc).and_then(|o| o.issuer);

@@ -26,6 +26,15 @@ pub enum AmiChoice {
     Ids(Vec<String>),
 }
 
+impl std::fmt::Display for AmiChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AmiChoice::Alias(a) => f.write_str(a),
+            AmiChoice::Ids(ids) => f.write_str(&ids.join(",")),
+        }
+    }
+}
+
 pub fn object_labels(c: &Config) -> BTreeMap<String, String> {
     BTreeMap::from([(MANAGED_BY.to_string(), "karpctl".to_string()), (CLUSTER_TAG.to_string(), c.cluster.name.clone())])
 }

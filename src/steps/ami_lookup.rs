@@ -50,13 +50,6 @@ fn needs_of(v: Option<&Value>) -> BTreeMap<String, Vec<Need>> {
     v.and_then(|v| serde_json::from_value(v["needs"].clone()).ok()).unwrap_or_default()
 }
 
-fn show(c: &AmiChoice) -> String {
-    match c {
-        AmiChoice::Alias(a) => a.clone(),
-        AmiChoice::Ids(ids) => ids.join(","),
-    }
-}
-
 impl Step for AmiPins {
     fn id(&self) -> String {
         ID.into()
@@ -117,13 +110,13 @@ impl Step for AmiPins {
                 }
                 fields.push(FieldChange {
                     field: format!("{class}.ami"),
-                    old: before.map(|b| Value::String(show(b))).unwrap_or(Value::Null),
-                    new: Value::String(show(pin)),
+                    old: before.map(|b| Value::String(b.to_string())).unwrap_or(Value::Null),
+                    new: Value::String(pin.to_string()),
                 });
             }
         }
         if cx.previous.is_none() || moved.is_empty() {
-            let list: Vec<String> = new.iter().map(|(c, p)| format!("{c} → {}", show(p))).collect();
+            let list: Vec<String> = new.iter().map(|(c, p)| format!("{c} → {}", p)).collect();
             Change::new(Action::Create, format!("pin AMIs: {}", list.join(", "))).with_fields(fields)
         } else {
             Change::new(

@@ -21,6 +21,35 @@ pub struct NodeAccess {
     pub eks: aws_sdk_eks::Client,
 }
 
+/// Why a configured node-access mode cannot work on a cluster, and the way out.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub detail: String,
+    pub why: &'static str,
+    pub fix: String,
+}
+
+/// The one rule for node access, shared by this step and `doctor`: which mechanism
+/// (`access-entry` or `aws-auth`) the config and the cluster's authentication mode give.
+pub fn decide(mode: NodeAccessMode, auth: &str, cluster: &str) -> Result<&'static str, Refusal> {
+    let entries_allowed = auth != "CONFIG_MAP";
+    match mode {
+        NodeAccessMode::AccessEntry if !entries_allowed => Err(Refusal {
+            detail: format!("nodeAccess.mode is access-entry but cluster {cluster} uses authentication mode {auth}"),
+            why: "access entries need API or API_AND_CONFIG_MAP",
+            fix: format!("aws eks update-cluster-config --name {cluster} --access-config authenticationMode=API_AND_CONFIG_MAP"),
+        }),
+        NodeAccessMode::AwsAuth if auth == "API" => Err(Refusal {
+            detail: format!("nodeAccess.mode is aws-auth but cluster {cluster} ignores aws-auth (authentication mode API)"),
+            why: "nodes would never join",
+            fix: "use nodeAccess.mode: access-entry (or auto)".into(),
+        }),
+        NodeAccessMode::AwsAuth => Ok("aws-auth"),
+        NodeAccessMode::Auto if !entries_allowed => Ok("aws-auth"),
+        _ => Ok("access-entry"),
+    }
+}
+
 pub fn id(cluster: &str) -> String {
     format!("node-access/{cluster}")
 }
@@ -55,18 +84,7 @@ impl Step for NodeAccess {
         Box::pin(async move {
             let role = self.node_role_arn(cx)?;
             let auth = cx.output(&self.cluster_step).and_then(|f| f["authenticationMode"].as_str()).unwrap_or("CONFIG_MAP").to_string();
-            let entries_allowed = auth != "CONFIG_MAP";
-            let mode = match self.mode {
-                NodeAccessMode::AccessEntry if !entries_allowed => anyhow::bail!(
-                    "nodeAccess.mode is access-entry but cluster {} uses authentication mode {auth}; run `aws eks update-cluster-config --name {} --access-config authenticationMode=API_AND_CONFIG_MAP` or use aws-auth",
-                    self.cluster,
-                    self.cluster
-                ),
-                NodeAccessMode::AwsAuth if auth == "API" => anyhow::bail!("nodeAccess.mode is aws-auth but cluster {} ignores aws-auth (authentication mode API)", self.cluster),
-                NodeAccessMode::AwsAuth => "aws-auth",
-                NodeAccessMode::Auto if !entries_allowed => "aws-auth",
-                _ => "access-entry",
-            };
+            let mode = decide(self.mode, &auth, &self.cluster).map_err(|r| anyhow::anyhow!("{} ({}); run `{}`", r.detail, r.why, r.fix))?;
             let Some(role) = role else {
                 // `plan` before the stack exists: the entry is certainly new.
                 return Ok(json!({"mode": mode, "nodeRoleArn": crate::engine::runner::KNOWN_AFTER_APPLY, "authenticationMode": auth, "entry": null}));
