@@ -3,11 +3,17 @@ Kubernetes clients. An EKS cluster's own kubeconfig runs `aws eks get-token` as
 an exec plugin, so it needs the AWS CLI installed and configured the same way
 as karpctl. Instead, by default karpctl connects straight to the cluster's
 endpoint with its CA and a token minted in-process ([`token`]) from the same
-credentials the AWS SDK calls use. `--kubeconfig`/`--context` still win, for
-clusters reached through a proxy or users who want their own auth.
+credentials the AWS SDK calls use, and kept current for the life of the client
+([`auth`]: re-minted after [`auth::REFRESH_AFTER`] or a 401). `--kubeconfig`/
+`--context` still win, for clusters reached through a proxy or users who want
+their own auth.
 */
 
+pub mod auth;
 pub mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
@@ -39,15 +45,37 @@ pub async fn client(g: &Global, facts: Option<&ClusterAccess>) -> anyhow::Result
     client_for_cluster(&cfg, access).await
 }
 
-/// A client for `access`, authenticated with a token minted from `cfg`'s credentials.
+/// A client for `access`, authenticated with EKS tokens minted from `cfg`'s
+/// credentials: the first one now (so missing credentials fail here), later ones
+/// when the token is [`auth::REFRESH_AFTER`] old or the server answers 401.
 pub async fn client_for_cluster(cfg: &aws_config::SdkConfig, access: &ClusterAccess) -> anyhow::Result<::kube::Client> {
-    let tok = token::token(cfg, &access.region, &access.cluster_name)
-        .await
-        .with_context(|| format!("minting an EKS token for cluster `{}`", access.cluster_name))?;
-    client_with_token(access, &tok.token)
+    let source = Arc::new(auth::EksTokenSource::new(cfg, &access.region, &access.cluster_name));
+    let cache = token_cache(access, source, auth::REFRESH_AFTER);
+    cache.prime().await?;
+    client_with_cache(access, cache)
 }
 
-/// A client for `access` sending `bearer` as its token (pure: no network until used).
+/// A client for `access` whose bearer token comes from `source`, cached and
+/// re-minted when older than `refresh_after` or refused with a 401 (see
+/// [`auth`]). Mints nothing until the first request; needs a Tokio runtime.
+pub fn client_with_source(access: &ClusterAccess, source: Arc<dyn auth::TokenSource>, refresh_after: Duration) -> anyhow::Result<::kube::Client> {
+    client_with_cache(access, token_cache(access, source, refresh_after))
+}
+
+fn token_cache(access: &ClusterAccess, source: Arc<dyn auth::TokenSource>, refresh_after: Duration) -> Arc<auth::TokenCache> {
+    Arc::new(auth::TokenCache::new(source, refresh_after, format!("an EKS token for cluster `{}`", access.cluster_name)))
+}
+
+fn client_with_cache(access: &ClusterAccess, cache: Arc<auth::TokenCache>) -> anyhow::Result<::kube::Client> {
+    // kube-rs's own stack (TLS against the cluster CA, timeouts, base URI) without
+    // auth, wrapped in the layer that sets the current token on every request.
+    let config = config_without_token(access)?;
+    let builder = ::kube::client::ClientBuilder::try_from(config)
+        .with_context(|| format!("building a Kubernetes client for cluster `{}`", access.cluster_name))?;
+    Ok(builder.with_layer(&auth::RefreshingAuthLayer::new(cache)).build())
+}
+
+/// A client for `access` sending `bearer` as its token, never refreshed (pure: no network until used).
 pub fn client_with_token(access: &ClusterAccess, bearer: &str) -> anyhow::Result<::kube::Client> {
     let config = config_with_token(access, bearer)?;
     ::kube::Client::try_from(config).with_context(|| format!("building a Kubernetes client for cluster `{}`", access.cluster_name))
@@ -55,6 +83,13 @@ pub fn client_with_token(access: &ClusterAccess, bearer: &str) -> anyhow::Result
 
 /// The kube-rs config for `access` with `bearer` (endpoint, CA roots, token).
 pub fn config_with_token(access: &ClusterAccess, bearer: &str) -> anyhow::Result<::kube::Config> {
+    let mut config = config_without_token(access)?;
+    config.auth_info.token = Some(bearer.to_string().into());
+    Ok(config)
+}
+
+/// The kube-rs config for `access` without credentials (endpoint, CA roots).
+fn config_without_token(access: &ClusterAccess) -> anyhow::Result<::kube::Config> {
     if access.endpoint.is_empty() {
         bail!("the endpoint of cluster `{}` is unknown", access.cluster_name);
     }
@@ -68,7 +103,6 @@ pub fn config_with_token(access: &ClusterAccess, bearer: &str) -> anyhow::Result
     }
     let roots = ca_roots(&access.ca_base64).with_context(|| format!("reading the certificate authority of cluster `{}`", access.cluster_name))?;
     config.root_cert = Some(roots);
-    config.auth_info.token = Some(bearer.to_string().into());
     Ok(config)
 }
 

@@ -242,3 +242,180 @@ async fn endpoint_and_ca_reach_the_bed_over_verified_tls_and_the_eks_token_is_re
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!matches!(err, kube::Error::Api(_)), "expected a TLS failure, got an API answer: {err:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Token refresh (karpctl::kube::auth) against the bed: its static admin token stands in
+// for a freshly minted EKS token, anything else is refused with 401 like an expired one.
+
+mod refresh {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures::future::BoxFuture;
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use karpctl::kube::auth::{TokenSource, REFRESH_AFTER};
+    use karpctl::kube::{client_with_source, ClusterAccess};
+    use kube::api::{Api, PostParams};
+
+    use crate::beds::KubeBed;
+
+    /// Hands out `tokens` in order (the last one for ever after), `Err` as a failed
+    /// mint, each after `delay`, and counts the mints (at their start, so mints that
+    /// overlap are all counted).
+    struct Scripted {
+        tokens: Vec<Result<String, String>>,
+        delay: Duration,
+        mints: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn new(tokens: Vec<Result<String, String>>, delay: Duration) -> Arc<Scripted> {
+            Arc::new(Scripted { tokens, delay, mints: AtomicUsize::new(0) })
+        }
+
+        fn mints(&self) -> usize {
+            self.mints.load(Ordering::SeqCst)
+        }
+    }
+
+    impl TokenSource for Scripted {
+        fn mint(&self) -> BoxFuture<'_, anyhow::Result<String>> {
+            Box::pin(async move {
+                let n = self.mints.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(self.delay).await;
+                match &self.tokens[n.min(self.tokens.len() - 1)] {
+                    Ok(t) => Ok(t.clone()),
+                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                }
+            })
+        }
+    }
+
+    /// Endpoint + CA of the bed (from its kubeconfig) and its admin token (from handle.json).
+    fn bed_access(bed: &KubeBed) -> (ClusterAccess, String) {
+        let kc = kube::config::Kubeconfig::read_from(bed.kubeconfig()).unwrap();
+        let cluster = kc.clusters[0].cluster.as_ref().unwrap();
+        let access = ClusterAccess {
+            endpoint: cluster.server.clone().unwrap(),
+            ca_base64: cluster.certificate_authority_data.clone().expect("the bed's kubeconfig embeds its CA"),
+            cluster_name: "bed".into(),
+            region: "us-west-2".into(),
+        };
+        let handle: serde_json::Value = serde_json::from_slice(&std::fs::read(bed.dir.join("handle.json")).expect("the bed's handle.json")).unwrap();
+        let token = handle["admin_token"].as_str().expect("handle.json has admin_token").to_string();
+        (access, token)
+    }
+
+    async fn list(c: &kube::Client) -> Result<usize, kube::Error> {
+        Ok(Api::<Namespace>::all(c.clone()).list(&Default::default()).await?.items.len())
+    }
+
+    fn is_401(e: &kube::Error) -> bool {
+        matches!(e, kube::Error::Api(s) if s.code == 401)
+    }
+
+    /// The error and its sources, as one line.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            cur = s.source();
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_one_mint_and_an_old_token_is_replaced() {
+        let Some(bed) = KubeBed::start() else { return };
+        let (access, admin) = bed_access(&bed);
+
+        // A slow mint: without one refresh at a time, every request would find no token and mint.
+        let source = Scripted::new(vec![Ok(admin.clone())], Duration::from_millis(300));
+        let c = client_with_source(&access, source.clone(), REFRESH_AFTER).unwrap();
+        assert_eq!(source.mints(), 0, "nothing is minted before the first request");
+        let all = futures::future::join_all((0..16).map(|_| list(&c))).await;
+        for r in all {
+            assert!(r.expect("list with the minted token") > 0);
+        }
+        assert_eq!(source.mints(), 1, "16 concurrent requests share one mint");
+        for _ in 0..3 {
+            list(&c).await.unwrap();
+        }
+        assert_eq!(source.mints(), 1, "a young token is reused");
+
+        // refresh_after = 0: every request finds its token too old.
+        let source = Scripted::new(vec![Ok(admin.clone())], Duration::ZERO);
+        let c = client_with_source(&access, source.clone(), Duration::ZERO).unwrap();
+        for i in 1..=3 {
+            list(&c).await.unwrap();
+            assert_eq!(source.mints(), i);
+        }
+
+        // refresh_after = 1 ms: back-to-back requests after a pause each get a new token.
+        let source = Scripted::new(vec![Ok(admin.clone())], Duration::ZERO);
+        let c = client_with_source(&access, source.clone(), Duration::from_millis(1)).unwrap();
+        for i in 1..=3 {
+            list(&c).await.unwrap();
+            assert_eq!(source.mints(), i);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_token_is_replaced_and_the_request_sent_again() {
+        let Some(bed) = KubeBed::start() else { return };
+        let (access, admin) = bed_access(&bed);
+        let wrong = || Ok("k8s-aws-v1.expired".to_string());
+
+        // One refusal: the same request goes out again with a new token and succeeds.
+        let source = Scripted::new(vec![wrong(), Ok(admin.clone())], Duration::ZERO);
+        let c = client_with_source(&access, source.clone(), REFRESH_AFTER).unwrap();
+        list(&c).await.expect("the request resent with the new token");
+        assert_eq!(source.mints(), 2, "the refused token was replaced");
+        list(&c).await.unwrap();
+        assert_eq!(source.mints(), 2, "the replacement is kept");
+
+        // A request with a body (POST) is replayed whole.
+        let source = Scripted::new(vec![wrong(), Ok(admin.clone())], Duration::ZERO);
+        let c = client_with_source(&access, source.clone(), REFRESH_AFTER).unwrap();
+        let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+        let name = format!("karpctl-refresh-{}", std::process::id());
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"k": "v"}})).unwrap();
+        cms.create(&PostParams::default(), &cm).await.expect("create after one refusal");
+        assert_eq!(source.mints(), 2);
+        let got = cms.get(&name).await.unwrap();
+        assert_eq!(got.data.unwrap()["k"], "v", "the body arrived on the second attempt");
+        cms.delete(&name, &Default::default()).await.unwrap();
+
+        // Concurrent requests refused with the same token replace it once.
+        let source = Scripted::new(vec![wrong(), Ok(admin.clone())], Duration::from_millis(200));
+        let c = client_with_source(&access, source.clone(), REFRESH_AFTER).unwrap();
+        for r in futures::future::join_all((0..8).map(|_| list(&c))).await {
+            r.expect("each request resent once");
+        }
+        assert_eq!(source.mints(), 2, "one mint, one replacement for 8 refusals");
+
+        // A new token refused again is an error: one resend, not a loop.
+        let source = Scripted::new(vec![wrong()], Duration::ZERO);
+        let c = client_with_source(&access, source.clone(), REFRESH_AFTER).unwrap();
+        let e = list(&c).await.expect_err("a token the server never accepts");
+        assert!(is_401(&e), "{e:?}");
+        assert_eq!(source.mints(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_mint_is_named_and_not_kept() {
+        let Some(bed) = KubeBed::start() else { return };
+        let (access, admin) = bed_access(&bed);
+        let source = Scripted::new(vec![Err("the SSO session has expired".into()), Ok(admin)], Duration::ZERO);
+        let c = client_with_source(&access, source.clone(), REFRESH_AFTER).unwrap();
+        let e = list(&c).await.expect_err("no token, no request");
+        let text = chain(&e);
+        assert!(text.contains("minting an EKS token for cluster `bed`") && text.contains("the SSO session has expired"), "{text}");
+        list(&c).await.expect("the next request mints again");
+        assert_eq!(source.mints(), 2);
+    }
+}
