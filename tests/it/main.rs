@@ -9,6 +9,7 @@ mod crds;
 mod docs;
 mod engine;
 mod golden;
+mod helm;
 mod invalid;
 mod kube_client;
 mod props;
