@@ -27,6 +27,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         Command::Up(a) => ops::plan::up(g, a).await,
         Command::Plan(a) => ops::plan::plan(g, a).await,
         Command::Status => ops::state::status(g).await,
+        Command::Verify(a) => ops::verify::verify(g, a).await,
         Command::Amis(a) => ops::amis::amis(g, a).await,
         Command::Doctor => ops::doctor::doctor(g).await,
         Command::Rollback(_) => Err(NotImplemented { command: "rollback" }.into()),
@@ -80,6 +81,9 @@ async fn main() {
                 if !json {
                     // Recoverable situations end with the exact next command.
                     if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<StateError>()).and_then(StateError::help) {
+                        ui::help_line(&h);
+                    }
+                    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<karpctl::helm::HelmError>()).and_then(|h| h.help()) {
                         ui::help_line(&h);
                     }
                 }

@@ -42,10 +42,10 @@ pub struct Global {
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
     /// Use this kubeconfig instead of a token minted from the EKS cluster.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "KARPCTL_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "KARPCTL_CONTEXT")]
     pub context: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text)]
@@ -78,6 +78,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Show the state file and the live Karpenter setup.
     Status,
+    /// Provisioning test: schedule a pod on a pool, wait for a Karpenter node and the pod Running, clean up.
+    Verify(VerifyArgs),
     /// Show each node class's pinned AMI next to the newest one SSM publishes.
     Amis(AmisArgs),
     /// Write a starter config from a preset.
@@ -111,6 +113,39 @@ pub struct UpArgs {
     /// Do not run the preflight checks first.
     #[arg(long)]
     pub skip_preflight: bool,
+    /// Take over fields another field manager owns on karpctl's objects instead of reporting the conflict.
+    #[arg(long)]
+    pub force_conflicts: bool,
+    /// How long to wait for rollouts, readiness and deletions (e.g. 90s, 10m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub wait_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The node pool to test (default: the first in the config).
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// How long to wait for a node and the pod Running.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+    /// Container image of the test pod (any image that starts; mirrors work).
+    #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
+    pub image: String,
+    /// Leave the test pod (and namespace) in place for inspection.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Limits a walk to part of the graph.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetArgs {
+    /// Only these steps and what they depend on: `aws`, `kubernetes`, a step id
+    /// (`amis/pins`) or an id prefix (`helm-release/`). Repeatable.
+    #[arg(long = "target", value_name = "STEP")]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +159,8 @@ pub struct PlanArgs {
     /// Plan a rollback instead of `up`.
     #[arg(long)]
     pub rollback: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(Debug, Args)]

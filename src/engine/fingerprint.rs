@@ -53,6 +53,13 @@ fn walk(path: &str, old: &Value, new: &Value, out: &mut Vec<(String, Value, Valu
                 walk(&p, a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null), out);
             }
         }
+        // Same-length lists (objects, rules) compare item by item, so one changed
+        // field in the third pool reads `objects[2].spec.limits.cpu`.
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() && a != b => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                walk(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
         (a, b) if a != b => out.push((if path.is_empty() { "(all)".into() } else { path.to_string() }, a.clone(), b.clone())),
         _ => {}
     }
@@ -77,5 +84,9 @@ mod tests {
     fn field_changes_name_leaves() {
         let c = field_changes(&json!({"limits": {"cpu": "10"}, "x": 1}), &json!({"limits": {"cpu": "20"}, "x": 1}));
         assert_eq!(c, vec![("limits.cpu".to_string(), json!("10"), json!("20"))]);
+        let c = field_changes(&json!({"l": [{"a": 1}, {"a": 2}]}), &json!({"l": [{"a": 1}, {"a": 3}]}));
+        assert_eq!(c, vec![("l[1].a".to_string(), json!(2), json!(3))]);
+        let c = field_changes(&json!({"l": [1]}), &json!({"l": [1, 2]}));
+        assert_eq!(c, vec![("l".to_string(), json!([1]), json!([1, 2]))]);
     }
 }

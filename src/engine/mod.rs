@@ -164,6 +164,14 @@ impl<'a> StepCx<'a> {
     }
 }
 
+/// Which system a step talks to; `up --target aws|kubernetes` selects by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layer {
+    Aws,
+    Kubernetes,
+}
+
 /// A unit of provisioning. The value itself is the desired state.
 pub trait Step: Send + Sync {
     /// Unique id, `kind/name`, e.g. `cfn-stack/Karpenter-demo`.
@@ -175,6 +183,9 @@ pub trait Step: Send + Sync {
     }
     fn deps(&self) -> Vec<String> {
         Vec::new()
+    }
+    fn layer(&self) -> Layer {
+        Layer::Aws
     }
     /// Lookups whose answer changes outside karpctl (e.g. "latest AMI") observe
     /// on every run instead of trusting a fresh record.

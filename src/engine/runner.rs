@@ -413,6 +413,9 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+        // Declaration order (dependencies first), not completion order: the plan reads top-down.
+        let order: BTreeMap<String, usize> = self.steps.iter().enumerate().map(|(i, s)| (s.id(), i)).collect();
+        report.planned.sort_by_key(|p| order.get(&p.step).copied().unwrap_or(usize::MAX));
         Ok(report)
     }
 }

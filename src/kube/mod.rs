@@ -9,8 +9,12 @@ credentials the AWS SDK calls use, and kept current for the life of the client
 their own auth.
 */
 
+pub mod apply;
 pub mod auth;
+pub mod connect;
 pub mod token;
+
+pub use connect::Connector;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,8 +142,13 @@ pub fn ca_roots(ca_base64: &str) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 async fn from_kubeconfig(g: &Global) -> anyhow::Result<::kube::Client> {
-    let options = ::kube::config::KubeConfigOptions { context: g.context.clone(), cluster: None, user: None };
-    let config = match &g.kubeconfig {
+    from_kubeconfig_parts(g.kubeconfig.as_deref(), g.context.as_deref()).await
+}
+
+/// A client from a kubeconfig file (or the default one) and an optional context.
+pub async fn from_kubeconfig_parts(kubeconfig: Option<&std::path::Path>, context: Option<&str>) -> anyhow::Result<::kube::Client> {
+    let options = ::kube::config::KubeConfigOptions { context: context.map(String::from), cluster: None, user: None };
+    let config = match kubeconfig {
         Some(path) => {
             let kc = ::kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig `{}`", path.display()))?;
             ::kube::Config::from_custom_kubeconfig(kc, &options)

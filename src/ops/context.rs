@@ -37,3 +37,26 @@ pub async fn load_state(b: &Backend, c: &Config) -> anyhow::Result<State> {
         None => Ok(State::new(&c.cluster.name, c.cluster.region.as_deref())),
     }
 }
+
+/// A Kubernetes client for commands outside the step graph (`status`, `verify`):
+/// the kubeconfig when given, else the cluster facts recorded in `state`, else a
+/// fresh DescribeCluster.
+pub async fn kube_client(g: &Global, c: &Config, state: Option<&State>) -> anyhow::Result<::kube::Client> {
+    let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
+    let conn = crate::kube::Connector::new(g, sdk.clone(), &c.cluster.name);
+    let cluster_step = crate::steps::cluster::id(&c.cluster.name);
+    let recorded = state.and_then(|s| s.steps.get(&cluster_step)).map(|r| r.outputs.clone()).filter(|o| o["endpoint"].is_string());
+    let facts = match recorded {
+        Some(f) => Some(f),
+        None if g.kubeconfig.is_some() || g.context.is_some() => None,
+        None => {
+            use crate::engine::{Step, StepCx};
+            let step = crate::steps::cluster::ClusterFacts { name: c.cluster.name.clone(), eks: crate::aws::eks(&sdk) };
+            let upstream = std::collections::BTreeMap::new();
+            let quiet = |_e: crate::engine::Event| {};
+            let cx = StepCx::new(&cluster_step, &upstream, None, &quiet);
+            Some(step.observe(&cx).await?)
+        }
+    };
+    conn.client(facts.as_ref()).await
+}

@@ -8,9 +8,11 @@ pub mod amis;
 pub mod context;
 pub mod doctor;
 pub mod init;
+pub mod live;
 pub mod plan;
 pub mod render;
 pub mod state;
+pub mod verify;
 
 use crate::config::Diagnostic;
 

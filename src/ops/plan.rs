@@ -23,7 +23,51 @@ struct Walk {
     warnings: Vec<config::Diagnostic>,
 }
 
-async fn walk(g: &Global, mode: Mode, refresh: bool, update_amis: bool, preflight: bool) -> anyhow::Result<Walk> {
+/// What a walk is asked to do beyond its mode.
+#[derive(Default)]
+struct WalkOptions {
+    refresh: bool,
+    update_amis: bool,
+    preflight: bool,
+    prune: bool,
+    force_conflicts: bool,
+    wait_timeout: Option<Duration>,
+    targets: Vec<String>,
+}
+
+/// Keeps the steps `targets` name and everything they depend on.
+pub fn select<'a>(steps: &[&'a dyn Step], targets: &[String]) -> anyhow::Result<Vec<&'a dyn Step>> {
+    if targets.is_empty() {
+        return Ok(steps.to_vec());
+    }
+    let matches = |s: &dyn Step, t: &str| match t {
+        "aws" => s.layer() == crate::engine::Layer::Aws,
+        "kubernetes" => s.layer() == crate::engine::Layer::Kubernetes,
+        t if t.ends_with('/') => s.id().starts_with(t),
+        t => s.id() == t,
+    };
+    let mut keep: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for t in targets {
+        let hit: Vec<String> = steps.iter().filter(|s| matches(**s, t)).map(|s| s.id()).collect();
+        if hit.is_empty() {
+            let ids: Vec<String> = steps.iter().map(|s| s.id()).collect();
+            anyhow::bail!("--target {t} matches no step; steps: aws, kubernetes, {}", ids.join(", "));
+        }
+        keep.extend(hit);
+    }
+    // Close over dependencies.
+    loop {
+        let more: Vec<String> = steps.iter().filter(|s| keep.contains(&s.id())).flat_map(|s| s.deps()).filter(|d| !keep.contains(d)).collect();
+        if more.is_empty() {
+            break;
+        }
+        keep.extend(more);
+    }
+    Ok(steps.iter().copied().filter(|s| keep.contains(&s.id())).collect())
+}
+
+async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
+    let (refresh, update_amis, preflight) = (o.refresh, o.update_amis, o.preflight);
     let loaded = config::load(&g.config)?;
     let c = &loaded.config;
     if preflight {
@@ -40,12 +84,22 @@ async fn walk(g: &Global, mode: Mode, refresh: bool, update_amis: bool, prefligh
     }
     let result = async {
         let mut state = super::context::load_state(&backend, c).await?;
-        let env = crate::steps::Env { sdk: crate::aws::sdk_config(g, c.cluster.region.as_deref()).await, update_amis };
-        let steps = crate::steps::up_steps(c, &env)?;
+        let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
+        let env = crate::steps::Env {
+            kube: std::sync::Arc::new(crate::kube::Connector::new(g, sdk.clone(), &c.cluster.name)),
+            sdk,
+            update_amis,
+            prune: o.prune || g.yes,
+            force_conflicts: o.force_conflicts,
+            wait_timeout: o.wait_timeout.unwrap_or(Duration::from_secs(300)),
+            config_dir: g.config.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+        };
+        let all = crate::steps::up_steps(c, &env)?;
+        let steps = select(&all.iter().map(|s| s.as_ref() as &dyn Step).collect::<Vec<_>>(), &o.targets)?;
         let progress = Progress::new(Style::detect(g.output == OutputFormat::Json));
         let events = |e| progress.event(e);
         let runner = Runner {
-            steps: steps.iter().map(|s| s.as_ref() as &dyn Step).collect(),
+            steps: steps.clone(),
             mode,
             refresh,
             concurrency: 8,
@@ -85,7 +139,7 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     if args.rollback {
         return Err(super::NotImplemented { command: "plan --rollback" }.into());
     }
-    let w = walk(g, Mode::Plan, args.refresh, false, false).await?;
+    let w = walk(g, Mode::Plan, WalkOptions { refresh: args.refresh, targets: args.target.targets.clone(), ..Default::default() }).await?;
     let exit = if !w.report.failed().is_empty() {
         exit::ERROR
     } else if args.detailed_exitcode && w.report.changes() {
@@ -97,11 +151,16 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
 }
 
 pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
-    if args.prune {
-        // Pools and classes are applied by the Kubernetes steps, which are not built yet.
-        return Err(super::NotImplemented { command: "up --prune" }.into());
-    }
-    let w = walk(g, Mode::Apply, args.refresh, args.update_amis, !args.skip_preflight).await?;
+    let opts = WalkOptions {
+        refresh: args.refresh,
+        update_amis: args.update_amis,
+        preflight: !args.skip_preflight,
+        prune: args.prune,
+        force_conflicts: args.force_conflicts,
+        wait_timeout: Some(args.wait_timeout),
+        targets: args.target.targets.clone(),
+    };
+    let w = walk(g, Mode::Apply, opts).await?;
     let failed = w.report.failed();
     let mut notes = Vec::new();
     if !failed.is_empty() {

@@ -23,6 +23,7 @@ pub async fn status(g: &Global) -> anyhow::Result<Report> {
         s.check_identity(&c.cluster.name)?;
     }
     let holder = backend.lock_holder().await?;
+    let live = live(g, c, state.as_ref()).await;
     let stdout = match g.output {
         OutputFormat::Json | OutputFormat::Yaml => {
             let doc = serde_json::json!({
@@ -30,6 +31,7 @@ pub async fn status(g: &Global) -> anyhow::Result<Report> {
                 "backend": backend.describe(),
                 "state": state,
                 "lock": holder,
+                "live": live,
             });
             if g.output == OutputFormat::Json {
                 format!("{}\n", serde_json::to_string_pretty(&doc)?)
@@ -37,9 +39,26 @@ pub async fn status(g: &Global) -> anyhow::Result<Report> {
                 serde_yaml::to_string(&doc)?
             }
         }
-        OutputFormat::Text => crate::ui::status_text(&c.cluster.name, &backend.describe(), state.as_ref(), holder.as_ref()),
+        OutputFormat::Text => {
+            let mut s = crate::ui::status_text(&c.cluster.name, &backend.describe(), state.as_ref(), holder.as_ref());
+            s.push_str(&crate::ui::live_text(&live));
+            s
+        }
     };
     Ok(Report { stdout, warnings: loaded.warnings, ..Default::default() })
+}
+
+/// The cluster as it is now; `{"error": …}` when it cannot be reached in time.
+async fn live(g: &Global, c: &config::Config, state: Option<&State>) -> serde_json::Value {
+    let read = async {
+        let client = super::context::kube_client(g, c, state).await?;
+        anyhow::Ok(super::live::gather(&client, c).await)
+    };
+    match tokio::time::timeout(Duration::from_secs(20), read).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => serde_json::json!({"error": format!("{e:#}")}),
+        Err(_) => serde_json::json!({"error": "the cluster did not answer within 20s"}),
+    }
 }
 
 pub async fn state(g: &Global, cmd: &StateCommand) -> anyhow::Result<Report> {

@@ -3,24 +3,58 @@ The steps `up` walks, built from the config. Each step kind lives in its own
 file and implements `engine::Step`; this module only decides which steps a
 config needs and how they depend on each other. The AWS half: cluster facts, discovery
 tags, the CloudFormation stack, controller identity, node access, the Spot
-service-linked role and AMI pins; the Kubernetes steps follow.
+service-linked role and AMI pins. The Kubernetes half: CRDs, the controller and
+device plugin releases, the aws-auth mapping, node classes and pools, pruning and
+readiness. CRDs and the stack's policies are in place before the controller runs.
 */
 
 pub mod ami_lookup;
+pub mod aws_auth;
 pub mod cfn_stack;
 pub mod cluster;
+pub mod crds;
 pub mod discovery_tags;
+pub mod helm_release;
 pub mod identity;
 pub mod node_access;
+pub mod objects;
+pub mod readiness;
 pub mod spot_role;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::engine::Step;
+use crate::helm::ChartRef;
 
 /// Clients and flags the steps are built with.
 pub struct Env {
     pub sdk: aws_config::SdkConfig,
     pub update_amis: bool,
+    /// The cluster connection for the Kubernetes steps (built on first use).
+    pub kube: Arc<crate::kube::Connector>,
+    /// `up --prune` / `--yes`: objects that left the config may be deleted.
+    pub prune: bool,
+    pub force_conflicts: bool,
+    /// How long to wait for rollouts, readiness and deletions.
+    pub wait_timeout: Duration,
+    /// Relative chart paths in the config are relative to this directory.
+    pub config_dir: PathBuf,
+}
+
+/// A chart reference: the local path when set (relative to the config file), else
+/// the repository at `version` — an OCI reference as is, an https repository by `name`.
+pub fn chart_ref(repository: &str, name: &str, path: Option<&str>, version: &str, config_dir: &Path) -> ChartRef {
+    let version = version.to_string();
+    match path {
+        Some(p) => ChartRef::Local { path: config_dir.join(p) },
+        None if repository.starts_with("http") && !repository.ends_with(".tgz") => {
+            ChartRef::Repo { url: repository.to_string(), name: name.to_string(), version }
+        }
+        None => ChartRef::Remote { reference: repository.to_string(), version },
+    }
 }
 
 /// The `up` graph for a config, in declaration order.
@@ -76,9 +110,113 @@ pub fn up_steps(c: &Config, env: &Env) -> anyhow::Result<Vec<Box<dyn Step>>> {
             update: c.amis.update,
             update_requested: env.update_amis,
             kubernetes_version: c.cluster.kubernetes_version.clone(),
-            cluster_step: cluster_id,
+            cluster_step: cluster_id.clone(),
             ssm: crate::aws::ssm(&env.sdk),
         }));
     }
+    kubernetes_steps(c, env, &mut steps);
     Ok(steps)
+}
+
+/// The Kubernetes half, appended to the AWS half it depends on.
+fn kubernetes_steps(c: &Config, env: &Env, steps: &mut Vec<Box<dyn Step>>) {
+    let names = crate::config::Names::of(c);
+    let cluster_id = cluster::id(&c.cluster.name);
+    let stack_id = cfn_stack::id(&names.stack);
+    let identity_id = identity::id(&names.controller_role);
+    let config = Arc::new(c.clone());
+    let k = &c.karpenter;
+    let chart = chart_ref(&k.chart.repository, "karpenter", k.chart.path.as_deref(), &k.version, &env.config_dir);
+    // Listed right after the cluster facts: on a version change `plan` reads CRDs →
+    // stack policies → controller, the order upgrades must happen in.
+    steps.insert(1, Box::new(crds::Crds { version: k.version.clone(), chart: chart.clone(), cluster_step: cluster_id.clone(), conn: env.kube.clone() }));
+
+    let controller_id = helm_release::id(&k.namespace, "karpenter");
+    let values_config = config.clone();
+    let (cs, is) = (cluster_id.clone(), identity_id.clone());
+    steps.push(Box::new(helm_release::HelmRelease {
+        release: "karpenter".into(),
+        namespace: k.namespace.clone(),
+        chart,
+        version: k.version.clone(),
+        offline_values: serde_json::to_value(crate::render::helm::karpenter_values(c, &Default::default(), &mut Vec::new())).expect("values serialize"),
+        values: Box::new(move |cx| controller_values(&values_config, cx.output(&cs), cx.output(&is))),
+        workload: helm_release::Workload::Deployment,
+        deps: vec![cluster_id.clone(), crds::ID.into(), stack_id.clone(), identity_id],
+        cluster_step: cluster_id.clone(),
+        conn: env.kube.clone(),
+        wait_timeout: env.wait_timeout,
+    }));
+
+    if crate::render::helm::device_plugin_enabled(c) {
+        let dp = &c.device_plugin;
+        let values = serde_json::to_value(crate::render::helm::device_plugin_values(c)).expect("values serialize");
+        let v2 = values.clone();
+        steps.push(Box::new(helm_release::HelmRelease {
+            release: "nvidia-device-plugin".into(),
+            namespace: dp.namespace.clone(),
+            chart: chart_ref(&dp.chart_repository, "nvidia-device-plugin", dp.chart_path.as_deref(), &dp.chart_version, &env.config_dir),
+            version: dp.chart_version.clone(),
+            offline_values: values,
+            values: Box::new(move |_| Ok(v2.clone())),
+            workload: helm_release::Workload::DaemonSet,
+            deps: vec![cluster_id.clone()],
+            cluster_step: cluster_id.clone(),
+            conn: env.kube.clone(),
+            wait_timeout: env.wait_timeout,
+        }));
+    }
+
+    steps.push(Box::new(aws_auth::AwsAuth {
+        cluster: c.cluster.name.clone(),
+        cluster_step: cluster_id.clone(),
+        node_access_step: node_access::id(&c.cluster.name),
+        conn: env.kube.clone(),
+    }));
+
+    let amis_step = (!crate::amis::needs(c).is_empty()).then(|| ami_lookup::ID.to_string());
+    let mut deps = vec![cluster_id.clone(), crds::ID.to_string(), controller_id, stack_id];
+    deps.extend(amis_step.clone());
+    let objects_id = objects::id(&c.cluster.name);
+    steps.push(Box::new(objects::Objects {
+        config: config.clone(),
+        cluster_step: cluster_id.clone(),
+        amis_step,
+        deps,
+        force_conflicts: env.force_conflicts,
+        conn: env.kube.clone(),
+    }));
+    steps.push(Box::new(objects::Prune {
+        config: config.clone(),
+        cluster_step: cluster_id.clone(),
+        objects_step: objects_id.clone(),
+        allowed: env.prune,
+        wait_timeout: env.wait_timeout,
+        conn: env.kube.clone(),
+    }));
+    steps.push(Box::new(readiness::Readiness {
+        cluster: c.cluster.name.clone(),
+        classes: c.node_classes.iter().map(|n| n.name.clone()).collect(),
+        pools: c.node_pools.iter().map(|p| p.name.clone()).collect(),
+        cluster_step: cluster_id,
+        objects_step: objects_id,
+        timeout: env.wait_timeout,
+        conn: env.kube.clone(),
+    }));
+}
+
+/// The controller's values: the config plus the cluster endpoint and, with IRSA,
+/// the role ARN the identity step made.
+fn controller_values(c: &Config, cluster: Option<&serde_json::Value>, identity: Option<&serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+    let role_arn = identity.and_then(|i| i["roleArn"].as_str());
+    // arn:PARTITION:iam::ACCOUNT:role/NAME
+    let parts: Vec<&str> = role_arn.map(|a| a.split(':').collect()).unwrap_or_default();
+    let facts = crate::render::Facts {
+        account_id: parts.get(4).map(|s| s.to_string()),
+        partition: parts.get(1).map(|s| s.to_string()),
+        cluster_endpoint: cluster.and_then(|f| f["endpoint"].as_str()).map(String::from),
+        irsa: identity.and_then(|i| i["mode"].as_str()).map(|m| m == "irsa"),
+    };
+    let mut notes = Vec::new();
+    Ok(serde_json::to_value(crate::render::helm::karpenter_values(c, &facts, &mut notes))?)
 }

@@ -180,6 +180,62 @@ pub fn status_text(
     s
 }
 
+/// The live half of `status`: controller, CRDs, classes, pools, device plugin.
+pub fn live_text(live: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let mut s = String::from("\nLIVE\n");
+    if let Some(e) = live["error"].as_str() {
+        s.push_str(&format!("  cluster unreachable: {e}\n"));
+        return s;
+    }
+    let errored = |v: &Value| v["error"].as_str().map(|e| format!("  (could not read: {e})\n"));
+    let k = &live["controller"];
+    if let Some(e) = errored(k) {
+        s.push_str(&format!("controller{e}"));
+    } else if k["installed"] == true {
+        s.push_str(&format!(
+            "controller  {}/{} available in {}  version {}  image {}\n",
+            k["available"], k["replicas"], k["namespace"].as_str().unwrap_or(""), k["version"].as_str().unwrap_or("?"), k["image"].as_str().unwrap_or("?")
+        ));
+        for p in k["pods"].as_array().into_iter().flatten() {
+            s.push_str(&format!(
+                "  pod {}  {}  ready={}  node={}  restarts={}\n",
+                p["name"].as_str().unwrap_or("?"), p["phase"].as_str().unwrap_or("?"), p["ready"], p["node"].as_str().unwrap_or("-"), p["restarts"]
+            ));
+        }
+    } else {
+        s.push_str("controller  not installed\n");
+    }
+    match live["crds"].as_array() {
+        Some(crds) if !crds.is_empty() => {
+            for c in crds {
+                s.push_str(&format!("crd         {}  served {}  karpenter {}\n", c["name"].as_str().unwrap_or("?"),
+                    c["served"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                    c["karpenterVersion"].as_str().unwrap_or("unknown")));
+            }
+        }
+        Some(_) => s.push_str("crd         none installed\n"),
+        None => s.push_str(&errored(&live["crds"]).unwrap_or_default()),
+    }
+    let state = |o: &Value| if o["ready"] == true { "Ready".to_string() } else { format!("NOT READY: {}", o["why"].as_str().unwrap_or("?")) };
+    for c in live["nodeClasses"].as_array().into_iter().flatten() {
+        s.push_str(&format!("class       {}  {}\n", c["name"].as_str().unwrap_or("?"), state(c)));
+    }
+    for p in live["nodePools"].as_array().into_iter().flatten() {
+        s.push_str(&format!("pool        {}  {}  nodes {}/{} ready  class {}\n", p["name"].as_str().unwrap_or("?"), state(p), p["readyNodes"], p["nodes"],
+            p["nodeClass"].as_str().unwrap_or("?")));
+    }
+    let dp = &live["devicePlugin"];
+    if dp["enabled"] == true {
+        if dp["installed"] == true {
+            s.push_str(&format!("gpu plugin  {}: {}/{} ready\n", dp["daemonSet"].as_str().unwrap_or("?"), dp["ready"], dp["desired"]));
+        } else {
+            s.push_str("gpu plugin  not installed\n");
+        }
+    }
+    s
+}
+
 /// Preflight results: one line per check, with why and how to fix the bad ones.
 pub fn checks_text(checks: &[crate::ops::doctor::Check]) -> String {
     use crate::ops::doctor::Status;

@@ -140,8 +140,15 @@ pub struct KubeBed {
 
 impl KubeBed {
     pub fn start() -> Option<KubeBed> {
-        if let Some(d) = std::env::var_os("KARPCTL_TEST_KUBE_DIR") {
-            return Some(KubeBed { dir: PathBuf::from(d), owned: false });
+        Self::start_with(&[])
+    }
+
+    /// Starts a bed of its own with `scripts/testbed-kube.sh start` options (`--no-crds`).
+    pub fn start_with(args: &[&str]) -> Option<KubeBed> {
+        if args.is_empty() {
+            if let Some(d) = std::env::var_os("KARPCTL_TEST_KUBE_DIR") {
+                return Some(KubeBed { dir: PathBuf::from(d), owned: false });
+            }
         }
         let script = repo().join("scripts/testbed-kube.sh");
         // A test never starts the 10-minute build itself: scripts/test.sh does that first.
@@ -152,7 +159,7 @@ impl KubeBed {
             skip("the Kubernetes test bed is not built (run scripts/testbed-kube.sh build)".into())?;
         }
         let dir = scratch("kube");
-        let out = Command::new(&script).args(["start", "--dir"]).arg(&dir).output().unwrap();
+        let out = Command::new(&script).args(["start", "--dir"]).arg(&dir).args(args).output().unwrap();
         assert!(out.status.success(), "starting the kube bed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         Some(KubeBed { dir, owned: true })
     }

@@ -72,7 +72,7 @@ fn invalid_config_exits_3_with_positions_and_json() {
 fn unbuilt_commands_say_so_and_fail() {
     let d = scratch("unbuilt");
     std::fs::copy(repo().join("examples/falkordb.yaml"), d.join("karpctl.yaml")).unwrap();
-    for cmd in [vec!["rollback", "--dry-run"], vec!["plan", "--rollback"], vec!["up", "--prune"]] {
+    for cmd in [vec!["rollback", "--dry-run"], vec!["plan", "--rollback"]] {
         let o = karpctl(&d, &cmd);
         assert_eq!(o.status.code(), Some(4), "{cmd:?}");
         assert!(text(&o.stderr).contains("not implemented yet"), "{cmd:?}: {}", text(&o.stderr));
@@ -86,7 +86,7 @@ fn usage_errors_and_help() {
     assert_eq!(o.status.code(), Some(64));
     let h = karpctl(&d, &["--help"]);
     assert!(h.status.success());
-    for sub in ["up", "plan", "render", "status", "amis", "init", "doctor", "rollback", "state", "completions"] {
+    for sub in ["up", "plan", "render", "status", "verify", "amis", "init", "doctor", "rollback", "state", "completions"] {
         assert!(text(&h.stdout).contains(sub), "help lacks {sub}");
     }
     for shell in ["bash", "zsh", "fish"] {

@@ -1,4 +1,4 @@
-//! The steps that exist, end to end through the binary against the AWS emulator:
+//! The AWS half of `up`, end to end through the binary against the AWS emulator:
 //! cluster facts and AMI pins — batching, zero mutating calls, zero SSM calls on
 //! a no-op run, pins that stay put, and clear errors for missing parameters.
 
@@ -10,9 +10,15 @@ use serde_json::Value;
 use crate::beds::AwsEmulator;
 use crate::support::scratch;
 
+/// Runs karpctl against the emulator alone: `up` and `plan` walk the AWS half
+/// (`--target aws`); tests/it/up.rs covers the whole graph on both beds.
 fn karpctl(dir: &Path, emu: &AwsEmulator, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_karpctl"));
-    cmd.args(args).current_dir(dir).env("NO_COLOR", "1").env("CI", "1");
+    cmd.args(args);
+    if matches!(args.first(), Some(&"up") | Some(&"plan")) {
+        cmd.args(["--target", "aws"]);
+    }
+    cmd.current_dir(dir).env("NO_COLOR", "1").env("CI", "1");
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("AWS_") || k == "KARPCTL_CONFIG" {
             cmd.env_remove(k);

@@ -199,7 +199,7 @@ check "helm lint of the fixture charts" \
 check "helm package of the fixture charts" \
   helm package "$CHARTS/karpenter" "$CHARTS/nvidia-device-plugin" -d "$WORK/pkg"
 KTGZ="$WORK/pkg/karpenter-1.14.1.tgz"
-NTGZ="$WORK/pkg/nvidia-device-plugin-0.17.0.tgz"
+NTGZ="$WORK/pkg/nvidia-device-plugin-0.17.4.tgz"
 
 reject "Karpenter chart refuses to install without settings.clusterName" \
   "settings.clusterName is required" \

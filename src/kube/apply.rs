@@ -1,0 +1,293 @@
+/*!
+Server-side apply of arbitrary objects given as JSON, with field manager
+`karpctl`: resolving kinds by discovery, dry runs that surface the API server's
+validation (schema + CEL) as errors naming the object, conflicts with other
+field managers reported instead of forced, and the field-level difference
+between what exists and what an apply would leave.
+*/
+
+use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::{ApiResource, Scope};
+use serde_json::Value;
+
+use crate::engine::FieldChange;
+
+pub const FIELD_MANAGER: &str = "karpctl";
+
+/// Why an apply did not go through, naming the object.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the API server rejected {reference}: {message}")]
+    Invalid { reference: String, message: String },
+    #[error(
+        "{reference}: fields karpctl sets are owned by another field manager ({message}); \
+         change them there, or take them over with `karpctl up --force-conflicts`"
+    )]
+    Conflict { reference: String, message: String },
+    #[error("{reference}: the cluster does not serve {api_version} {kind} (are its CRDs installed?)")]
+    UnknownKind { reference: String, api_version: String, kind: String },
+    #[error("{reference}: {source}")]
+    Api {
+        reference: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// An object to apply, resolved to its API endpoint.
+pub struct Target {
+    pub api: Api<DynamicObject>,
+    pub name: String,
+    /// `NodePool/default`, `ConfigMap/kube-system/x`.
+    pub reference: String,
+}
+
+fn gvk_of(obj: &Value) -> Result<(GroupVersionKind, String), ApplyError> {
+    let api_version = obj["apiVersion"].as_str().ok_or_else(|| ApplyError::Malformed("an object has no apiVersion".into()))?;
+    let kind = obj["kind"].as_str().ok_or_else(|| ApplyError::Malformed(format!("an {api_version} object has no kind")))?;
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    Ok((GroupVersionKind::gvk(group, version, kind), api_version.to_string()))
+}
+
+/// `Kind/name` or `Kind/namespace/name`.
+pub fn reference(obj: &Value) -> String {
+    let kind = obj["kind"].as_str().unwrap_or("Object");
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
+    match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(ns) => format!("{kind}/{ns}/{name}"),
+        None => format!("{kind}/{name}"),
+    }
+}
+
+/// Resolves `obj`'s kind with discovery (one request per API group version).
+pub async fn resolve(client: &kube::Client, obj: &Value) -> Result<Target, ApplyError> {
+    let reference = reference(obj);
+    let (gvk, api_version) = gvk_of(obj)?;
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApplyError::Malformed(format!("{reference} has no metadata.name")))?
+        .to_string();
+    let (ar, caps) = match kube::discovery::pinned_kind(client, &gvk).await {
+        Ok(x) => x,
+        Err(kube::Error::Api(s)) if s.is_not_found() => {
+            return Err(ApplyError::UnknownKind { reference, api_version, kind: gvk.kind.clone() })
+        }
+        Err(kube::Error::Discovery(_)) => return Err(ApplyError::UnknownKind { reference, api_version, kind: gvk.kind.clone() }),
+        Err(e) => return Err(ApplyError::Api { reference, source: e }),
+    };
+    let api = match caps.scope {
+        Scope::Cluster => Api::all_with(client.clone(), &ar),
+        Scope::Namespaced => {
+            let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+            Api::namespaced_with(client.clone(), ns, &ar)
+        }
+    };
+    Ok(Target { api, name, reference })
+}
+
+/// A target for a known cluster-scoped kind (no discovery round trip).
+pub fn cluster_scoped(client: &kube::Client, ar: &ApiResource, name: &str) -> Target {
+    Target { api: Api::all_with(client.clone(), ar), name: name.to_string(), reference: format!("{}/{name}", ar.kind) }
+}
+
+impl Target {
+    /// The object as it exists, or None.
+    pub async fn get(&self) -> Result<Option<Value>, ApplyError> {
+        match self.api.get_opt(&self.name).await {
+            Ok(o) => Ok(o.map(|o| serde_json::to_value(o).expect("objects serialize"))),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// Server-side apply; with `dry_run` nothing is stored but every admission
+    /// check (schema, CEL, webhooks) runs and the result is what would be stored.
+    pub async fn apply(&self, obj: &Value, dry_run: bool, force: bool) -> Result<Value, ApplyError> {
+        let mut pp = PatchParams::apply(FIELD_MANAGER);
+        if force {
+            pp = pp.force();
+        }
+        if dry_run {
+            pp = pp.dry_run();
+        }
+        match self.api.patch(&self.name, &pp, &Patch::Apply(obj)).await {
+            Ok(o) => Ok(serde_json::to_value(o).expect("objects serialize")),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// Deletes the object; false when it was already gone.
+    pub async fn delete(&self) -> Result<bool, ApplyError> {
+        match self.api.delete(&self.name, &DeleteParams::foreground()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(false),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    fn classify(&self, e: kube::Error) -> ApplyError {
+        let reference = self.reference.clone();
+        match e {
+            kube::Error::Api(s) if s.is_conflict() && s.message.contains("conflict") => {
+                ApplyError::Conflict { reference, message: s.message.clone() }
+            }
+            kube::Error::Api(s) if s.is_invalid() || s.code == 400 => ApplyError::Invalid { reference, message: s.message.clone() },
+            kube::Error::Api(s) if s.code == 403 && s.message.contains("admission webhook") => {
+                ApplyError::Invalid { reference, message: s.message.clone() }
+            }
+            e => ApplyError::Api { reference, source: e },
+        }
+    }
+}
+
+/// The part of `existing` that `desired` speaks about: the labels and annotations
+/// it sets, and every top-level field besides metadata and status. Comparing this
+/// for the object as it is and as a dry run would leave it gives the real change,
+/// defaults included.
+pub fn projection(existing: &Value, desired: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in ["labels", "annotations"] {
+        if let Some(want) = desired.pointer(&format!("/metadata/{key}")).and_then(Value::as_object) {
+            let have = existing.pointer(&format!("/metadata/{key}")).and_then(Value::as_object);
+            let picked: serde_json::Map<String, Value> =
+                want.keys().map(|k| (k.clone(), have.and_then(|h| h.get(k)).cloned().unwrap_or(Value::Null))).collect();
+            out.insert(format!("metadata.{key}"), Value::Object(picked));
+        }
+    }
+    if let Some(obj) = desired.as_object() {
+        for k in obj.keys().filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")) {
+            out.insert(k.clone(), existing.get(k).cloned().unwrap_or(Value::Null));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Leaf-level differences between two JSON values, as `prefix.path` fields.
+pub fn field_changes(prefix: &str, old: &Value, new: &Value) -> Vec<FieldChange> {
+    crate::engine::fingerprint::field_changes(old, new)
+        .into_iter()
+        .map(|(path, old, new)| {
+            let field = match (prefix.is_empty(), path.as_str()) {
+                (true, _) => path.clone(),
+                (false, "(all)") => prefix.to_string(),
+                (false, p) if p.starts_with('[') => format!("{prefix}{p}"),
+                (false, p) => format!("{prefix}.{p}"),
+            };
+            FieldChange { field, old, new }
+        })
+        .collect()
+}
+
+/// The Karpenter kinds karpctl applies.
+pub fn node_pool_resource() -> ApiResource {
+    ApiResource {
+        group: "karpenter.sh".into(),
+        version: "v1".into(),
+        api_version: "karpenter.sh/v1".into(),
+        kind: "NodePool".into(),
+        plural: "nodepools".into(),
+    }
+}
+
+pub fn node_class_resource() -> ApiResource {
+    ApiResource {
+        group: "karpenter.k8s.aws".into(),
+        version: "v1".into(),
+        api_version: "karpenter.k8s.aws/v1".into(),
+        kind: "EC2NodeClass".into(),
+        plural: "ec2nodeclasses".into(),
+    }
+}
+
+pub fn node_claim_resource() -> ApiResource {
+    ApiResource {
+        group: "karpenter.sh".into(),
+        version: "v1".into(),
+        api_version: "karpenter.sh/v1".into(),
+        kind: "NodeClaim".into(),
+        plural: "nodeclaims".into(),
+    }
+}
+
+/// A status condition of an object: (status, reason, message, observedGeneration).
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+/// Ready=True for the object's current generation.
+pub fn is_ready(obj: &Value) -> bool {
+    let gen = obj.pointer("/metadata/generation").and_then(Value::as_i64);
+    condition(obj, "Ready").is_some_and(|c| {
+        c["status"] == "True" && match (c["observedGeneration"].as_i64(), gen) {
+            (Some(o), Some(g)) => o >= g,
+            _ => true,
+        }
+    })
+}
+
+/// "Ready=False (AMIsReady: AMINotFound: no AMI matched)" — the failing conditions.
+pub fn why_not_ready(obj: &Value) -> String {
+    let Some(conds) = obj.pointer("/status/conditions").and_then(Value::as_array) else {
+        return "no status yet (is the Karpenter controller running?)".into();
+    };
+    let failing: Vec<String> = conds
+        .iter()
+        .filter(|c| c["status"] != "True")
+        .map(|c| {
+            let msg = c["message"].as_str().unwrap_or("");
+            let reason = c["reason"].as_str().unwrap_or("");
+            format!("{}={}{}{}", c["type"].as_str().unwrap_or("?"), c["status"].as_str().unwrap_or("?"),
+                if reason.is_empty() { String::new() } else { format!(" {reason}") },
+                if msg.is_empty() { String::new() } else { format!(": {msg}") })
+        })
+        .collect();
+    if failing.is_empty() {
+        "Ready not yet reported for the current generation".into()
+    } else {
+        failing.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn projection_picks_only_what_desired_sets() {
+        let existing = json!({"metadata": {"labels": {"a": "1", "other": "x"}, "resourceVersion": "9"},
+            "spec": {"limits": {"cpu": "100"}}, "status": {"x": 1}});
+        let desired = json!({"apiVersion": "v1", "kind": "K", "metadata": {"labels": {"a": "2", "b": "3"}}, "spec": {}});
+        assert_eq!(projection(&existing, &desired), json!({"metadata.labels": {"a": "1", "b": null}, "spec": {"limits": {"cpu": "100"}}}));
+    }
+
+    #[test]
+    fn field_changes_are_leaves_with_paths() {
+        let old = json!({"spec": {"limits": {"cpu": "100", "memory": "1Gi"}, "list": [1, 2]}});
+        let new = json!({"spec": {"limits": {"cpu": "200", "memory": "1Gi"}, "list": [1, 3]}});
+        let ch = field_changes("NodePool/default", &old, &new);
+        let fields: Vec<&str> = ch.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["NodePool/default.spec.limits.cpu", "NodePool/default.spec.list[1]"]);
+        assert_eq!(ch[0].old, json!("100"));
+        assert_eq!(ch[0].new, json!("200"));
+        assert!(field_changes("x", &old, &old).is_empty());
+    }
+
+    #[test]
+    fn readiness_follows_the_generation() {
+        let ready = json!({"metadata": {"generation": 2}, "status": {"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 2}]}});
+        let stale = json!({"metadata": {"generation": 3}, "status": {"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 2}]}});
+        let failing = json!({"metadata": {"generation": 1}, "status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": "NotReady", "message": "x"},
+            {"type": "AMIsReady", "status": "False", "reason": "AMINotFound", "message": "no AMI matched"}]}});
+        assert!(is_ready(&ready));
+        assert!(!is_ready(&stale));
+        assert!(!is_ready(&failing));
+        assert!(why_not_ready(&failing).contains("AMIsReady=False AMINotFound: no AMI matched"), "{}", why_not_ready(&failing));
+    }
+}

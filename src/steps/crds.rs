@@ -1,0 +1,197 @@
+/*!
+Step `crds/karpenter`: installs or upgrades the Karpenter CRDs shipped in the
+pinned controller chart (`helm show crds`), by server-side apply with field
+manager `karpctl`, before the controller. CRDs that exist without karpctl's
+version annotation (kubectl, a `karpenter-crd` Helm release) are adopted;
+CRDs already at a newer Karpenter version are a refused downgrade.
+*/
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{json, Value};
+
+use crate::engine::{Action, Change, FieldChange, Step, StepCx};
+use crate::helm::ChartRef;
+use crate::kube::apply::FIELD_MANAGER;
+use crate::kube::Connector;
+use crate::model::version::KarpenterVersion;
+
+pub const ID: &str = "crds/karpenter";
+/// Which Karpenter version last applied a CRD.
+pub const VERSION_ANNOTATION: &str = "karpctl.io/karpenter-version";
+
+pub struct Crds {
+    pub version: String,
+    pub chart: ChartRef,
+    pub cluster_step: String,
+    pub conn: Arc<Connector>,
+}
+
+impl Crds {
+    async fn desired(&self, cx: &StepCx<'_>) -> anyhow::Result<Vec<Value>> {
+        cx.progress(format!("reading the CRDs of {}", self.chart));
+        let helm = self.conn.helm(cx.output(&self.cluster_step)).await?;
+        let docs = helm.show_crds(&self.chart).await.map_err(super::helm_release::helm_error)?;
+        let mut out = Vec::new();
+        for d in docs {
+            let v: Value = serde_yaml::from_str(&d).with_context(|| format!("parsing a CRD of {}", self.chart))?;
+            if v["kind"] != "CustomResourceDefinition" {
+                continue;
+            }
+            out.push(self.stamp(v));
+        }
+        if out.is_empty() {
+            anyhow::bail!("the chart {} ships no CRDs; is it the Karpenter controller chart?", self.chart);
+        }
+        Ok(out)
+    }
+
+    /// Marks a CRD as applied by karpctl for this Karpenter version.
+    fn stamp(&self, mut crd: Value) -> Value {
+        let meta = crd["metadata"].as_object_mut().expect("a CRD has metadata");
+        meta.entry("annotations").or_insert_with(|| json!({}))[VERSION_ANNOTATION] = json!(self.version);
+        meta.entry("labels").or_insert_with(|| json!({}))[crate::render::nodes::MANAGED_BY] = json!("karpctl");
+        // Fields a server fills in must not be sent.
+        meta.remove("creationTimestamp");
+        if let Some(o) = crd.as_object_mut() {
+            o.remove("status");
+        }
+        crd
+    }
+}
+
+fn name_of(crd: &Value) -> String {
+    crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// Who put an existing CRD there, for the plan.
+fn owner(existing: &Value) -> String {
+    let ann = |k: &str| existing.pointer(&format!("/metadata/annotations/{}", k.replace('/', "~1"))).and_then(Value::as_str);
+    if let Some(v) = ann(VERSION_ANNOTATION) {
+        return format!("karpctl (Karpenter {v})");
+    }
+    if let Some(r) = ann("meta.helm.sh/release-name") {
+        return format!("Helm release {r}");
+    }
+    "another tool (no karpctl or Helm ownership)".into()
+}
+
+impl Step for Crds {
+    fn id(&self) -> String {
+        ID.into()
+    }
+    fn kind(&self) -> &'static str {
+        "karpenter-crds"
+    }
+    fn layer(&self) -> crate::engine::Layer {
+        crate::engine::Layer::Kubernetes
+    }
+    fn deps(&self) -> Vec<String> {
+        vec![self.cluster_step.clone()]
+    }
+    fn inputs(&self) -> Value {
+        json!({"version": self.version, "chart": self.chart.to_string()})
+    }
+    fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            let desired = self.desired(cx).await?;
+            let client = self.conn.client(cx.output(&self.cluster_step)).await?;
+            let api: Api<CustomResourceDefinition> = Api::all(client);
+            let want = KarpenterVersion::parse(&self.version);
+            let mut existing = Vec::new();
+            for crd in &desired {
+                let name = name_of(crd);
+                let found = api.get_opt(&name).await.with_context(|| format!("reading CRD {name}"))?;
+                let found = found.map(|f| serde_json::to_value(f).expect("CRDs serialize"));
+                let version = found
+                    .as_ref()
+                    .and_then(|f| f.pointer(&format!("/metadata/annotations/{}", VERSION_ANNOTATION.replace('/', "~1"))))
+                    .and_then(Value::as_str)
+                    .map(String::from);
+                if let (Some(have), Some(want)) = (version.as_deref().and_then(KarpenterVersion::parse), want) {
+                    if have > want {
+                        anyhow::bail!(
+                            "CRD {name} is at Karpenter {have}, newer than karpenter.version {want}: downgrading CRDs is not supported \
+                             (fields the newer controller stored would be lost); set karpenter.version: {have} or newer"
+                        );
+                    }
+                }
+                existing.push(json!({
+                    "name": name,
+                    "exists": found.is_some(),
+                    "version": version,
+                    "owner": found.as_ref().map(owner),
+                }));
+            }
+            Ok(json!({"existing": existing, "desired": desired}))
+        })
+    }
+    fn diff(&self, observed: &Value, _cx: &StepCx<'_>) -> Change {
+        let mut fields = Vec::new();
+        let mut create = true;
+        for e in observed["existing"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().unwrap_or_default();
+            if !e["exists"].as_bool().unwrap_or(false) {
+                fields.push(FieldChange { field: name.into(), old: Value::Null, new: json!(self.version) });
+                continue;
+            }
+            create = false;
+            if e["version"].as_str() != Some(self.version.as_str()) {
+                fields.push(FieldChange { field: name.into(), old: e["owner"].clone(), new: json!(format!("karpctl (Karpenter {})", self.version)) });
+            }
+        }
+        if fields.is_empty() {
+            return Change::none();
+        }
+        let (action, what) = if create { (Action::Create, "install") } else { (Action::Update, "upgrade or adopt") };
+        Change::new(action, format!("{what} {} Karpenter {} CRD(s)", fields.len(), self.version)).with_fields(fields)
+    }
+    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, observed: &'a Value, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            let client = self.conn.client(cx.output(&self.cluster_step)).await?;
+            let api: Api<CustomResourceDefinition> = Api::all(client);
+            // CRDs are karpctl's to manage: take over fields another applier set (adoption).
+            let pp = PatchParams::apply(FIELD_MANAGER).force();
+            let desired = observed["desired"].as_array().cloned().unwrap_or_default();
+            for crd in &desired {
+                let name = name_of(crd);
+                cx.progress(format!("applying CRD {name}"));
+                api.patch(&name, &pp, &Patch::Apply(crd)).await.with_context(|| format!("applying CRD {name}"))?;
+            }
+            for crd in &desired {
+                let name = name_of(crd);
+                cx.progress(format!("waiting for CRD {name} to be established"));
+                wait_established(&api, &name, Duration::from_secs(60)).await?;
+            }
+            Ok(self.outputs_from(observed))
+        })
+    }
+    fn outputs_from(&self, observed: &Value) -> Value {
+        let names: Vec<Value> = observed["desired"].as_array().into_iter().flatten().map(|c| json!(name_of(c))).collect();
+        json!({"version": self.version, "crds": names})
+    }
+}
+
+async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let crd = api.get(name).await.with_context(|| format!("reading CRD {name}"))?;
+        let established = crd
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        if established {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("CRD {name} was not established within {}s", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,118 @@
+/*!
+Step `ready/<cluster>`: waits until every EC2NodeClass and NodePool reports
+Ready for its current generation, with progress and a timeout. On timeout the
+error carries each object's failing conditions (AMI not found, subnets not
+found, …), which is where Karpenter explains itself.
+*/
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use kube::api::{Api, DynamicObject};
+use serde_json::{json, Value};
+
+use crate::engine::{Action, Change, FieldChange, Step, StepCx};
+use crate::kube::apply;
+use crate::kube::Connector;
+
+pub struct Readiness {
+    pub cluster: String,
+    pub classes: Vec<String>,
+    pub pools: Vec<String>,
+    pub cluster_step: String,
+    pub objects_step: String,
+    pub timeout: Duration,
+    pub conn: Arc<Connector>,
+}
+
+pub fn id(cluster: &str) -> String {
+    format!("ready/{cluster}")
+}
+
+impl Readiness {
+    /// (reference, ready, why not) for every object.
+    async fn check(&self, client: &kube::Client) -> anyhow::Result<Vec<(String, bool, String)>> {
+        let mut out = Vec::new();
+        let kinds = [(apply::node_class_resource(), &self.classes), (apply::node_pool_resource(), &self.pools)];
+        for (ar, names) in kinds {
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            for n in names {
+                let r = format!("{}/{n}", ar.kind);
+                let obj = match api.get_opt(n).await {
+                    Ok(o) => o.map(|o| serde_json::to_value(o).expect("serializes")),
+                    Err(kube::Error::Api(s)) if s.is_not_found() => None,
+                    Err(e) => return Err(e.into()),
+                };
+                match obj {
+                    Some(o) => out.push((r, apply::is_ready(&o), apply::why_not_ready(&o))),
+                    None => out.push((r, false, "not created yet".into())),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Step for Readiness {
+    fn id(&self) -> String {
+        id(&self.cluster)
+    }
+    fn kind(&self) -> &'static str {
+        "readiness"
+    }
+    fn layer(&self) -> crate::engine::Layer {
+        crate::engine::Layer::Kubernetes
+    }
+    fn deps(&self) -> Vec<String> {
+        vec![self.cluster_step.clone(), self.objects_step.clone()]
+    }
+    fn inputs(&self) -> Value {
+        json!({"classes": self.classes, "pools": self.pools})
+    }
+    fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            let client = self.conn.client(cx.output(&self.cluster_step)).await?;
+            let checks = self.check(&client).await?;
+            let waiting: Vec<Value> = checks.iter().filter(|c| !c.1).map(|(r, _, why)| json!({"ref": r, "why": why})).collect();
+            Ok(json!({"waiting": waiting}))
+        })
+    }
+    fn diff(&self, observed: &Value, _cx: &StepCx<'_>) -> Change {
+        let waiting: Vec<&Value> = observed["waiting"].as_array().into_iter().flatten().collect();
+        if waiting.is_empty() {
+            return Change::none();
+        }
+        let fields = waiting.iter().map(|w| FieldChange { field: format!("{}.Ready", w["ref"].as_str().unwrap_or("?")), old: w["why"].clone(), new: json!("True") }).collect();
+        Change::new(Action::Update, format!("wait for {} object(s) to become Ready", waiting.len())).with_fields(fields)
+    }
+    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, _observed: &'a Value, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            let client = self.conn.client(cx.output(&self.cluster_step)).await?;
+            let started = tokio::time::Instant::now();
+            loop {
+                let checks = self.check(&client).await?;
+                let waiting: Vec<&(String, bool, String)> = checks.iter().filter(|c| !c.1).collect();
+                if waiting.is_empty() {
+                    return Ok(json!({"ready": checks.iter().map(|c| c.0.clone()).collect::<Vec<_>>()}));
+                }
+                if started.elapsed() >= self.timeout {
+                    let lines: Vec<String> = waiting.iter().map(|(r, _, why)| format!("{r}: {why}")).collect();
+                    anyhow::bail!(
+                        "not Ready after {}s:\n  {}\nfix the cause and run `karpctl up` again (it resumes here); `kubectl describe` the objects for events",
+                        self.timeout.as_secs(),
+                        lines.join("\n  ")
+                    );
+                }
+                let names: Vec<&str> = waiting.iter().map(|w| w.0.as_str()).collect();
+                cx.progress(format!("waiting for {} to be Ready ({}s)", names.join(", "), started.elapsed().as_secs()));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+    fn outputs_from(&self, _observed: &Value) -> Value {
+        let mut ready: Vec<String> = self.classes.iter().map(|c| format!("EC2NodeClass/{c}")).collect();
+        ready.extend(self.pools.iter().map(|p| format!("NodePool/{p}")));
+        json!({"ready": ready})
+    }
+}
