@@ -1,0 +1,78 @@
+//! The test bed's controller simulator as a process (see mod.rs for what it fakes).
+//!
+//!   cargo run --example testbed-sim -- --kubeconfig .sandbox/kube/kubeconfig [--interval-ms 300]
+//!
+//! Runs until SIGTERM or Ctrl-C; logs every change it makes to stderr.
+#![allow(clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[path = "mod.rs"]
+#[allow(dead_code)] // shared with tests/it/sim.rs, which uses more of it
+mod sim;
+
+const USAGE: &str = "usage: testbed-sim --kubeconfig FILE [--interval-ms N]";
+
+fn parse() -> Result<(PathBuf, Duration), String> {
+    let mut kubeconfig = None;
+    let mut interval = Duration::from_millis(300);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        };
+        let mut value = || inline.clone().or_else(|| args.next()).ok_or(format!("{flag} needs a value\n{USAGE}"));
+        match flag.as_str() {
+            "--kubeconfig" => kubeconfig = Some(PathBuf::from(value()?)),
+            "--interval-ms" => {
+                let v = value()?;
+                let ms: u64 = v.parse().map_err(|_| format!("--interval-ms: not a number: {v}"))?;
+                interval = Duration::from_millis(ms.max(10));
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument: {other}\n{USAGE}")),
+        }
+    }
+    Ok((kubeconfig.ok_or(format!("--kubeconfig is required\n{USAGE}"))?, interval))
+}
+
+async fn client(path: &PathBuf) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let (kubeconfig, interval) = match parse() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+    };
+    let client = match client(&kubeconfig).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("testbed-sim: {}: {e:#}", kubeconfig.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = tx.send(true);
+        // Keep the sender alive until the loop has seen the signal.
+        std::future::pending::<()>().await;
+    });
+    eprintln!("testbed-sim: simulating controllers against {} every {:?}", kubeconfig.display(), interval);
+    sim::run(client, interval, rx).await;
+    ExitCode::SUCCESS
+}
