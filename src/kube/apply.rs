@@ -26,7 +26,7 @@ pub enum ApplyError {
     Conflict { reference: String, message: String },
     #[error("{reference}: the cluster does not serve {api_version} {kind} (are its CRDs installed?)")]
     UnknownKind { reference: String, api_version: String, kind: String },
-    #[error("{reference}: {source}")]
+    #[error("{reference}: {}", api_message(source))]
     Api {
         reference: String,
         #[source]
@@ -34,6 +34,14 @@ pub enum ApplyError {
     },
     #[error("{0}")]
     Malformed(String),
+}
+
+/// The API server's own words for a failed request, without kube-rs's debug dump.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        e => e.to_string(),
+    }
 }
 
 /// An object to apply, resolved to its API endpoint.
@@ -123,7 +131,9 @@ impl Target {
 
     /// Deletes the object; false when it was already gone.
     pub async fn delete(&self) -> Result<bool, ApplyError> {
-        match self.api.delete(&self.name, &DeleteParams::foreground()).await {
+        // Background propagation: owners' finalizers (Karpenter's drain) do the waiting;
+        // foreground deletion would also need the garbage collector's help.
+        match self.api.delete(&self.name, &DeleteParams::background()).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(false),
             Err(e) => Err(self.classify(e)),
@@ -137,6 +147,10 @@ impl Target {
                 ApplyError::Conflict { reference, message: s.message.clone() }
             }
             kube::Error::Api(s) if s.is_invalid() || s.code == 400 => ApplyError::Invalid { reference, message: s.message.clone() },
+            // Server-side apply reports a value of the wrong type this way.
+            kube::Error::Api(s) if s.code == 500 && s.message.contains("failed to create typed patch object") => {
+                ApplyError::Invalid { reference, message: s.message.clone() }
+            }
             kube::Error::Api(s) if s.code == 403 && s.message.contains("admission webhook") => {
                 ApplyError::Invalid { reference, message: s.message.clone() }
             }

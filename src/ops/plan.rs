@@ -84,6 +84,7 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
     }
     let result = async {
         let mut state = super::context::load_state(&backend, c).await?;
+        crate::steps::crds::refuse_recorded_downgrade(&state, &c.karpenter.version)?;
         let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
         let env = crate::steps::Env {
             kube: std::sync::Arc::new(crate::kube::Connector::new(g, sdk.clone(), &c.cluster.name)),

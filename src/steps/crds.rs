@@ -65,6 +65,22 @@ impl Crds {
     }
 }
 
+/// Refuses a config whose Karpenter version is older than the one the state
+/// records as installed, before any step runs: a downgrade would otherwise roll
+/// the stack's policies back under a newer controller.
+pub fn refuse_recorded_downgrade(state: &crate::state::State, version: &str) -> anyhow::Result<()> {
+    let recorded = state.steps.get(ID).and_then(|r| r.outputs["version"].as_str()).and_then(KarpenterVersion::parse);
+    if let (Some(have), Some(want)) = (recorded, KarpenterVersion::parse(version)) {
+        if have > want {
+            anyhow::bail!(
+                "karpenter.version {want} is older than the installed Karpenter {have}: karpctl does not downgrade \
+                 (the CRDs, the controller and its IAM policies would disagree); set karpenter.version: {have} or newer"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn name_of(crd: &Value) -> String {
     crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string()
 }

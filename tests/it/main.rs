@@ -18,3 +18,4 @@ mod state;
 mod steps;
 mod support;
 mod testbed;
+mod up;

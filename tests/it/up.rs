@@ -1,0 +1,580 @@
+//! `karpctl up` end to end on both beds: the AWS emulator whose EKS cluster points at
+//! a real kube-apiserver, the test bed's controller simulator standing in for
+//! kube-controller-manager, kubelets and Karpenter, and the real helm binary with the
+//! fixture charts (carrying the real CRDs in crds/). Mutations are counted on both
+//! sides: the emulator's request counter and the API server's own request metrics.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::beds::{AwsEmulator, KubeBed};
+use crate::support::*;
+
+pub const CLUSTER: &str = "karpctl-sandbox";
+
+/// Both beds, the simulator and a scratch directory with the fixture charts.
+pub struct Sandbox {
+    pub kube: KubeBed,
+    pub aws: AwsEmulator,
+    pub dir: PathBuf,
+    pub bin: PathBuf,
+    sim: Option<(std::thread::JoinHandle<()>, tokio::sync::watch::Sender<bool>)>,
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn show(o: &Output) -> String {
+    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), text(&o.stdout), text(&o.stderr))
+}
+
+impl Sandbox {
+    /// None when a bed is not installed (the test command installs both).
+    pub fn start(name: &str, aws_args: &[&str]) -> Option<Sandbox> {
+        let crds = crds_dir()?;
+        let kube = KubeBed::start_with(&["--no-crds"])?;
+        let state = read(&kube.dir.join("state"));
+        let server = state.lines().find_map(|l| l.strip_prefix("server=")).expect("bed state has the server").to_string();
+        let ca = kube.dir.join("pki/ca.crt");
+        let mut args = vec!["--cluster", CLUSTER, "--cluster-endpoint", &server, "--cluster-ca-file", ca.to_str().unwrap()];
+        args.extend_from_slice(aws_args);
+        let aws = AwsEmulator::start(&args)?;
+        let dir = scratch(name);
+        copy_dir(&repo().join("tests/testbed/kube/charts"), &dir.join("charts"));
+        let crd_dst = dir.join("charts/karpenter/crds");
+        std::fs::create_dir_all(&crd_dst).unwrap();
+        for e in std::fs::read_dir(&crds).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                std::fs::copy(&p, crd_dst.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        let handle: Value = serde_json::from_str(&read(&kube.dir.join("handle.json"))).unwrap();
+        let bin = PathBuf::from(handle["bin_dir"].as_str().unwrap());
+        let mut sb = Sandbox { kube, aws, dir, bin, sim: None };
+        sb.start_sim();
+        Some(sb)
+    }
+
+    /// Runs the controller simulator in the background (what a real cluster's controllers do).
+    pub fn start_sim(&mut self) {
+        if self.sim.is_some() {
+            return;
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let kubeconfig = self.kube.kubeconfig();
+        let h = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+                let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+                let client = kube::Client::try_from(cfg).unwrap();
+                crate::sim::model::run(client, Duration::from_millis(200), rx).await;
+            });
+        });
+        self.sim = Some((h, tx));
+    }
+
+    /// Stops the simulator (so mutation counts are karpctl's alone).
+    pub fn stop_sim(&mut self) {
+        if let Some((h, tx)) = self.sim.take() {
+            let _ = tx.send(true);
+            let _ = h.join();
+        }
+    }
+
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(self.dir.join("karpctl.yaml"), yaml).unwrap();
+    }
+
+    pub fn karpctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_karpctl"));
+        cmd.args(args).current_dir(&self.dir).env("NO_COLOR", "1").env("CI", "1");
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().to_string();
+            if k.starts_with("AWS_") || k.starts_with("KARPCTL_") || k == "KUBECONFIG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("AWS_ENDPOINT_URL", &self.aws.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-west-2")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("KARPCTL_KUBECONFIG", self.kube.kubeconfig())
+            .env("KARPCTL_HELM", self.bin.join("helm"))
+            .output()
+            .unwrap()
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(self.bin.join("kubectl")).arg("--kubeconfig").arg(self.kube.kubeconfig()).args(args).output().unwrap()
+    }
+
+    pub fn kubectl_json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let o = self.kubectl(&a);
+        assert!(o.status.success(), "kubectl {args:?}: {}", show(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    pub fn helm_list(&self) -> Value {
+        let o = Command::new(self.bin.join("helm"))
+            .arg("--kubeconfig")
+            .arg(self.kube.kubeconfig())
+            .args(["list", "-A", "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "helm list: {}", show(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Writes the API server has served (dry runs and its own lease renewals excluded),
+    /// by "VERB resource[/sub]".
+    pub fn kube_writes(&self) -> std::collections::BTreeMap<String, u64> {
+        let o = self.kubectl(&["get", "--raw", "/metrics"]);
+        assert!(o.status.success(), "metrics: {}", show(&o));
+        let mut out = std::collections::BTreeMap::new();
+        for line in text(&o.stdout).lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+            let label = |k: &str| line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string();
+            let verb = label("verb");
+            // Leases are the API server renewing its own identity every few seconds.
+            if matches!(verb.as_str(), "GET" | "LIST" | "WATCH" | "CONNECT") || !label("dry_run").is_empty() || label("resource") == "leases" {
+                continue;
+            }
+            let sub = label("subresource");
+            let key = if sub.is_empty() { format!("{verb} {}", label("resource")) } else { format!("{verb} {}/{sub}", label("resource")) };
+            let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            *out.entry(key).or_insert(0) += n as u64;
+        }
+        out
+    }
+
+    /// Emulator request counts since the last reset (`mutating`, `counts`), then resets them.
+    pub fn aws_mutations(&self) -> Value {
+        let r = self.aws.requests();
+        self.aws.control("DELETE", "requests", None);
+        r
+    }
+
+    pub fn state(&self, path: &str) -> Value {
+        serde_json::from_str(&read(&self.dir.join(path))).unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop_sim();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The sandbox preset pointed at the fixture charts in the scratch directory.
+pub fn sandbox_config() -> String {
+    read(&repo().join("examples/sandbox.yaml"))
+        .replace("../tests/testbed/kube/charts/", "charts/")
+        .replace(".sandbox/karpctl.state.json", "state.json")
+}
+
+fn diff(a: &std::collections::BTreeMap<String, u64>, b: &std::collections::BTreeMap<String, u64>) -> std::collections::BTreeMap<String, u64> {
+    b.iter().filter_map(|(k, v)| {
+        let d = v - a.get(k).copied().unwrap_or(0);
+        (d > 0).then(|| (k.clone(), d))
+    }).collect()
+}
+
+#[test]
+fn up_converges_end_to_end_and_a_second_up_changes_nothing() {
+    let Some(mut sb) = Sandbox::start("up-e2e", &[]) else { return };
+    sb.write_config(&sandbox_config());
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+
+    // Kubernetes: CRDs from the chart, stamped; both releases deployed; objects Ready.
+    let crd = sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"]);
+    assert_eq!(crd["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.14.1");
+    let releases = sb.helm_list();
+    let names: Vec<&str> = releases.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"karpenter") && names.contains(&"nvidia-device-plugin"), "{releases}");
+    assert!(releases.as_array().unwrap().iter().all(|r| r["status"] == "deployed"), "{releases}");
+    let values = Command::new(sb.bin.join("helm")).arg("--kubeconfig").arg(sb.kube.kubeconfig())
+        .args(["get", "values", "karpenter", "-n", "kube-system", "-o", "json"]).output().unwrap();
+    let values: Value = serde_json::from_slice(&values.stdout).unwrap();
+    assert_eq!(values["settings"]["clusterName"], CLUSTER);
+    assert_eq!(values["settings"]["interruptionQueue"], CLUSTER, "the queue name, not its URL or ARN");
+    assert!(values["settings"]["clusterEndpoint"].as_str().unwrap().starts_with("https://127.0.0.1:"), "{values}");
+    let pools = sb.kubectl_json(&["get", "nodepools.karpenter.sh", "--show-managed-fields"]);
+    let pools = pools["items"].as_array().unwrap();
+    assert_eq!(pools.len(), 2);
+    for p in pools {
+        assert_eq!(p["metadata"]["labels"]["app.kubernetes.io/managed-by"], "karpctl");
+        assert_eq!(p["metadata"]["managedFields"].as_array().unwrap().iter().filter(|m| m["manager"] == "karpctl").count(), 1);
+    }
+    let class = sb.kubectl_json(&["get", "ec2nodeclasses.karpenter.k8s.aws", "default"]);
+    assert_eq!(class["spec"]["amiSelectorTerms"][0]["alias"], "al2023@v20250915", "the pinned AMI: {}", class["spec"]);
+    let st = sb.state("state.json");
+    for (id, rec) in st["steps"].as_object().unwrap() {
+        assert_eq!(rec["status"], "done", "{id}: {rec}");
+    }
+    for id in ["crds/karpenter", "helm-release/kube-system/karpenter", "helm-release/kube-system/nvidia-device-plugin",
+               "objects/karpctl-sandbox", "ready/karpctl-sandbox", "prune/karpctl-sandbox", "aws-auth/karpctl-sandbox"] {
+        assert!(st["steps"].get(id).is_some(), "{id} recorded");
+    }
+
+    // Converged: with the simulator stopped, every write below is karpctl's.
+    sb.stop_sim();
+    sb.aws_mutations();
+    let before = sb.kube_writes();
+    let again = sb.karpctl(&["up"]);
+    assert!(again.status.success(), "{}", show(&again));
+    assert_eq!(diff(&before, &sb.kube_writes()), Default::default(), "a second up writes nothing to Kubernetes");
+    let m = sb.aws_mutations();
+    assert_eq!(m["mutating"], 0, "a second up makes no mutating AWS call: {m}");
+    assert_eq!(sb.state("state.json")["serial"], st["serial"], "nor rewrites the state");
+}
+
+#[test]
+fn a_pool_limit_edit_is_planned_and_applied_as_exactly_that_change() {
+    let Some(sb) = Sandbox::start("up-edit", &[]) else { return };
+    sb.write_config(&sandbox_config());
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    sb.write_config(&sandbox_config().replace(r#"limits: {cpu: "100", memory: 400Gi}"#, r#"limits: {cpu: "200", memory: 400Gi}"#));
+
+    let plan = sb.karpctl(&["plan", "-o", "json", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", show(&plan));
+    let doc: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let planned: Vec<&Value> = doc["planned"].as_array().unwrap().iter().collect();
+    assert_eq!(planned.len(), 1, "only the objects step changes: {doc:#}");
+    assert_eq!(planned[0]["step"], "objects/karpctl-sandbox");
+    assert_eq!(planned[0]["change"]["fields"], json!([{"field": "NodePool/default.spec.limits.cpu", "old": "100", "new": "200"}]));
+    let why = &planned[0]["why"][0];
+    assert_eq!(why["field"], "objects[2].spec.limits.cpu", "{why}");
+
+    sb.aws_mutations();
+    let before = sb.kube_writes();
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    let writes = diff(&before, &sb.kube_writes());
+    assert_eq!(writes.get("APPLY nodepools"), Some(&1), "exactly one apply: {writes:?}");
+    assert!(!writes.keys().any(|k| k.contains("ec2nodeclasses") || k.contains("customresourcedefinitions") || k.contains("secrets")),
+        "no other object touched (helm keeps releases in secrets): {writes:?}");
+    assert_eq!(sb.aws_mutations()["mutating"], 0);
+    let pool = sb.kubectl_json(&["get", "nodepools.karpenter.sh", "default"]);
+    assert_eq!(pool["spec"]["limits"]["cpu"], "200");
+}
+
+/// A preset from examples/, pointed at the sandbox cluster and the fixture charts.
+pub fn preset_config(name: &str) -> String {
+    let mut v: serde_yaml::Value = serde_yaml::from_str(&read(&repo().join(format!("examples/{name}.yaml")))).unwrap();
+    v["cluster"]["name"] = CLUSTER.into();
+    v["karpenter"]["chart"] = serde_yaml::from_str("{path: charts/karpenter}").unwrap();
+    if v.get("devicePlugin").is_none() {
+        v["devicePlugin"] = serde_yaml::from_str("{}").unwrap();
+    }
+    v["devicePlugin"]["chartPath"] = "charts/nvidia-device-plugin".into();
+    // A local chart must carry the pinned version: pin the fixture's.
+    v["devicePlugin"]["chartVersion"] = "0.17.4".into();
+    v["state"] = serde_yaml::from_str("{path: state.json}").unwrap();
+    serde_yaml::to_string(&v).unwrap()
+}
+
+/// `up` converges for a preset, and an immediate second `up` writes nothing anywhere.
+fn preset_converges(name: &str) {
+    let config = preset_config(name);
+    let c: serde_yaml::Value = serde_yaml::from_str(&config).unwrap();
+    // The emulated account lives in the preset's region.
+    let region = c["cluster"]["region"].as_str().unwrap_or("us-west-2").to_string();
+    let Some(mut sb) = Sandbox::start(&format!("preset-{name}"), &["--region", &region]) else { return };
+    sb.write_config(&config);
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{name}: {}", show(&up));
+    let st = sb.state("state.json");
+    for (id, rec) in st["steps"].as_object().unwrap() {
+        assert_eq!(rec["status"], "done", "{name}: {id}: {rec}");
+    }
+    // Every pool and class of the preset exists and is Ready on the API server.
+    for (kind, key) in [("nodepools.karpenter.sh", "nodePools"), ("ec2nodeclasses.karpenter.k8s.aws", "nodeClasses")] {
+        for item in c[key].as_sequence().unwrap() {
+            let n = item["name"].as_str().unwrap();
+            let o = sb.kubectl_json(&["get", kind, n]);
+            let ready = o["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+            assert!(ready, "{name}: {kind}/{n} not Ready: {}", o["status"]);
+        }
+    }
+    sb.stop_sim();
+    sb.aws_mutations();
+    let before = sb.kube_writes();
+    let again = sb.karpctl(&["up"]);
+    assert!(again.status.success(), "{name}: {}", show(&again));
+    assert_eq!(diff(&before, &sb.kube_writes()), Default::default(), "{name}: second up wrote to Kubernetes");
+    let m = sb.aws_mutations();
+    assert_eq!(m["mutating"], 0, "{name}: second up made mutating AWS calls: {m}");
+}
+
+#[test]
+fn preset_default_converges() {
+    preset_converges("default");
+}
+
+#[test]
+fn preset_dynamo_converges() {
+    preset_converges("dynamo");
+}
+
+#[test]
+fn preset_dev_gpu_converges() {
+    preset_converges("dev-gpu");
+}
+
+#[test]
+fn preset_falkordb_converges() {
+    preset_converges("falkordb");
+}
+
+#[test]
+fn preset_platform_converges() {
+    preset_converges("platform");
+}
+
+fn planned_steps(doc: &Value) -> Vec<String> {
+    doc["planned"].as_array().unwrap().iter().map(|p| p["step"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_karpenter_upgrade_plans_crds_then_policies_then_controller_and_a_downgrade_is_refused() {
+    let Some(sb) = Sandbox::start("up-upgrade", &[]) else { return };
+    // Start on 1.11.0: a copy of the fixture chart with that version.
+    let old = sb.dir.join("charts/karpenter-1.11");
+    copy_dir(&sb.dir.join("charts/karpenter"), &old);
+    let chart = read(&old.join("Chart.yaml")).replace("version: 1.14.1", "version: 1.11.0").replace("appVersion: 1.14.1", "appVersion: 1.11.0");
+    std::fs::write(old.join("Chart.yaml"), chart).unwrap();
+    let v111 = sandbox_config().replace("version: 1.14.1", "version: 1.11.0").replace("path: charts/karpenter\n", "path: charts/karpenter-1.11\n");
+    sb.write_config(&v111);
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.11.0");
+
+    sb.write_config(&sandbox_config());
+    let plan = sb.karpctl(&["plan", "-o", "json"]);
+    assert!(plan.status.success(), "{}", show(&plan));
+    let steps = planned_steps(&serde_json::from_slice(&plan.stdout).unwrap());
+    let at = |id: &str| steps.iter().position(|s| s == id).unwrap_or_else(|| panic!("{id} not planned: {steps:?}"));
+    assert!(at("crds/karpenter") < at("cfn-stack/Karpenter-karpctl-sandbox"), "{steps:?}");
+    assert!(at("cfn-stack/Karpenter-karpctl-sandbox") < at("helm-release/kube-system/karpenter"), "{steps:?}");
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.14.1");
+    let rel = sb.helm_list();
+    assert!(rel.as_array().unwrap().iter().any(|r| r["name"] == "karpenter" && r["chart"] == "karpenter-1.14.1"), "{rel}");
+
+    // Back to 1.11.0: refused before any step, so the stack's policies stay too.
+    sb.write_config(&v111);
+    sb.aws_mutations();
+    let before = sb.kube_writes();
+    let down = sb.karpctl(&["up"]);
+    assert_eq!(down.status.code(), Some(1), "{}", show(&down));
+    let out = show(&down);
+    assert!(out.contains("older than the installed Karpenter 1.14.1: karpctl does not downgrade"), "{out}");
+    assert_eq!(diff(&before, &sb.kube_writes()), Default::default());
+    assert_eq!(sb.aws_mutations()["mutating"], 0);
+    // A cluster whose CRDs are newer than the state knows (installed by hand) is refused by the CRD step.
+    let o = sb.kubectl(&["annotate", "--overwrite", "crd", "nodepools.karpenter.sh", "karpctl.io/karpenter-version=1.20.0"]);
+    assert!(o.status.success(), "{}", show(&o));
+    sb.write_config(&sandbox_config());
+    let plan = sb.karpctl(&["plan", "--refresh"]);
+    assert_eq!(plan.status.code(), Some(1), "{}", show(&plan));
+    assert!(show(&plan).contains("downgrading CRDs is not supported"), "{}", show(&plan));
+}
+
+#[test]
+fn readiness_timeout_shows_the_condition_messages_and_a_rerun_resumes() {
+    let Some(sb) = Sandbox::start("up-notready", &[]) else { return };
+    let broken = sandbox_config().replace("  - name: default\n    amiFamily: al2023\n",
+        "  - name: default\n    amiFamily: al2023\n    tags: {karpctl.testbed/not-ready: \"no AMI matched amiSelectorTerms\"}\n");
+    assert_ne!(broken, sandbox_config());
+    sb.write_config(&broken);
+    let up = sb.karpctl(&["up", "--wait-timeout", "3s"]);
+    assert_eq!(up.status.code(), Some(1), "{}", show(&up));
+    let out = show(&up);
+    assert!(out.contains("EC2NodeClass/default") && out.contains("AMINotFound") && out.contains("no AMI matched amiSelectorTerms"), "{out}");
+    assert!(out.contains("NodePool/default"), "the pool waits on its class: {out}");
+    assert_eq!(sb.state("state.json")["steps"]["ready/karpctl-sandbox"]["status"], "failed");
+    // Fixed: the rerun resumes at the objects step and converges.
+    sb.write_config(&sandbox_config());
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    assert_eq!(sb.state("state.json")["steps"]["ready/karpctl-sandbox"]["status"], "done");
+}
+
+#[test]
+fn the_api_servers_dry_run_refuses_a_bad_object_before_any_object_changes() {
+    let Some(sb) = Sandbox::start("up-dryrun", &[]) else { return };
+    sb.write_config(&sandbox_config());
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    // Valid for karpctl (extra objects are free-form), refused by the API server.
+    let bad = format!("{}\nextraObjects:\n  - {{apiVersion: scheduling.k8s.io/v1, kind: PriorityClass, metadata: {{name: bad}}, value: not-a-number}}\n",
+        sandbox_config().replace(r#"limits: {cpu: "100", memory: 400Gi}"#, r#"limits: {cpu: "300", memory: 400Gi}"#));
+    sb.write_config(&bad);
+    let plan = sb.karpctl(&["plan"]);
+    assert_eq!(plan.status.code(), Some(1), "{}", show(&plan));
+    assert!(show(&plan).contains("PriorityClass/bad"), "{}", show(&plan));
+    let before = sb.kube_writes();
+    let up = sb.karpctl(&["up"]);
+    assert_eq!(up.status.code(), Some(1), "{}", show(&up));
+    let out = show(&up);
+    assert!(out.contains("dry run refused 1 object(s), nothing was changed") && out.contains("PriorityClass/bad"), "{out}");
+    let writes = diff(&before, &sb.kube_writes());
+    assert!(!writes.contains_key("APPLY nodepools"), "the valid pool edit waits for the whole set: {writes:?}");
+    assert_eq!(sb.kubectl_json(&["get", "nodepools.karpenter.sh", "default"])["spec"]["limits"]["cpu"], "100");
+}
+
+#[test]
+fn removed_pools_and_classes_are_deleted_only_with_prune_pools_first() {
+    let Some(sb) = Sandbox::start("up-prune", &[]) else { return };
+    let extra = "\nextraObjects:\n  - {apiVersion: scheduling.k8s.io/v1, kind: PriorityClass, metadata: {name: karpctl-test}, value: 1000}\n";
+    sb.write_config(&format!("{}{extra}", sandbox_config()));
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    assert!(sb.kubectl(&["get", "priorityclass", "karpctl-test"]).status.success());
+    // Drop the gpu pool and class and the extra object.
+    let cfg = sandbox_config();
+    let start = cfg.find("  - name: gpu\n    amiFamily").unwrap();
+    let end = cfg.find("\nnodePools:").unwrap();
+    let mut smaller = format!("{}{}", &cfg[..start], &cfg[end + 1..]);
+    let start = smaller.find("  - name: gpu\n    nodeClass: gpu").unwrap();
+    let end = smaller.find("\ndevicePlugin:").unwrap();
+    smaller = format!("{}{}", &smaller[..start], &smaller[end + 1..]);
+    sb.write_config(&smaller);
+
+    let plan = sb.karpctl(&["plan", "-o", "json"]);
+    let doc: Value = serde_json::from_slice(&plan.stdout).unwrap_or_else(|_| panic!("{}", show(&plan)));
+    let prune = doc["planned"].as_array().unwrap().iter().find(|p| p["step"] == "prune/karpctl-sandbox").expect("prune planned").clone();
+    assert_eq!(prune["change"]["destructive"], true, "{prune}");
+    let fields: Vec<&str> = prune["change"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["NodePool/gpu", "EC2NodeClass/gpu", "PriorityClass/karpctl-test"], "pools before classes");
+
+    let up = sb.karpctl(&["up"]);
+    assert!(show(&up).contains("needs --yes"), "{}", show(&up));
+    assert!(sb.kubectl(&["get", "nodepools.karpenter.sh", "gpu"]).status.success(), "not deleted without --prune");
+    let up = sb.karpctl(&["up", "--prune"]);
+    assert!(up.status.success(), "{}", show(&up));
+    assert!(!sb.kubectl(&["get", "nodepools.karpenter.sh", "gpu"]).status.success());
+    assert!(!sb.kubectl(&["get", "ec2nodeclasses.karpenter.k8s.aws", "gpu"]).status.success());
+    assert!(!sb.kubectl(&["get", "priorityclass", "karpctl-test"]).status.success());
+    assert!(sb.kubectl(&["get", "nodepools.karpenter.sh", "default"]).status.success(), "what the config keeps stays");
+}
+
+#[test]
+fn a_conflicting_field_manager_is_reported_and_taken_over_only_when_asked() {
+    let Some(sb) = Sandbox::start("up-conflict", &[]) else { return };
+    sb.write_config(&sandbox_config());
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    // Another tool owns spec.limits.cpu now.
+    let patch = r#"{"apiVersion":"karpenter.sh/v1","kind":"NodePool","metadata":{"name":"default"},"spec":{"limits":{"cpu":"7"}}}"#;
+    let path = sb.dir.join("other.json");
+    std::fs::write(&path, patch).unwrap();
+    let o = sb.kubectl(&["apply", "--server-side", "--force-conflicts", "--field-manager", "other-tool", "-f", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", show(&o));
+    sb.write_config(&sandbox_config().replace(r#"limits: {cpu: "100", memory: 400Gi}"#, r#"limits: {cpu: "150", memory: 400Gi}"#));
+    let up = sb.karpctl(&["up"]);
+    assert_eq!(up.status.code(), Some(1), "{}", show(&up));
+    let out = show(&up);
+    assert!(out.contains("NodePool/default") && out.contains("other-tool") && out.contains("--force-conflicts"), "{out}");
+    assert_eq!(sb.kubectl_json(&["get", "nodepools.karpenter.sh", "default"])["spec"]["limits"]["cpu"], "7");
+    let up = sb.karpctl(&["up", "--force-conflicts"]);
+    assert!(up.status.success(), "{}", show(&up));
+    assert_eq!(sb.kubectl_json(&["get", "nodepools.karpenter.sh", "default"])["spec"]["limits"]["cpu"], "150");
+}
+
+#[test]
+fn aws_auth_mapping_is_merged_without_touching_other_entries() {
+    let Some(sb) = Sandbox::start("up-awsauth", &["--auth-mode", "CONFIG_MAP"]) else { return };
+    let existing = "- rolearn: arn:aws:iam::123456789012:role/admins\n  username: admin\n  groups:\n  - system:masters\n";
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "aws-auth", "namespace": "kube-system"},
+        "data": {"mapRoles": existing, "mapUsers": "- userarn: arn:aws:iam::123456789012:user/ops\n  username: ops\n"}});
+    let path = sb.dir.join("aws-auth.json");
+    std::fs::write(&path, cm.to_string()).unwrap();
+    assert!(sb.kubectl(&["create", "-f", path.to_str().unwrap()]).status.success());
+    sb.write_config(&sandbox_config());
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    let cm = sb.kubectl_json(&["get", "configmap", "aws-auth", "-n", "kube-system"]);
+    let roles: Vec<Value> = serde_yaml::from_str(cm["data"]["mapRoles"].as_str().unwrap()).unwrap();
+    assert_eq!(roles.len(), 2, "{roles:?}");
+    assert_eq!(roles[0]["rolearn"], "arn:aws:iam::123456789012:role/admins");
+    assert_eq!(roles[0]["groups"], json!(["system:masters"]));
+    assert!(roles[1]["rolearn"].as_str().unwrap().ends_with(":role/KarpenterNodeRole-karpctl-sandbox"), "{roles:?}");
+    assert_eq!(roles[1]["groups"], json!(["system:bootstrappers", "system:nodes"]));
+    assert!(cm["data"]["mapUsers"].as_str().unwrap().contains("user/ops"), "other keys untouched");
+    assert_eq!(sb.state("state.json")["steps"]["node-access/karpctl-sandbox"]["outputs"]["mode"], "aws-auth");
+}
+
+#[test]
+fn verify_provisions_a_node_of_the_pool_and_status_shows_the_live_setup() {
+    let Some(sb) = Sandbox::start("up-verify", &[]) else { return };
+    sb.write_config(&sandbox_config());
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    // The gpu pool is tainted: the test pod must tolerate it to land.
+    let v = sb.karpctl(&["verify", "--pool", "gpu", "-o", "json", "--timeout", "60s"]);
+    assert!(v.status.success(), "{}", show(&v));
+    let doc: Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(doc["result"], "passed", "{doc}");
+    let node = doc["node"].as_str().unwrap();
+    let n = sb.kubectl_json(&["get", "node", node]);
+    assert_eq!(n["metadata"]["labels"]["karpenter.sh/nodepool"], "gpu");
+    assert!(!sb.kubectl(&["get", "namespace", "karpctl-verify"]).status.success() || {
+        // Namespace deletion may still be finishing; the pod must be gone at least.
+        let pods = sb.kubectl_json(&["get", "pods", "-n", "karpctl-verify"]);
+        pods["items"].as_array().unwrap().is_empty()
+    }, "cleaned up");
+
+    let s = sb.karpctl(&["status", "-o", "json"]);
+    assert!(s.status.success(), "{}", show(&s));
+    let st: Value = serde_json::from_slice(&s.stdout).unwrap();
+    let live = &st["live"];
+    assert_eq!(live["controller"]["installed"], true, "{live}");
+    assert_eq!(live["controller"]["available"], 1, "{live}");
+    let gpu = live["nodePools"].as_array().unwrap().iter().find(|p| p["name"] == "gpu").unwrap();
+    assert_eq!(gpu["ready"], true);
+    assert_eq!(gpu["nodes"], 1, "the node verify made: {gpu}");
+    assert_eq!(live["crds"].as_array().unwrap().len(), 3, "{live}");
+    assert!(live["crds"].as_array().unwrap().iter().all(|c| c["karpenterVersion"] == "1.14.1"));
+    assert_eq!(live["devicePlugin"]["installed"], true, "{live}");
+    let text = sb.karpctl(&["status"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("pool        gpu  Ready  nodes 1/1 ready"), "{}", show(&text));
+}
+
+#[test]
+fn verify_reports_why_when_no_node_comes() {
+    let Some(sb) = Sandbox::start("up-verify-fail", &[]) else { return };
+    let broken = sandbox_config().replace("  - name: default\n    amiFamily: al2023\n",
+        "  - name: default\n    amiFamily: al2023\n    tags: {karpctl.testbed/not-ready: \"no subnets found\"}\n");
+    sb.write_config(&broken);
+    let _ = sb.karpctl(&["up", "--wait-timeout", "10s"]);
+    let v = sb.karpctl(&["verify", "--pool", "default", "--timeout", "3s"]);
+    assert_eq!(v.status.code(), Some(1), "{}", show(&v));
+    let out = String::from_utf8_lossy(&v.stdout).to_string();
+    assert!(out.contains("FAILED") && out.contains("no node from pool default"), "{out}");
+    assert!(out.contains("NodePool: ") && out.contains("NodeClassReady=False"), "the pool's conditions explain it: {out}");
+}
