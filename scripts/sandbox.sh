@@ -48,6 +48,11 @@ up() {
   mkdir -p "$sb/aws"
   echo "== Kubernetes: building (cached after the first run) and starting"
   "$repo/scripts/testbed-kube.sh" build
+  if ! compgen -G "$repo/tests/testbed/kube/charts/karpenter/crds/*.yaml" >/dev/null; then
+    echo "error: the fixture Karpenter chart has no CRDs: the real ones are read from ../shared/reference/karpenter-crds" >&2
+    echo "help: set KARPCTL_CRDS_DIR to a directory with the Karpenter v1 CRD files and run this again" >&2
+    exit 1
+  fi
   # No CRDs: karpctl installs them from the chart, as it would on a fresh cluster.
   "$repo/scripts/testbed-kube.sh" start --dir "$kube_dir" --no-crds
   server=$(sed -n 's/^server=//p' "$kube_dir/state")

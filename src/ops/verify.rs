@@ -71,10 +71,31 @@ pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<Report> {
     let backend = super::context::backend(c, g).await?;
     let state = backend.load().await.ok().flatten();
     let client = super::context::kube_client(g, c, state.as_ref()).await?;
+    // Nothing to wait for when the pool is not there: say so at once.
+    let pools: Api<DynamicObject> = Api::all_with(client.clone(), &apply::node_pool_resource());
+    match pools.get_opt(&pool.name).await {
+        Ok(Some(_)) => {}
+        Ok(None) => anyhow::bail!("NodePool {} does not exist in the cluster; run `karpctl up` first", pool.name),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            anyhow::bail!("the cluster has no Karpenter CRDs (NodePool {} cannot exist); run `karpctl up` first", pool.name)
+        }
+        Err(e) => return Err(e).context(format!("reading NodePool {}", pool.name)),
+    }
     let name = format!("verify-{}-{}", pool.name, &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let started = Instant::now();
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
+    // A previous verify's namespace may still be terminating: wait for it to go.
+    let waited = Instant::now();
+    while let Some(ns) = namespaces.get_opt(NAMESPACE).await? {
+        if ns.metadata.deletion_timestamp.is_none() {
+            break;
+        }
+        if waited.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!("namespace {NAMESPACE} from an earlier verify is still terminating after 120s; check `kubectl get ns {NAMESPACE} -o yaml`");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let created_ns = if namespaces.get_opt(NAMESPACE).await?.is_none() {
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/managed-by": "karpctl"}}}))?;
         namespaces.create(&PostParams::default(), &ns).await.context("creating namespace karpctl-verify")?;

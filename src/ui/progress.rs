@@ -39,7 +39,12 @@ pub struct Progress {
     style: Style,
     multi: MultiProgress,
     bars: Mutex<BTreeMap<String, ProgressBar>>,
+    /// Lines style: the last progress line per step (digits blanked) and when it was printed.
+    last_line: Mutex<BTreeMap<String, (String, std::time::Instant)>>,
 }
+
+/// In a log, a wait's progress is worth a line when it says something new, or every 15s.
+const LINE_EVERY: Duration = Duration::from_secs(15);
 
 fn outcome_text(o: &Outcome) -> String {
     match o {
@@ -65,7 +70,7 @@ impl Progress {
         if style != Style::Bars {
             multi.set_draw_target(ProgressDrawTarget::hidden());
         }
-        Progress { style, multi, bars: Mutex::new(BTreeMap::new()) }
+        Progress { style, multi, bars: Mutex::new(BTreeMap::new()), last_line: Mutex::new(BTreeMap::new()) }
     }
 
     fn stamp() -> String {
@@ -84,7 +89,19 @@ impl Progress {
                     let why: Vec<String> = why.iter().map(|w| w.to_string()).collect();
                     eprintln!("{} {step}: started ({})", Self::stamp(), why.join("; "));
                 }
-                Event::Progress { step, message } => eprintln!("{} {step}: {message}", Self::stamp()),
+                Event::Progress { step, message } => {
+                    let shape: String = message.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
+                    let mut last = self.last_line.lock().expect("progress lock");
+                    let now = std::time::Instant::now();
+                    let due = match last.get(step) {
+                        Some((prev, at)) => *prev != shape || now.duration_since(*at) >= LINE_EVERY,
+                        None => true,
+                    };
+                    if due {
+                        last.insert(step.clone(), (shape, now));
+                        eprintln!("{} {step}: {message}", Self::stamp());
+                    }
+                }
                 Event::Finished { step, outcome, elapsed_ms } => {
                     if *outcome != Outcome::Fresh {
                         eprintln!("{} {step}: {} after {:.1}s", Self::stamp(), outcome_text(outcome), *elapsed_ms as f64 / 1000.0);
