@@ -173,7 +173,7 @@ impl Drop for Sandbox {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -193,7 +193,7 @@ pub fn sandbox_config() -> String {
         .replace(".sandbox/karpctl.state.json", "state.json")
 }
 
-fn diff(a: &std::collections::BTreeMap<String, u64>, b: &std::collections::BTreeMap<String, u64>) -> std::collections::BTreeMap<String, u64> {
+pub fn diff(a: &std::collections::BTreeMap<String, u64>, b: &std::collections::BTreeMap<String, u64>) -> std::collections::BTreeMap<String, u64> {
     b.iter().filter_map(|(k, v)| {
         let d = v - a.get(k).copied().unwrap_or(0);
         (d > 0).then(|| (k.clone(), d))
