@@ -162,6 +162,19 @@ impl Sandbox {
         r
     }
 
+    /// From a converged sandbox: another `up` succeeds with zero writes to either bed.
+    /// The simulator is stopped first, so every write counted would be karpctl's.
+    pub fn assert_second_up_writes_nothing(&mut self, label: &str) {
+        self.stop_sim();
+        self.aws_mutations();
+        let before = self.kube_writes();
+        let again = self.karpctl(&["up"]);
+        assert!(again.status.success(), "{label}: {}", show(&again));
+        assert_eq!(diff(&before, &self.kube_writes()), Default::default(), "{label}: a second up wrote to Kubernetes");
+        let m = self.aws_mutations();
+        assert_eq!(m["mutating"], 0, "{label}: a second up made mutating AWS calls: {m}");
+    }
+
     pub fn state(&self, path: &str) -> Value {
         serde_json::from_str(&read(&self.dir.join(path))).unwrap()
     }
@@ -238,15 +251,7 @@ fn up_converges_end_to_end_and_a_second_up_changes_nothing() {
         assert!(st["steps"].get(id).is_some(), "{id} recorded");
     }
 
-    // Converged: with the simulator stopped, every write below is karpctl's.
-    sb.stop_sim();
-    sb.aws_mutations();
-    let before = sb.kube_writes();
-    let again = sb.karpctl(&["up"]);
-    assert!(again.status.success(), "{}", show(&again));
-    assert_eq!(diff(&before, &sb.kube_writes()), Default::default(), "a second up writes nothing to Kubernetes");
-    let m = sb.aws_mutations();
-    assert_eq!(m["mutating"], 0, "a second up makes no mutating AWS call: {m}");
+    sb.assert_second_up_writes_nothing("sandbox");
     assert_eq!(sb.state("state.json")["serial"], st["serial"], "nor rewrites the state");
 }
 
@@ -319,14 +324,7 @@ fn preset_converges(name: &str) {
             assert!(ready, "{name}: {kind}/{n} not Ready: {}", o["status"]);
         }
     }
-    sb.stop_sim();
-    sb.aws_mutations();
-    let before = sb.kube_writes();
-    let again = sb.karpctl(&["up"]);
-    assert!(again.status.success(), "{name}: {}", show(&again));
-    assert_eq!(diff(&before, &sb.kube_writes()), Default::default(), "{name}: second up wrote to Kubernetes");
-    let m = sb.aws_mutations();
-    assert_eq!(m["mutating"], 0, "{name}: second up made mutating AWS calls: {m}");
+    sb.assert_second_up_writes_nothing(name);
 }
 
 #[test]
