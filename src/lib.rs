@@ -15,6 +15,7 @@ pub mod kube;
 pub mod model;
 pub mod ops;
 pub mod render;
+pub mod rollback;
 pub mod state;
 pub mod steps;
 pub mod ui;

@@ -1,0 +1,523 @@
+/*!
+`rollback --purge`: what is left after the controller is gone.
+
+`rollback/sweep` removes what Karpenter leaves behind when it could not clean
+up (a controller removed before its finalizers ran, issue 444/995/3665 upstream):
+launch templates tagged `eks:eks-cluster-name=<cluster>` (or the older
+`karpenter.k8s.aws/cluster`) that carry Karpenter's marks, instance profiles
+tagged for the cluster by Karpenter (its path `/karpenter/…` or its name
+`<cluster>_…`; roles are removed from them first), instances still running
+with Karpenter's tags (only with `--force`), and the `karpenter.sh/discovery`
+tags that karpctl added (as recorded by `up`; tags someone else set stay).
+
+`rollback/stack` then deletes the CloudFormation stack — only one tagged
+`karpctl.io/cluster=<cluster>` — and waits; a `DELETE_FAILED` carries the
+first failed resource's reason in the error. Instance profiles holding the
+stack's node role must be gone first, which is why the sweep comes before it.
+*/
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+use super::{strings, EKS_CLUSTER_TAG, LEGACY_CLUSTER_TAG, NODECLASS_TAG};
+use crate::aws::AwsError;
+use crate::config::types::DISCOVERY_TAG;
+use crate::engine::{Action, Change, FieldChange, Step, StepCx};
+use crate::render::cfn::CLUSTER_TAG;
+use crate::steps::cfn_stack::StackFailed;
+
+fn carried(cx: &StepCx<'_>) -> Value {
+    cx.previous.cloned().unwrap_or(Value::Null)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sweep
+// ---------------------------------------------------------------------------------------------
+
+pub struct Sweep {
+    pub cluster: String,
+    pub pools: Vec<String>,
+    pub force: bool,
+    /// The `up` record of `discovery-tags/<cluster>`: which tags karpctl added.
+    pub discovery: Option<Value>,
+    pub deps: Vec<String>,
+    pub ec2: aws_sdk_ec2::Client,
+    pub iam: aws_sdk_iam::Client,
+}
+
+/// Whether tags mark a launch template as Karpenter's for `cluster`.
+pub fn karpenter_template(name: &str, tags: &BTreeMap<String, String>, cluster: &str) -> bool {
+    let for_cluster = tags.get(EKS_CLUSTER_TAG).map(String::as_str) == Some(cluster) || tags.get(LEGACY_CLUSTER_TAG).map(String::as_str) == Some(cluster);
+    let karpenters = name.starts_with("karpenter.k8s.aws/") || tags.contains_key(NODECLASS_TAG) || tags.contains_key(LEGACY_CLUSTER_TAG);
+    for_cluster && karpenters
+}
+
+/// Whether tags mark an instance profile as one Karpenter created for `cluster`.
+pub fn karpenter_profile(tags: &BTreeMap<String, String>, cluster: &str) -> bool {
+    let v1 = tags.get(EKS_CLUSTER_TAG).map(String::as_str) == Some(cluster) && tags.contains_key(NODECLASS_TAG);
+    let old = tags.get("karpenter.sh/managed-by").map(String::as_str) == Some(cluster);
+    let owned = tags.get(&format!("kubernetes.io/cluster/{cluster}")).map(String::as_str) == Some("owned") && tags.contains_key(NODECLASS_TAG);
+    v1 || old || owned
+}
+
+impl Sweep {
+    async fn launch_templates(&self) -> anyhow::Result<Vec<(String, String)>> {
+        use aws_sdk_ec2::types::Filter;
+        let mut out = BTreeMap::new();
+        for key in [EKS_CLUSTER_TAG, LEGACY_CLUSTER_TAG] {
+            let filter = Filter::builder().name(format!("tag:{key}")).values(&self.cluster).build();
+            let mut pages = self.ec2.describe_launch_templates().filters(filter).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeLaunchTemplates", &e))?;
+                for lt in page.launch_templates() {
+                    let name = lt.launch_template_name().unwrap_or_default().to_string();
+                    let tags: BTreeMap<String, String> =
+                        lt.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect();
+                    if karpenter_template(&name, &tags, &self.cluster) {
+                        if let Some(id) = lt.launch_template_id() {
+                            out.insert(id.to_string(), name);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// (name, roles) of Karpenter's instance profiles for the cluster.
+    async fn instance_profiles(&self) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        let mut out = Vec::new();
+        let prefix = format!("{}_", self.cluster);
+        let mut pages = self.iam.list_instance_profiles().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("iam:ListInstanceProfiles", &e))?;
+            for p in page.instance_profiles() {
+                let name = p.instance_profile_name();
+                if !(p.path().starts_with("/karpenter/") || name.starts_with(&prefix)) {
+                    continue;
+                }
+                // GetInstanceProfile carries the tags (ListInstanceProfiles does not).
+                let got = self.iam.get_instance_profile().instance_profile_name(name).send().await.map_err(|e| AwsError::from_sdk("iam:GetInstanceProfile", &e))?;
+                let tags: BTreeMap<String, String> =
+                    got.instance_profile().map(|p| p.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect()).unwrap_or_default();
+                if karpenter_profile(&tags, &self.cluster) {
+                    out.push((name.to_string(), p.roles().iter().map(|r| r.role_name().to_string()).collect()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Of the resources karpctl tagged, those that still carry `karpenter.sh/discovery=<cluster>`.
+    async fn discovery_tags(&self) -> anyhow::Result<Vec<String>> {
+        let ours = self.discovery.as_ref().map(|d| strings(&d["taggedByKarpctl"])).unwrap_or_default();
+        if ours.is_empty() {
+            return Ok(Vec::new());
+        }
+        use aws_sdk_ec2::types::Filter;
+        let out = self
+            .ec2
+            .describe_tags()
+            .filters(Filter::builder().name("resource-id").set_values(Some(ours)).build())
+            .filters(Filter::builder().name("key").values(DISCOVERY_TAG).build())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeTags", &e))?;
+        let mut found: Vec<String> = out
+            .tags()
+            .iter()
+            .filter(|t| t.value() == Some(self.cluster.as_str()))
+            .filter_map(|t| t.resource_id().map(String::from))
+            .collect();
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+}
+
+impl Step for Sweep {
+    fn id(&self) -> String {
+        super::SWEEP.into()
+    }
+    fn kind(&self) -> &'static str {
+        "rollback-sweep"
+    }
+    fn deps(&self) -> Vec<String> {
+        self.deps.clone()
+    }
+    fn always_observe(&self) -> bool {
+        true
+    }
+    fn inputs(&self) -> Value {
+        json!({"cluster": self.cluster, "pools": self.pools, "force": self.force})
+    }
+    fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            cx.progress("looking for Karpenter's launch templates");
+            let lts = self.launch_templates().await?;
+            cx.progress("looking for Karpenter's instance profiles");
+            let profiles = self.instance_profiles().await?;
+            cx.progress("looking for Karpenter's instances");
+            let instances = super::drain::karpenter_instances(&self.ec2, &self.cluster, None, &[]).await?;
+            let tags = self.discovery_tags().await?;
+            Ok(json!({
+                "launchTemplates": lts.iter().map(|(id, name)| json!({"id": id, "name": name})).collect::<Vec<_>>(),
+                "instanceProfiles": profiles.iter().map(|(n, roles)| json!({"name": n, "roles": roles})).collect::<Vec<_>>(),
+                "instances": instances,
+                "discoveryTags": tags,
+                "discoveryKnown": self.discovery.is_some(),
+                "previous": carried(cx),
+            }))
+        })
+    }
+    fn diff(&self, o: &Value, _cx: &StepCx<'_>) -> Change {
+        let lts: Vec<&Value> = o["launchTemplates"].as_array().into_iter().flatten().collect();
+        let profiles: Vec<&Value> = o["instanceProfiles"].as_array().into_iter().flatten().collect();
+        let instances = strings(&o["instances"]);
+        let tags = strings(&o["discoveryTags"]);
+        if lts.is_empty() && profiles.is_empty() && instances.is_empty() && tags.is_empty() {
+            return Change::none();
+        }
+        let mut parts = Vec::new();
+        let mut fields = Vec::new();
+        if !instances.is_empty() {
+            parts.push(if self.force {
+                format!("terminate {} instance(s) Karpenter launched for the cluster (--force)", instances.len())
+            } else {
+                format!("{} instance(s) Karpenter launched for the cluster are still running: not terminated without --force", instances.len())
+            });
+            fields.extend(instances.iter().map(|i| FieldChange { field: format!("instance {i}"), old: json!("running"), new: json!("terminated") }));
+        }
+        if !lts.is_empty() {
+            parts.push(format!("delete {} launch template(s)", lts.len()));
+            fields.extend(lts.iter().map(|l| FieldChange {
+                field: format!("launch template {}", l["name"].as_str().unwrap_or("?")),
+                old: l["id"].clone(),
+                new: Value::Null,
+            }));
+        }
+        if !profiles.is_empty() {
+            parts.push(format!("delete {} instance profile(s)", profiles.len()));
+            fields.extend(profiles.iter().map(|p| FieldChange {
+                field: format!("instance profile {}", p["name"].as_str().unwrap_or("?")),
+                old: json!(format!("roles: {}", strings(&p["roles"]).join(", "))),
+                new: Value::Null,
+            }));
+        }
+        if !tags.is_empty() {
+            parts.push(format!("remove the {DISCOVERY_TAG} tag karpctl added to {}", tags.join(", ")));
+            fields.extend(tags.iter().map(|r| FieldChange { field: format!("{r}[{DISCOVERY_TAG}]"), old: json!(self.cluster), new: Value::Null }));
+        }
+        Change::new(Action::Delete, format!("sweep what Karpenter left: {}", parts.join("; "))).with_fields(fields)
+    }
+    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, o: &'a Value, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            let mut removed = Vec::new();
+            let instances = strings(&o["instances"]);
+            if !instances.is_empty() && self.force {
+                cx.progress(format!("TerminateInstances {}", instances.join(", ")));
+                self.ec2.terminate_instances().set_instance_ids(Some(instances.clone())).send().await.map_err(|e| AwsError::from_sdk("ec2:TerminateInstances", &e))?;
+                removed.extend(instances.iter().map(|i| format!("instance {i} (terminated with --force)")));
+            }
+            for lt in o["launchTemplates"].as_array().into_iter().flatten() {
+                let id = lt["id"].as_str().unwrap_or_default();
+                cx.progress(format!("DeleteLaunchTemplate {}", lt["name"].as_str().unwrap_or(id)));
+                if let Err(e) = self.ec2.delete_launch_template().launch_template_id(id).send().await {
+                    let err = AwsError::from_sdk("ec2:DeleteLaunchTemplate", &e);
+                    if !err.code.contains("NotFound") {
+                        return Err(err.into());
+                    }
+                }
+                removed.push(format!("launch template {} ({id})", lt["name"].as_str().unwrap_or("?")));
+            }
+            for p in o["instanceProfiles"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap_or_default();
+                for role in strings(&p["roles"]) {
+                    cx.progress(format!("RemoveRoleFromInstanceProfile {name} {role}"));
+                    if let Err(e) = self.iam.remove_role_from_instance_profile().instance_profile_name(name).role_name(&role).send().await {
+                        let err = AwsError::from_sdk("iam:RemoveRoleFromInstanceProfile", &e);
+                        if err.code != "NoSuchEntity" {
+                            return Err(err.into());
+                        }
+                    }
+                }
+                cx.progress(format!("DeleteInstanceProfile {name}"));
+                if let Err(e) = self.iam.delete_instance_profile().instance_profile_name(name).send().await {
+                    let err = AwsError::from_sdk("iam:DeleteInstanceProfile", &e);
+                    if err.code != "NoSuchEntity" {
+                        return Err(err.into());
+                    }
+                }
+                removed.push(format!("instance profile {name}"));
+            }
+            let tags = strings(&o["discoveryTags"]);
+            if !tags.is_empty() {
+                cx.progress(format!("DeleteTags {DISCOVERY_TAG} on {}", tags.join(", ")));
+                self.ec2
+                    .delete_tags()
+                    .set_resources(Some(tags.clone()))
+                    .tags(aws_sdk_ec2::types::Tag::builder().key(DISCOVERY_TAG).value(&self.cluster).build())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("ec2:DeleteTags", &e))?;
+                removed.extend(tags.iter().map(|r| format!("tag {DISCOVERY_TAG} on {r}")));
+            }
+            let mut out = json!({"removed": super::removed(cx.previous, &removed)});
+            if !o["discoveryKnown"].as_bool().unwrap_or(false) {
+                out["kept"] = json!([format!("{DISCOVERY_TAG} tags: no record of which ones karpctl added, so none were removed")]);
+            }
+            if !instances.is_empty() && !self.force {
+                anyhow::bail!(
+                    "{} instance(s) Karpenter launched for the cluster are still running: {}\nhelp: run `karpctl rollback --purge --force` to terminate them",
+                    instances.len(),
+                    instances.join(", ")
+                );
+            }
+            Ok(out)
+        })
+    }
+    fn outputs_from(&self, o: &Value) -> Value {
+        super::unchanged(o, json!({"removed": []}))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CloudFormation stack
+// ---------------------------------------------------------------------------------------------
+
+pub struct Stack {
+    pub cluster: String,
+    pub stack: String,
+    pub deps: Vec<String>,
+    pub cfn: aws_sdk_cloudformation::Client,
+}
+
+/// How long a stack delete may take before karpctl stops waiting.
+const WAIT: Duration = Duration::from_secs(30 * 60);
+
+impl Stack {
+    async fn describe(&self, name_or_id: &str) -> anyhow::Result<Option<aws_sdk_cloudformation::types::Stack>> {
+        match self.cfn.describe_stacks().stack_name(name_or_id).send().await {
+            Ok(o) => Ok(o.stacks.unwrap_or_default().into_iter().next()),
+            Err(e) => {
+                let err = AwsError::from_sdk("cloudformation:DescribeStacks", &e);
+                if err.code == "ValidationError" && err.message.contains("does not exist") {
+                    Ok(None)
+                } else {
+                    Err(err.into())
+                }
+            }
+        }
+    }
+
+    /// The events of the delete that started at `since` (with `token`), oldest first.
+    async fn events(&self, stack_id: &str, since: SystemTime, token: &str) -> Vec<aws_sdk_cloudformation::types::StackEvent> {
+        let floor = since.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0) - 15 * 60;
+        let mut out = Vec::new();
+        let mut next = None;
+        'pages: for _ in 0..10 {
+            let Ok(page) = self.cfn.describe_stack_events().stack_name(stack_id).set_next_token(next.take()).send().await else { break };
+            for e in page.stack_events() {
+                if e.timestamp().is_some_and(|t| t.secs() < floor) {
+                    break 'pages;
+                }
+                if e.client_request_token().is_some_and(|t| t != token) {
+                    break 'pages;
+                }
+                out.push(e.clone());
+                if e.resource_type() == Some("AWS::CloudFormation::Stack") && e.resource_status().map(|s| s.as_str()) == Some("DELETE_IN_PROGRESS") {
+                    break 'pages;
+                }
+            }
+            match page.next_token() {
+                Some(t) => next = Some(t.to_string()),
+                None => break,
+            }
+        }
+        out.reverse();
+        out
+    }
+}
+
+/// The first `DELETE_FAILED` of a delete, oldest first: a resource's (the stack's own
+/// event only repeats it) when there is one.
+pub fn first_failure(events: &[aws_sdk_cloudformation::types::StackEvent]) -> Option<&aws_sdk_cloudformation::types::StackEvent> {
+    let failed = |e: &&aws_sdk_cloudformation::types::StackEvent| e.resource_status().map(|s| s.as_str()) == Some("DELETE_FAILED");
+    let is_stack = |e: &&aws_sdk_cloudformation::types::StackEvent| e.resource_type() == Some("AWS::CloudFormation::Stack");
+    events.iter().filter(failed).find(|e| !is_stack(e)).or_else(|| events.iter().find(failed))
+}
+
+impl Step for Stack {
+    fn id(&self) -> String {
+        super::STACK.into()
+    }
+    fn kind(&self) -> &'static str {
+        "rollback-stack"
+    }
+    fn deps(&self) -> Vec<String> {
+        self.deps.clone()
+    }
+    fn always_observe(&self) -> bool {
+        true
+    }
+    fn inputs(&self) -> Value {
+        json!({"stack": self.stack})
+    }
+    fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            cx.progress(format!("reading stack {}", self.stack));
+            let Some(s) = self.describe(&self.stack).await? else {
+                return Ok(json!({"exists": false, "previous": carried(cx)}));
+            };
+            let tags: BTreeMap<String, String> = s.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect();
+            if tags.get(CLUSTER_TAG) != Some(&self.cluster) {
+                anyhow::bail!(
+                    "stack {} is not tagged {CLUSTER_TAG}={}: karpctl did not create it and does not delete it; delete it yourself if it is no longer needed",
+                    self.stack,
+                    self.cluster
+                );
+            }
+            Ok(json!({
+                "exists": true,
+                "stackId": s.stack_id(),
+                "status": s.stack_status().map(|x| x.as_str().to_string()),
+                "previous": carried(cx),
+            }))
+        })
+    }
+    fn diff(&self, o: &Value, _cx: &StepCx<'_>) -> Change {
+        if o["exists"] != true {
+            return Change::none();
+        }
+        Change::new(Action::Delete, format!("delete stack {} (node role, controller policies, interruption queue and rules)", self.stack))
+            .with_fields(vec![FieldChange { field: format!("stack {}", self.stack), old: o["status"].clone(), new: json!("DELETE_COMPLETE") }])
+    }
+    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, o: &'a Value, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
+        Box::pin(async move {
+            let stack_id = o["stackId"].as_str().unwrap_or(&self.stack).to_string();
+            let token = format!("karpctl-{}", uuid::Uuid::new_v4());
+            let since = SystemTime::now();
+            if o["status"] != "DELETE_IN_PROGRESS" {
+                cx.progress(format!("deleting stack {}", self.stack));
+                self.cfn
+                    .delete_stack()
+                    .stack_name(&stack_id)
+                    .client_request_token(&token)
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::Error::from(AwsError::from_sdk("cloudformation:DeleteStack", &e)).context(format!("deleting stack `{}`", self.stack)))?;
+            }
+            let started = tokio::time::Instant::now();
+            let mut delay = Duration::from_secs(1);
+            let mut shown = BTreeSet::new();
+            loop {
+                let s = self.describe(&stack_id).await?;
+                let status = s.as_ref().and_then(|s| s.stack_status()).map(|x| x.as_str().to_string()).unwrap_or_else(|| "DELETE_COMPLETE".into());
+                let events = self.events(&stack_id, since, &token).await;
+                for e in &events {
+                    let key = e.event_id().unwrap_or_default().to_string();
+                    if shown.insert(key) {
+                        let st = e.resource_status().map(|s| s.as_str()).unwrap_or("?");
+                        cx.progress(format!("{} {st}{}", e.logical_resource_id().unwrap_or("?"), e.resource_status_reason().map(|r| format!(": {r}")).unwrap_or_default()));
+                    }
+                }
+                if status == "DELETE_COMPLETE" {
+                    break;
+                }
+                if status == "DELETE_FAILED" {
+                    let first = first_failure(&events);
+                    return Err(StackFailed {
+                        stack: self.stack.clone(),
+                        status,
+                        resource: first.and_then(|e| e.logical_resource_id()).map(String::from),
+                        resource_status: first.and_then(|e| e.resource_status()).map(|s| s.as_str().to_string()),
+                        reason: first
+                            .and_then(|e| e.resource_status_reason())
+                            .map(String::from)
+                            .or_else(|| s.as_ref().and_then(|s| s.stack_status_reason()).map(String::from)),
+                        help: Some("remove what blocks the deletion (see above), then run `karpctl rollback --purge` again".into()),
+                    }
+                    .into());
+                }
+                if started.elapsed() >= WAIT {
+                    anyhow::bail!(
+                        "stack {} is still {status} after {} minutes; it keeps going in AWS\nhelp: run `karpctl rollback --purge` again to keep waiting",
+                        self.stack,
+                        WAIT.as_secs() / 60
+                    );
+                }
+                cx.progress(format!("{status} ({}s)", started.elapsed().as_secs()));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            let removed = vec![format!("CloudFormation stack {} ({stack_id})", self.stack)];
+            Ok(json!({"removed": super::removed(cx.previous, &removed)}))
+        })
+    }
+    fn outputs_from(&self, o: &Value) -> Value {
+        super::unchanged(o, json!({"removed": []}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn only_karpenters_templates_for_this_cluster_are_swept() {
+        assert!(karpenter_template("karpenter.k8s.aws/123", &tags(&[(EKS_CLUSTER_TAG, "c")]), "c"));
+        assert!(karpenter_template("lt-x", &tags(&[(EKS_CLUSTER_TAG, "c"), (NODECLASS_TAG, "default")]), "c"));
+        assert!(karpenter_template("old", &tags(&[(LEGACY_CLUSTER_TAG, "c")]), "c"));
+        assert!(!karpenter_template("karpenter.k8s.aws/123", &tags(&[(EKS_CLUSTER_TAG, "other")]), "c"), "another cluster's");
+        assert!(!karpenter_template("eks-abc", &tags(&[(EKS_CLUSTER_TAG, "c")]), "c"), "a managed nodegroup's template");
+    }
+
+    #[test]
+    fn a_failed_delete_names_the_first_resource_that_failed() {
+        use aws_sdk_cloudformation::types::{ResourceStatus, StackEvent};
+        let ev = |id: &str, ty: &str, st: ResourceStatus, reason: Option<&str>| {
+            StackEvent::builder().logical_resource_id(id).resource_type(ty).resource_status(st).set_resource_status_reason(reason.map(String::from)).build()
+        };
+        let events = vec![
+            ev("Stack", "AWS::CloudFormation::Stack", ResourceStatus::DeleteInProgress, None),
+            ev("Queue", "AWS::SQS::Queue", ResourceStatus::DeleteComplete, None),
+            ev("NodeRole", "AWS::IAM::Role", ResourceStatus::DeleteFailed, Some("Cannot delete entity, must remove roles from instance profile first.")),
+            ev("Policy", "AWS::IAM::ManagedPolicy", ResourceStatus::DeleteFailed, Some("Resource deletion cancelled")),
+            ev("Stack", "AWS::CloudFormation::Stack", ResourceStatus::DeleteFailed, Some("The following resource(s) failed to delete: [NodeRole]")),
+        ];
+        let f = first_failure(&events).unwrap();
+        assert_eq!(f.logical_resource_id(), Some("NodeRole"));
+        assert!(f.resource_status_reason().unwrap().contains("instance profile"));
+        let only_stack = &events[4..];
+        assert_eq!(first_failure(only_stack).unwrap().logical_resource_id(), Some("Stack"));
+        assert!(first_failure(&events[..2]).is_none());
+        let err = StackFailed {
+            stack: "S".into(),
+            status: "DELETE_FAILED".into(),
+            resource: Some("NodeRole".into()),
+            resource_status: Some("DELETE_FAILED".into()),
+            reason: f.resource_status_reason().map(String::from),
+            help: Some("remove what blocks the deletion (see above), then run `karpctl rollback --purge` again".into()),
+        };
+        assert_eq!(
+            err.to_string(),
+            "stack `S` ended in DELETE_FAILED: NodeRole DELETE_FAILED: Cannot delete entity, must remove roles from instance profile first.\n\
+             help: remove what blocks the deletion (see above), then run `karpctl rollback --purge` again"
+        );
+    }
+
+    #[test]
+    fn only_karpenters_profiles_for_this_cluster_are_swept() {
+        assert!(karpenter_profile(&tags(&[(EKS_CLUSTER_TAG, "c"), (NODECLASS_TAG, "default")]), "c"));
+        assert!(karpenter_profile(&tags(&[("karpenter.sh/managed-by", "c")]), "c"));
+        assert!(!karpenter_profile(&tags(&[(EKS_CLUSTER_TAG, "c")]), "c"), "no node class tag: not Karpenter's");
+        assert!(!karpenter_profile(&tags(&[(EKS_CLUSTER_TAG, "d"), (NODECLASS_TAG, "x")]), "c"));
+    }
+}
