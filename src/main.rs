@@ -30,7 +30,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         Command::Verify(a) => ops::verify::verify(g, a).await,
         Command::Amis(a) => ops::amis::amis(g, a).await,
         Command::Doctor => ops::doctor::doctor(g).await,
-        Command::Rollback(_) => Err(NotImplemented { command: "rollback" }.into()),
+        Command::Rollback(a) => ops::rollback::rollback(g, a).await,
         Command::State(c) => ops::state::state(g, c).await,
     }
 }

@@ -159,6 +159,12 @@ pub struct PlanArgs {
     /// Plan a rollback instead of `up`.
     #[arg(long)]
     pub rollback: bool,
+    /// With --rollback: plan `rollback --purge` (the stack and Karpenter's leftovers too).
+    #[arg(long, requires = "rollback")]
+    pub purge: bool,
+    /// With --rollback: plan `rollback --delete-crds`.
+    #[arg(long, requires = "rollback")]
+    pub delete_crds: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -226,9 +232,15 @@ pub struct RollbackArgs {
     /// Also delete the CloudFormation stack and sweep leftovers.
     #[arg(long)]
     pub purge: bool,
-    /// Terminate instances that could not be drained.
+    /// Terminate instances that could not be drained, and release finalizers no controller runs.
     #[arg(long)]
     pub force: bool,
+    /// Also delete the Karpenter CRDs (this deletes every NodeClaim left).
+    #[arg(long)]
+    pub delete_crds: bool,
+    /// How long to wait for nodegroup nodes, drains and deletions (e.g. 90s, 10m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub wait_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]

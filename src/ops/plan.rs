@@ -85,6 +85,9 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
     let result = async {
         let mut state = super::context::load_state(&backend, c).await?;
         crate::steps::crds::refuse_recorded_downgrade(&state, &c.karpenter.version)?;
+        if mode == Mode::Apply {
+            crate::rollback::forget_rollback(&mut state); // a later rollback starts afresh
+        }
         let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
         let env = crate::steps::Env {
             kube: std::sync::Arc::new(crate::kube::Connector::new(g, sdk.clone(), &c.cluster.name)),
@@ -138,7 +141,7 @@ fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
 
 pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     if args.rollback {
-        return Err(super::NotImplemented { command: "plan --rollback" }.into());
+        return super::rollback::plan(g, args).await;
     }
     let w = walk(g, Mode::Plan, WalkOptions { refresh: args.refresh, targets: args.target.targets.clone(), ..Default::default() }).await?;
     let exit = if !w.report.failed().is_empty() {

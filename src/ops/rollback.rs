@@ -1,0 +1,218 @@
+/*!
+`karpctl rollback` and `karpctl plan --rollback`: one walk of the rollback
+graph (src/rollback). The rollback takes the state lock like `up`, records
+every step, and afterwards forgets the `up` records of what it removed, so a
+later `up` brings Karpenter back; `--dry-run` and `plan --rollback` are the
+same walk in plan mode and neither lock nor write anything.
+*/
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::{Global, OutputFormat, PlanArgs, RollbackArgs};
+use crate::config;
+use crate::engine::{Mode, Outcome, RunReport, Runner, Step, Why};
+use crate::state::LockInfo;
+use crate::ui::progress::{Progress, Style};
+
+use super::{exit, Report};
+
+struct Walk {
+    report: RunReport,
+    /// Every step id, in the order the rollback runs them.
+    sequence: Vec<String>,
+    /// What the steps of this run removed, per step.
+    removed: Vec<(String, Vec<String>)>,
+    /// Left on purpose, per step.
+    kept: Vec<(String, Vec<String>)>,
+    /// `up` records dropped from the state.
+    forgotten: Vec<String>,
+    warnings: Vec<config::Diagnostic>,
+}
+
+#[derive(Default)]
+struct Options {
+    purge: bool,
+    force: bool,
+    delete_crds: bool,
+    wait_timeout: Option<Duration>,
+    targets: Vec<String>,
+}
+
+async fn walk(g: &Global, mode: Mode, o: Options) -> anyhow::Result<Walk> {
+    let loaded = config::load(&g.config)?;
+    let c = &loaded.config;
+    let backend = super::context::backend(c, g).await?;
+    let lock = LockInfo::for_this_process(if mode == Mode::Apply { "rollback" } else { "plan --rollback" });
+    if mode == Mode::Apply {
+        backend
+            .lock(&lock, Duration::from_secs(g.lock_timeout), &|h| crate::ui::note(&format!("waiting for the state lock held by {h}")))
+            .await?;
+    }
+    let result = async {
+        let mut state = super::context::load_state(&backend, c).await?;
+        let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
+        let env = crate::rollback::Env {
+            kube: std::sync::Arc::new(crate::kube::Connector::new(g, sdk.clone(), &c.cluster.name)),
+            sdk,
+            wait_timeout: o.wait_timeout.unwrap_or(Duration::from_secs(300)),
+            force: o.force,
+            purge: o.purge,
+            delete_crds: o.delete_crds,
+        };
+        let graph = crate::rollback::steps(c, &env, &state.steps);
+        let all: Vec<&dyn Step> = graph.iter().map(|s| s.step.as_ref()).collect();
+        let steps = super::plan::select(&all, &o.targets)?;
+        let sequence: Vec<String> = steps.iter().map(|s| s.id()).collect();
+        let progress = Progress::new(Style::detect(g.output == OutputFormat::Json));
+        let events = |e| progress.event(e);
+        let runner = Runner { steps: steps.clone(), mode, refresh: false, concurrency: 4, approve: g.yes, events: &events };
+        let mut cancel = std::pin::pin!(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        let report = runner
+            .run(&mut state, &backend, cancel.as_mut())
+            .await
+            .context(if mode == Mode::Apply { "rolling back" } else { "planning the rollback" })?;
+        let mut forgotten = Vec::new();
+        if mode == Mode::Apply {
+            let done: BTreeSet<String> = report.outcomes.iter().filter(|(_, o)| ok(o)).map(|(id, _)| id.clone()).collect();
+            let undoes: BTreeMap<String, Vec<String>> = graph.iter().map(|s| (s.step.id(), s.undoes.clone())).collect();
+            forgotten = crate::rollback::forget_undone(&undoes, &done, &mut state);
+            if !forgotten.is_empty() {
+                backend.save(&mut state).await.context("saving the state after the rollback")?;
+            }
+        }
+        let applied: BTreeSet<&str> =
+            report.outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Applied { .. })).map(|(id, _)| id.as_str()).collect();
+        let of = |key: &str, only_applied: bool| -> Vec<(String, Vec<String>)> {
+            sequence
+                .iter()
+                .filter(|id| !only_applied || applied.contains(id.as_str()))
+                .filter_map(|id| {
+                    let list = crate::rollback::strings(&state.steps.get(id)?.outputs[key]);
+                    (!list.is_empty()).then(|| (id.clone(), list))
+                })
+                .collect()
+        };
+        let (removed, kept) = if mode == Mode::Apply { (of("removed", true), of("kept", false)) } else { (Vec::new(), Vec::new()) };
+        anyhow::Ok(Walk { report, sequence, removed, kept, forgotten, warnings: loaded.warnings.clone() })
+    }
+    .await;
+    if mode == Mode::Apply {
+        backend.unlock(&lock.id).await?;
+    }
+    result
+}
+
+fn ok(o: &Outcome) -> bool {
+    matches!(o, Outcome::Fresh | Outcome::UpToDate | Outcome::Applied { .. })
+}
+
+/// For rollback steps, "not created yet" and "looked up on every run" say nothing;
+/// an interrupted or failed earlier attempt does.
+fn quiet_reasons(r: &RunReport) -> RunReport {
+    let keep = |w: &Why| matches!(w, Why::Interrupted | Why::PreviousAttemptFailed { .. });
+    let planned = r
+        .planned
+        .iter()
+        .cloned()
+        .map(|mut p| {
+            p.why.retain(keep);
+            // The failure itself was shown when it happened: its first line is reminder enough.
+            for w in &mut p.why {
+                if let Why::PreviousAttemptFailed { error } = w {
+                    if let Some((first, _)) = error.split_once('\n') {
+                        *error = format!("{first} …");
+                    }
+                }
+            }
+            p
+        })
+        .collect();
+    RunReport { outcomes: r.outcomes.clone(), planned, fresh: r.fresh.clone() }
+}
+
+fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
+    let list = |v: &[(String, Vec<String>)]| v.iter().map(|(s, l)| serde_json::json!({"step": s, "resources": l})).collect::<Vec<_>>();
+    let doc = serde_json::json!({
+        "rollback": true,
+        "applied": applied,
+        "changes": w.report.changes(),
+        "sequence": w.sequence,
+        "steps": w.sequence.len(),
+        "planned": w.report.planned,
+        "outcomes": w.report.outcomes.iter().map(|(s, o)| serde_json::json!({"step": s, "result": o})).collect::<Vec<_>>(),
+        "removed": list(&w.removed),
+        "kept": list(&w.kept),
+        "forgottenRecords": w.forgotten,
+    });
+    Ok(match g.output {
+        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&doc)?),
+        OutputFormat::Yaml => serde_yaml::to_string(&doc)?,
+        OutputFormat::Text => {
+            let mut s = format!("Rollback sequence: {}\n\n", w.sequence.join(" → "));
+            s.push_str(&crate::ui::plan_text(&quiet_reasons(&w.report), w.sequence.len(), applied));
+            if !w.removed.is_empty() {
+                s.push_str("\nRemoved:\n");
+                for (step, items) in &w.removed {
+                    for i in items {
+                        s.push_str(&format!("  {step}: {i}\n"));
+                    }
+                }
+            }
+            if !w.kept.is_empty() {
+                s.push_str("\nKept:\n");
+                for (step, items) in &w.kept {
+                    for i in items {
+                        s.push_str(&format!("  {step}: {i}\n"));
+                    }
+                }
+            }
+            s
+        }
+    })
+}
+
+/// `karpctl rollback`.
+pub async fn rollback(g: &Global, args: &RollbackArgs) -> anyhow::Result<Report> {
+    let mode = if args.dry_run { Mode::Plan } else { Mode::Apply };
+    let o = Options { purge: args.purge, force: args.force, delete_crds: args.delete_crds, wait_timeout: Some(args.wait_timeout), targets: vec![] };
+    let w = walk(g, mode, o).await?;
+    let failed = w.report.failed();
+    let mut notes = Vec::new();
+    if args.dry_run {
+        notes.push("dry run: nothing was changed; `karpctl rollback` without --dry-run does the above".into());
+    }
+    let approval: Vec<&str> = failed.iter().filter(|(_, o)| matches!(o, Outcome::NeedsApproval { .. })).map(|(s, _)| s.as_str()).collect();
+    if !approval.is_empty() {
+        notes.push(format!("{} needs approval; read the reason above, then run `karpctl rollback --yes` to go on", approval.join(", ")));
+    }
+    if failed.len() > approval.len() {
+        notes.push(format!(
+            "{} step(s) did not finish; fix the cause and run `karpctl rollback` again: it checks every step and goes on where it stopped",
+            failed.len()
+        ));
+    }
+    if !w.forgotten.is_empty() {
+        notes.push(format!("`karpctl up` recreates what was removed ({} up record(s) forgotten)", w.forgotten.len()));
+    }
+    let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
+    Ok(Report { stdout: render(g, &w, !args.dry_run)?, warnings: w.warnings.clone(), notes, exit })
+}
+
+/// `karpctl plan --rollback`.
+pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
+    let o = Options { purge: args.purge, force: false, delete_crds: args.delete_crds, wait_timeout: None, targets: args.target.targets.clone() };
+    let w = walk(g, Mode::Plan, o).await?;
+    let exit = if !w.report.failed().is_empty() {
+        exit::ERROR
+    } else if args.detailed_exitcode && w.report.changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    };
+    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, ..Default::default() })
+}
