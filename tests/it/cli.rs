@@ -69,14 +69,21 @@ fn invalid_config_exits_3_with_positions_and_json() {
 }
 
 #[test]
-fn unbuilt_commands_say_so_and_fail() {
-    let d = scratch("unbuilt");
-    std::fs::copy(repo().join("examples/falkordb.yaml"), d.join("karpctl.yaml")).unwrap();
-    for cmd in [vec!["rollback", "--dry-run"], vec!["plan", "--rollback"]] {
-        let o = karpctl(&d, &cmd);
-        assert_eq!(o.status.code(), Some(4), "{cmd:?}");
-        assert!(text(&o.stderr).contains("not implemented yet"), "{cmd:?}: {}", text(&o.stderr));
+fn rollback_flags_and_a_bad_config_fail_before_any_call() {
+    let d = scratch("rollback-cli");
+    let o = karpctl(&d, &["plan", "--purge"]);
+    assert_eq!(o.status.code(), Some(64), "--purge plans a rollback only: {}", text(&o.stderr));
+    let h = karpctl(&d, &["rollback", "--help"]);
+    for flag in ["--dry-run", "--purge", "--force", "--delete-crds", "--wait-timeout"] {
+        assert!(text(&h.stdout).contains(flag), "rollback --help lacks {flag}");
     }
+    std::fs::write(d.join("karpctl.yaml"), "apiVersion: karpctl.io/v1alpha1\ncluster: {name: c}\nrollback:\n  nodegroups:\n    - {name: ng, minSize: 3, desiredSize: 1, maxSize: 2}\n").unwrap();
+    for cmd in [vec!["rollback"], vec!["rollback", "--dry-run"], vec!["plan", "--rollback"]] {
+        let o = karpctl(&d, &cmd);
+        assert_eq!(o.status.code(), Some(3), "{cmd:?}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("rollback.nodegroups[0].desiredSize"), "{cmd:?}: {}", text(&o.stderr));
+    }
+    assert!(!d.join(".karpctl").exists(), "no state, no lock");
 }
 
 #[test]

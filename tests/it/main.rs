@@ -13,6 +13,7 @@ mod helm;
 mod invalid;
 mod kube_client;
 mod props;
+mod rollback;
 mod sim;
 mod state;
 mod steps;
