@@ -6,7 +6,7 @@ use karpctl::cli::{Cli, Command, OutputFormat};
 use karpctl::config::LoadError;
 use karpctl::engine::RunnerError;
 use karpctl::state::StateError;
-use karpctl::ops::{self, exit, NotImplemented, Report};
+use karpctl::ops::{self, exit, Report};
 use karpctl::ui;
 
 async fn run(cli: &Cli) -> anyhow::Result<Report> {
@@ -67,15 +67,6 @@ async fn main() {
             } else if let Some(LoadError::Invalid(ce)) = e.downcast_ref::<LoadError>() {
                 ui::config_errors(ce, json);
                 exit::INVALID_CONFIG
-            } else if let Some(ni) = e.downcast_ref::<NotImplemented>() {
-                ui::error(&e, json);
-                if !json {
-                    ui::help_line(&format!(
-                        "`{}` arrives with a later release; `karpctl render` and `karpctl validate` work today",
-                        ni.command
-                    ));
-                }
-                exit::NOT_IMPLEMENTED
             } else {
                 ui::error(&e, json);
                 if !json {

@@ -33,15 +33,8 @@ pub mod exit {
     pub const ERROR: i32 = 1;
     pub const CHANGES: i32 = 2;
     pub const INVALID_CONFIG: i32 = 3;
-    pub const NOT_IMPLEMENTED: i32 = 4;
     pub const USAGE: i32 = 64;
     /// Ctrl-C: the state records where the run stopped.
     pub const INTERRUPTED: i32 = 130;
 }
 
-/// A command that exists in the CLI but is not built yet.
-#[derive(Debug, thiserror::Error)]
-#[error("`karpctl {command}` is not implemented yet in this version of karpctl")]
-pub struct NotImplemented {
-    pub command: &'static str,
-}
