@@ -72,8 +72,10 @@ up() {
   echo "== Controller simulator: building (cargo, cached) and (re)starting"
   (cd "$repo" && cargo build --example testbed-sim)
   stop_sim # a running one may hold the token of an earlier bed
-  setsid "$CARGO_TARGET_DIR/debug/examples/testbed-sim" --kubeconfig "$kube_dir/kubeconfig" \
-    </dev/null >>"$sim_log" 2>&1 &
+  # With the emulator's address, it also joins nodes to the managed nodegroup as it scales.
+  ( eval "$("$repo/scripts/testbed-aws.sh" env --handle "$aws_handle")"
+    exec setsid "$CARGO_TARGET_DIR/debug/examples/testbed-sim" --kubeconfig "$kube_dir/kubeconfig" \
+      --eks-cluster "$cluster" </dev/null >>"$sim_log" 2>&1 ) &
   echo $! > "$sim_pid"
   sleep 0.5
   sim_running || { tail -n 20 "$sim_log" >&2; echo "error: testbed-sim exited (log: $sim_log)" >&2; exit 1; }

@@ -393,3 +393,20 @@ async fn the_run_loop_acts_on_new_objects_and_stops_when_told() {
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), task).await.expect("run returns once stopped").unwrap();
 }
+
+#[tokio::test]
+async fn nodegroup_nodes_join_up_to_the_desired_size_and_are_ready() {
+    let Some(bed) = KubeBed::start() else { return };
+    let client = bed.client().await;
+    assert_eq!(model::nodegroup_nodes(&client, "system", 2).await.unwrap(), 2);
+    assert_eq!(model::nodegroup_nodes(&client, "system", 2).await.unwrap(), 0, "idempotent");
+    assert_eq!(model::nodegroup_nodes(&client, "system", 3).await.unwrap(), 1, "scaled out by one");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let list = nodes.list(&ListParams::default().labels("eks.amazonaws.com/nodegroup=system")).await.unwrap().items;
+    assert_eq!(list.len(), 3);
+    for n in &list {
+        let st = n.status.clone().unwrap();
+        assert!(st.conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True"), "{:?}", n.metadata.name);
+        assert_eq!(st.allocatable.unwrap()["cpu"].0, "4");
+    }
+}

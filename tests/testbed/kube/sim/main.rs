@@ -1,6 +1,9 @@
 //! The test bed's controller simulator as a process (see mod.rs for what it fakes).
 //!
-//!   cargo run --example testbed-sim -- --kubeconfig .sandbox/kube/kubeconfig [--interval-ms 300]
+//!   cargo run --example testbed-sim -- --kubeconfig .sandbox/kube/kubeconfig [--interval-ms 300] [--eks-cluster NAME]
+//!
+//! With `--eks-cluster`, it also reads that cluster's managed nodegroups from the AWS API
+//! (the emulator, through AWS_ENDPOINT_URL) and joins nodes as their desired size grows.
 //!
 //! Runs until SIGTERM or Ctrl-C; logs every change it makes to stderr.
 #![allow(clippy::print_stderr)]
@@ -13,10 +16,11 @@ use std::time::Duration;
 #[allow(dead_code)] // shared with tests/it/sim.rs, which uses more of it
 mod sim;
 
-const USAGE: &str = "usage: testbed-sim --kubeconfig FILE [--interval-ms N]";
+const USAGE: &str = "usage: testbed-sim --kubeconfig FILE [--interval-ms N] [--eks-cluster NAME]";
 
-fn parse() -> Result<(PathBuf, Duration), String> {
+fn parse() -> Result<(PathBuf, Duration, Option<String>), String> {
     let mut kubeconfig = None;
+    let mut eks_cluster = None;
     let mut interval = Duration::from_millis(300);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -32,11 +36,12 @@ fn parse() -> Result<(PathBuf, Duration), String> {
                 let ms: u64 = v.parse().map_err(|_| format!("--interval-ms: not a number: {v}"))?;
                 interval = Duration::from_millis(ms.max(10));
             }
+            "--eks-cluster" => eks_cluster = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument: {other}\n{USAGE}")),
         }
     }
-    Ok((kubeconfig.ok_or(format!("--kubeconfig is required\n{USAGE}"))?, interval))
+    Ok((kubeconfig.ok_or(format!("--kubeconfig is required\n{USAGE}"))?, interval, eks_cluster))
 }
 
 async fn client(path: &PathBuf) -> anyhow::Result<kube::Client> {
@@ -45,9 +50,27 @@ async fn client(path: &PathBuf) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(cfg)?)
 }
 
+/// Keeps each managed nodegroup's Nodes in step with its desired size, as its instances would.
+async fn nodegroups(client: kube::Client, cluster: String, interval: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+    let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let eks = aws_sdk_eks::Client::new(&cfg);
+    while !*stop.borrow() {
+        if let Ok(list) = eks.list_nodegroups().cluster_name(&cluster).send().await {
+            for ng in list.nodegroups() {
+                let Ok(d) = eks.describe_nodegroup().cluster_name(&cluster).nodegroup_name(ng).send().await else { continue };
+                let desired = d.nodegroup().and_then(|n| n.scaling_config()).and_then(|s| s.desired_size()).unwrap_or(0);
+                if let Err(e) = sim::nodegroup_nodes(&client, ng, desired.max(0) as usize).await {
+                    eprintln!("testbed-sim: nodegroup {ng}: {e:#}");
+                }
+            }
+        }
+        tokio::time::sleep(interval.max(Duration::from_secs(1))).await;
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let (kubeconfig, interval) = match parse() {
+    let (kubeconfig, interval, eks_cluster) = match parse() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("{e}");
@@ -73,6 +96,9 @@ async fn main() -> ExitCode {
         std::future::pending::<()>().await;
     });
     eprintln!("testbed-sim: simulating controllers against {} every {:?}", kubeconfig.display(), interval);
+    if let Some(cluster) = eks_cluster {
+        tokio::spawn(nodegroups(client.clone(), cluster, interval, rx.clone()));
+    }
     sim::run(client, interval, rx).await;
     ExitCode::SUCCESS
 }

@@ -133,6 +133,46 @@ pub async fn tick(client: &Client) -> Result<usize> {
     }
 }
 
+/// What a managed nodegroup's instances do when they boot: join as Ready nodes labelled
+/// `eks.amazonaws.com/nodegroup=<name>` (4 CPU / 16 GiB) until `desired` exist. Never
+/// removes nodes (EKS drains before it scales in; nothing here needs that). Returns how
+/// many nodes it added.
+pub async fn nodegroup_nodes(c: &Client, nodegroup: &str, desired: usize) -> Result<usize> {
+    let api: Api<Node> = Api::all(c.clone());
+    let have = api.list(&ListParams::default().labels(&format!("eks.amazonaws.com/nodegroup={nodegroup}"))).await?.items;
+    let mut added = 0;
+    for i in 0..desired {
+        let name = format!("{nodegroup}-{i}");
+        if have.iter().any(|n| n.metadata.name.as_deref() == Some(name.as_str())) {
+            continue;
+        }
+        if have.len() + added >= desired {
+            break;
+        }
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "eks.amazonaws.com/nodegroup": nodegroup, "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                "node.kubernetes.io/instance-type": "m5.xlarge", "topology.kubernetes.io/zone": "us-west-2a"}},
+            "spec": {"providerID": format!("aws:///us-west-2a/i-{:017x}", fnv(name.as_bytes()) >> 4)}
+        }))?;
+        match api.create(&post(), &node).await {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some(409) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let status = json!({"status": {
+            "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+            "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "simulated nodegroup node",
+                            "lastHeartbeatTime": now(), "lastTransitionTime": now()}]}});
+        api.patch_status(&name, &pp(), &Patch::Merge(&status)).await?;
+        log(format!("node {name}: joined nodegroup {nodegroup}"));
+        added += 1;
+    }
+    Ok(added)
+}
+
 /// Runs [`tick`] every `interval` until `stop` turns true (or its sender is dropped). Errors
 /// are logged (the same one at most every 30 s) and the loop goes on: the API server may be
 /// restarting.
