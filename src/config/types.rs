@@ -169,7 +169,8 @@ pub struct Chart {
     /// OCI or HTTP chart reference for the controller.
     #[serde(default = "default_chart_repo")]
     pub repository: String,
-    /// A local chart directory or .tgz used instead of `repository`.
+    /// A local chart directory or .tgz used instead of `repository`, relative to the
+    /// config file; its Chart.yaml version must equal `karpenter.version`.
     pub path: Option<String>,
 }
 
@@ -787,7 +788,8 @@ pub struct DevicePlugin {
     pub chart_version: String,
     #[serde(default = "default_dp_repo")]
     pub chart_repository: String,
-    /// A local chart directory or .tgz used instead of the repository.
+    /// A local chart directory or .tgz used instead of the repository, relative to the
+    /// config file; its Chart.yaml version must equal `chartVersion`.
     pub chart_path: Option<String>,
     #[serde(default = "default_namespace")]
     pub namespace: String,
