@@ -105,11 +105,34 @@ pub fn ec2_node_class_resource() -> ApiResource {
 /// (0 once the bed has converged). Every step runs even when an earlier one failed; the
 /// failures are returned together afterwards.
 pub async fn tick(client: &Client) -> Result<usize> {
+    let (a, b) = tokio::join!(workloads(client), karpenter(client));
+    let mut pass = a;
+    pass.changed += b.changed;
+    pass.errors.extend(b.errors);
+    pass.result()
+}
+
+/// The controllers a cluster runs for itself (namespace, deployment, daemon set
+/// controllers and the kubelets). Independent of [`karpenter`]: listing a Karpenter kind
+/// right after its CRD appeared can stall while the API server builds its watch cache,
+/// and a real cluster's controllers would not wait for that.
+async fn workloads(client: &Client) -> Pass {
     let mut pass = Pass::default();
     let r = namespaces(client, &mut pass).await;
     pass.step("namespaces", r);
     let r = deployments(client, &mut pass).await;
     pass.step("deployments", r);
+    let r = kubelet(client, &mut pass).await;
+    pass.step("pods", r);
+    let r = daemon_sets(client, &mut pass).await;
+    pass.step("daemonsets", r);
+    pass
+}
+
+/// What the Karpenter controller does: node classes, pools, claims, its nodes, and
+/// provisioning for pending pods.
+async fn karpenter(client: &Client) -> Pass {
+    let mut pass = Pass::default();
     let r = node_classes(client, &mut pass).await;
     pass.step("ec2nodeclasses", r);
     let r = node_pools(client, &mut pass).await;
@@ -122,15 +145,7 @@ pub async fn tick(client: &Client) -> Result<usize> {
     pass.step("node lifecycle", r);
     let r = provisioning(client, &mut pass).await;
     pass.step("provisioning", r);
-    let r = kubelet(client, &mut pass).await;
-    pass.step("pods", r);
-    let r = daemon_sets(client, &mut pass).await;
-    pass.step("daemonsets", r);
-    if pass.errors.is_empty() {
-        Ok(pass.changed)
-    } else {
-        Err(anyhow!("{} change(s), {} error(s):\n  {}", pass.changed, pass.errors.len(), pass.errors.join("\n  ")))
-    }
+    pass
 }
 
 /// What a managed nodegroup's instances do when they boot: join as Ready nodes labelled
@@ -173,15 +188,37 @@ pub async fn nodegroup_nodes(c: &Client, nodegroup: &str, desired: usize) -> Res
     Ok(added)
 }
 
-/// Runs [`tick`] every `interval` until `stop` turns true (or its sender is dropped). Errors
-/// are logged (the same one at most every 30 s) and the loop goes on: the API server may be
-/// restarting.
-pub async fn run(client: Client, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Runs the controllers every `interval` until `stop` turns true (or its sender is
+/// dropped): the cluster's own and Karpenter's as two independent loops, so one stalled
+/// list does not hold up the other. Errors are logged (the same one at most every 30 s) and
+/// the loops go on: the API server may be restarting.
+pub async fn run(client: Client, interval: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::join!(
+        control_loop(&client, interval, stop.clone(), Controllers::Workloads),
+        control_loop(&client, interval, stop, Controllers::Karpenter),
+    );
+    log("stopped");
+}
+
+#[derive(Clone, Copy)]
+enum Controllers {
+    Workloads,
+    Karpenter,
+}
+
+async fn control_loop(client: &Client, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>, which: Controllers) {
     let mut last_error: Option<(String, Instant)> = None;
     let stopped = |stop: &tokio::sync::watch::Receiver<bool>| *stop.borrow() || stop.has_changed().is_err();
+    let pass = || async {
+        match which {
+            Controllers::Workloads => workloads(client).await,
+            Controllers::Karpenter => karpenter(client).await,
+        }
+        .result()
+    };
     while !stopped(&stop) {
         tokio::select! {
-            r = tokio::time::timeout(Duration::from_secs(60), tick(&client)) => match r {
+            r = tokio::time::timeout(Duration::from_secs(60), pass()) => match r {
                 Ok(Ok(_)) => last_error = None,
                 Ok(Err(e)) => report(&mut last_error, format!("{e:#}")),
                 Err(_) => report(&mut last_error, "a pass took longer than 60s".into()),
@@ -196,7 +233,6 @@ pub async fn run(client: Client, interval: Duration, mut stop: tokio::sync::watc
             _ = stop.changed() => {}
         }
     }
-    log("stopped");
 }
 
 fn report(last: &mut Option<(String, Instant)>, msg: String) {
@@ -231,6 +267,14 @@ impl Pass {
             self.did(format!("{what}: conflict, retrying next pass"));
         } else {
             self.errors.push(format!("{what}: {e:#}"));
+        }
+    }
+
+    fn result(self) -> Result<usize> {
+        if self.errors.is_empty() {
+            Ok(self.changed)
+        } else {
+            Err(anyhow!("{} change(s), {} error(s):\n  {}", self.changed, self.errors.len(), self.errors.join("\n  ")))
         }
     }
 
