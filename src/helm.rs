@@ -270,6 +270,14 @@ pub enum HelmError {
 
 impl HelmError {
     /// The next thing to try, for failures with a known cause.
+    /// The error with its `help:` line, for showing to the user.
+    pub fn with_help(self) -> anyhow::Error {
+        match self.help() {
+            Some(h) => anyhow::anyhow!("{self}\nhelp: {h}"),
+            None => self.into(),
+        }
+    }
+
     pub fn help(&self) -> Option<String> {
         match self {
             HelmError::NotFound { .. } => Some(format!("install Helm ({INSTALL_URL}), or set {HELM_ENV} to the path of a helm binary")),
@@ -733,6 +741,50 @@ fn top_level_key(line: &str) -> Option<&str> {
     };
     let after = rest.strip_prefix(':')?;
     (after.is_empty() || after.starts_with([' ', '\t'])).then_some(key.trim_end())
+}
+
+/// A chart given as an unpacked directory (not a `.tgz`): what `helm show chart` and
+/// `helm show crds` would print is read from its files, without starting helm.
+pub fn chart_dir(chart: &ChartRef) -> Option<&Path> {
+    match chart {
+        ChartRef::Local { path } if path.is_dir() => Some(path),
+        _ => None,
+    }
+}
+
+/// `Chart.yaml` of an unpacked chart, as [`Helm::show_chart`] reads it.
+pub fn chart_dir_meta(dir: &Path) -> Result<ChartMeta, HelmError> {
+    let file = dir.join("Chart.yaml");
+    let text = std::fs::read_to_string(&file).map_err(|source| HelmError::Io { action: format!("reading {}", file.display()), source })?;
+    parse_chart_meta(&text).map_err(|detail| HelmError::Parse { command: format!("reading {}", file.display()), detail })
+}
+
+/// The documents of an unpacked chart's `crds/` directory, as [`Helm::show_crds`]
+/// gives them: every `.yaml`, `.yml` or `.json` file below it, in path order.
+pub fn chart_dir_crds(dir: &Path) -> Result<Vec<String>, HelmError> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for e in std::fs::read_dir(d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json") {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let crds = dir.join("crds");
+    let mut files = Vec::new();
+    if crds.is_dir() {
+        walk(&crds, &mut files).map_err(|source| HelmError::Io { action: format!("listing {}", crds.display()), source })?;
+    }
+    files.sort();
+    let mut docs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|source| HelmError::Io { action: format!("reading {}", f.display()), source })?;
+        docs.extend(split_documents(&text));
+    }
+    Ok(docs)
 }
 
 fn parse_chart_meta(yaml: &str) -> Result<ChartMeta, String> {

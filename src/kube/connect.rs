@@ -22,6 +22,7 @@ pub struct Connector {
     client: OnceCell<::kube::Client>,
     /// Holds the minted kubeconfig Helm uses (0600, removed on drop).
     helm_dir: OnceCell<TempDir>,
+    helm_checked: OnceCell<()>,
 }
 
 impl Connector {
@@ -33,6 +34,7 @@ impl Connector {
             cluster: cluster.to_string(),
             client: OnceCell::new(),
             helm_dir: OnceCell::new(),
+            helm_checked: OnceCell::new(),
         }
     }
 
@@ -85,7 +87,10 @@ impl Connector {
                 .context("writing a private kubeconfig for Helm")?;
             crate::helm::Conn { kubeconfig: Some(path), context: None }
         };
-        Ok(crate::helm::Helm::locate(conn)?)
+        let helm = crate::helm::Helm::locate(conn).map_err(|e| e.with_help())?;
+        // Once per run, and only when a step runs helm (a no-op `up` never does).
+        self.helm_checked.get_or_try_init(|| async { helm.require_supported().await.map(|_| ()).map_err(|e| e.with_help()) }).await?;
+        Ok(helm)
     }
 }
 

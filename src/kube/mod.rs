@@ -12,6 +12,7 @@ their own auth.
 pub mod apply;
 pub mod auth;
 pub mod connect;
+pub mod helm_store;
 pub mod token;
 
 pub use connect::Connector;
@@ -158,4 +159,50 @@ pub async fn from_kubeconfig_parts(kubeconfig: Option<&std::path::Path>, context
         None => ::kube::Config::from_kubeconfig(&options).await.context("loading the default kubeconfig")?,
     };
     ::kube::Client::try_from(config).context("building a Kubernetes client from the kubeconfig")
+}
+
+/// Pacing for waits on the API server (rollouts, CRDs, readiness, deletions): the
+/// first checks come quickly, since most waits end within a second, then back off to
+/// one read a second so that long waits (minutes of a real rollout) stay cheap.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    next: Duration,
+}
+
+impl Pace {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(1);
+
+    pub fn new() -> Pace {
+        Pace { next: Self::FIRST }
+    }
+
+    /// The delay before the next check: 100 ms, growing by half each time, capped at 1 s.
+    pub fn delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 3 / 2).min(Self::MAX);
+        d
+    }
+
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.delay()).await;
+    }
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    #[test]
+    fn starts_fast_then_backs_off_to_a_second() {
+        let mut p = Pace::new();
+        let d: Vec<u128> = (0..9).map(|_| p.delay().as_millis()).collect();
+        assert_eq!(d, vec![100, 150, 225, 337, 506, 759, 1000, 1000, 1000]);
+    }
 }

@@ -54,24 +54,18 @@ async fn caller(sdk: &aws_config::SdkConfig) -> Check {
     }
 }
 
-fn helm() -> Check {
-    let out = std::process::Command::new("helm").args(["version", "--template", "{{.Version}}"]).output();
-    match out {
-        Err(_) => bad(
-            "helm",
-            Status::Warn,
-            "helm is not on PATH (needed once the controller and device plugin are installed)",
-            "the controller and the device plugin are installed with helm",
-            "install Helm 3.8 or newer (https://helm.sh/docs/intro/install/)",
-        ),
-        Ok(o) => {
-            let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            let parts: Vec<u32> = v.trim_start_matches('v').split('.').map(|p| p.parse().unwrap_or(0)).collect();
-            match parts.as_slice() {
-                [major, minor, ..] if (*major == 3 && *minor >= 8) || *major > 3 => ok("helm", format!("helm {v}")),
-                _ => bad("helm", Status::Fail, format!("helm {v:?}"), "Karpenter's chart is pulled over OCI, which needs Helm 3.8+", "upgrade Helm to 3.8 or newer"),
-            }
-        }
+/// The helm karpctl would run (`$KARPCTL_HELM` or PATH) and its version.
+async fn helm() -> Check {
+    use crate::helm::{Conn, Helm, HelmError};
+    let why = "the CRDs, the controller and the device plugin are installed with helm; Karpenter's chart is OCI, which needs Helm 3.8+";
+    let found = Helm::locate(Conn { kubeconfig: None, context: None });
+    match found.as_ref().map_err(|e| (e.to_string(), e.help())) {
+        Err((e, help)) => bad("helm", Status::Warn, e, why, help.unwrap_or_default()),
+        Ok(h) => match h.require_supported().await {
+            Ok(v) => ok("helm", format!("helm {v} ({})", h.bin().display())),
+            Err(e @ HelmError::Unsupported { .. }) => bad("helm", Status::Fail, e.to_string(), why, e.help().unwrap_or_default()),
+            Err(e) => bad("helm", Status::Warn, e.to_string(), why, e.help().unwrap_or_default()),
+        },
     }
 }
 
@@ -196,13 +190,23 @@ async fn spot_role(c: &Config, sdk: &aws_config::SdkConfig) -> Check {
     }
 }
 
-pub async fn checks(c: &Config, g: &Global) -> Vec<Check> {
+/// Every check, concurrently. `with_helm: false` leaves helm out: `up` checks the
+/// helm it runs when a step first needs it, so a run that installs nothing never
+/// starts it.
+pub async fn checks(c: &Config, g: &Global, with_helm: bool) -> Vec<Check> {
     let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
-    let (who, cluster, spot) = tokio::join!(caller(&sdk), cluster_checks(c, &sdk), spot_role(c, &sdk));
+    let helm = async {
+        if with_helm {
+            Some(helm().await)
+        } else {
+            None
+        }
+    };
+    let (who, cluster, spot, helm) = tokio::join!(caller(&sdk), cluster_checks(c, &sdk), spot_role(c, &sdk), helm);
     let mut all = vec![who];
     all.extend(cluster);
     all.push(spot);
-    all.push(helm());
+    all.extend(helm);
     let names = Names::of(c);
     all.push(ok("names", format!("stack {}, node role {}, queue {}", names.stack, names.node_role, names.queue)));
     all
@@ -210,7 +214,7 @@ pub async fn checks(c: &Config, g: &Global) -> Vec<Check> {
 
 pub async fn doctor(g: &Global) -> anyhow::Result<Report> {
     let loaded = config::load(&g.config)?;
-    let all = checks(&loaded.config, g).await;
+    let all = checks(&loaded.config, g, true).await;
     let failed = all.iter().filter(|c| c.status == Status::Fail).count();
     let stdout = match g.output {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&serde_json::json!({"ok": failed == 0, "checks": all}))?),

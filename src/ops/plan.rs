@@ -71,7 +71,7 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
     let loaded = config::load(&g.config)?;
     let c = &loaded.config;
     if preflight {
-        if let Some(msg) = super::doctor::blocking(&super::doctor::checks(c, g).await) {
+        if let Some(msg) = super::doctor::blocking(&super::doctor::checks(c, g, false).await) {
             anyhow::bail!(msg);
         }
     }

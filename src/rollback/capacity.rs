@@ -317,6 +317,7 @@ impl Step for Nodegroups {
         Box::pin(async move {
             let client = self.conn.client(cx.output(CLUSTER)).await?;
             let started = tokio::time::Instant::now();
+            let mut pace = crate::kube::Pace::new();
             let groups: Vec<&Value> = o["nodegroups"].as_array().into_iter().flatten().collect();
             for g in &groups {
                 let name = g["name"].as_str().unwrap_or_default();
@@ -336,7 +337,7 @@ impl Step for Nodegroups {
                                 return Err(anyhow::Error::from(err).context(format!("scaling nodegroup {name}")));
                             }
                             cx.progress(format!("nodegroup {name} is being updated; waiting to scale it"));
-                            super::pause().await;
+                            pace.wait().await;
                         }
                     }
                 }
@@ -381,7 +382,7 @@ impl Step for Nodegroups {
                     );
                 }
                 cx.progress(format!("waiting: {} ({}s)", waiting.join(", "), started.elapsed().as_secs()));
-                super::pause().await;
+                pace.wait().await;
             }
             Ok(json!({
                 "nodegroups": groups.iter().map(|g| json!({"name": g["name"], "scaling": g["target"]})).collect::<Vec<_>>(),

@@ -416,6 +416,7 @@ impl Step for NodePools {
             all_pools.sort();
             all_pools.dedup();
             let started = tokio::time::Instant::now();
+            let mut pace = crate::kube::Pace::new();
             let mut evicted = Vec::new();
             let mut gone_nodes: BTreeSet<String> = BTreeSet::new();
             let mut forced = false;
@@ -482,7 +483,7 @@ impl Step for NodePools {
                 } else {
                     cx.progress(format!("karpctl is draining: {left} left, {} pod(s) still on them ({secs}s)", stuck.len()));
                 }
-                super::pause().await;
+                pace.wait().await;
             }
             for n in gone_nodes {
                 let r = format!("Node/{n}");

@@ -378,9 +378,38 @@ pub fn mem_text(bytes: f64) -> String {
     format!("{:.1} GiB", bytes / 1024f64.powi(3))
 }
 
-/// Sleeps between polls of a wait.
-pub async fn pause() {
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+/// Polls `exists` for each of `names` until none is left, with progress; after
+/// `timeout` fails with `timed_out(what is left)`, which should end with a `help:` line.
+pub async fn wait_gone<F, Fut>(
+    cx: &StepCx<'_>,
+    what: &str,
+    names: &[String],
+    timeout: Duration,
+    exists: F,
+    timed_out: impl Fn(&[String]) -> String,
+) -> anyhow::Result<()>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pace = crate::kube::Pace::new();
+    loop {
+        let mut left = Vec::new();
+        for n in names {
+            if exists(n.clone()).await? {
+                left.push(n.clone());
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            anyhow::bail!(timed_out(&left));
+        }
+        cx.progress(format!("waiting for {what} {} to be deleted ({}s)", left.join(", "), started.elapsed().as_secs()));
+        pace.wait().await;
+    }
 }
 
 #[cfg(test)]

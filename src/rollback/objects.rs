@@ -129,6 +129,7 @@ impl Step for NodeClasses {
                 }
             }
             let started = tokio::time::Instant::now();
+            let mut pace = crate::kube::Pace::new();
             let mut released = Vec::new();
             // Without a controller nothing will release the finalizer; a short grace, then say so.
             let grace = self.timeout.min(Duration::from_secs(15));
@@ -173,7 +174,7 @@ impl Step for NodeClasses {
                     );
                 }
                 cx.progress(format!("waiting for EC2NodeClass(es) {} to be deleted ({}s)", names(&left).join(", "), started.elapsed().as_secs()));
-                super::pause().await;
+                pace.wait().await;
             }
             let mut removed: Vec<String> = strings(&o["gone"]);
             removed.extend(list.iter().map(|c| format!("EC2NodeClass/{c}")));
@@ -248,14 +249,13 @@ impl Step for Releases {
     fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
         Box::pin(async move {
             let facts = cx.output(CLUSTER);
-            let helm = self.conn.helm(facts).await?;
             let client = self.conn.client(facts).await?;
             let mut present = Vec::new();
             for r in &self.releases {
                 cx.progress(format!("reading Helm release {}/{}", r.namespace, r.name));
-                if let Some(rel) = helm.release(&r.name, &r.namespace).await.map_err(helm_error)? {
+                if let Some(rel) = crate::kube::helm_store::release(&client, &r.name, &r.namespace).await? {
                     if rel.status.as_str() != "uninstalled" {
-                        present.push(json!({"name": r.name, "namespace": r.namespace, "chart": rel.chart, "status": rel.status.as_str()}));
+                        present.push(json!({"name": r.name, "namespace": r.namespace, "chart": rel.chart(), "status": rel.status.as_str()}));
                     }
                 }
             }
@@ -357,28 +357,16 @@ impl Step for Releases {
                         Err(e) => return Err(anyhow::Error::from(e).context(format!("deleting namespace {ns}"))),
                     }
                 }
-                let started = tokio::time::Instant::now();
-                loop {
-                    let mut left = Vec::new();
-                    for ns in &namespaces {
-                        if api.get_opt(ns).await.with_context(|| format!("reading namespace {ns}"))?.is_some() {
-                            left.push(ns.clone());
-                        }
-                    }
-                    if left.is_empty() {
-                        break;
-                    }
-                    if started.elapsed() >= self.timeout {
-                        anyhow::bail!(
-                            "namespace(s) {} still terminating after {}s\nhelp: `kubectl get namespace {} -o yaml` shows what holds it; then run `karpctl rollback` again",
-                            left.join(", "),
-                            self.timeout.as_secs(),
-                            left[0]
-                        );
-                    }
-                    cx.progress(format!("waiting for namespace(s) {} to be deleted ({}s)", left.join(", "), started.elapsed().as_secs()));
-                    super::pause().await;
-                }
+                super::wait_gone(cx, "namespace(s)", &namespaces, self.timeout, |ns| {
+                    let api = api.clone();
+                    async move { api.get_opt(&ns).await.with_context(|| format!("reading namespace {ns}")).map(|o| o.is_some()) }
+                }, |left| format!(
+                    "namespace(s) {} still terminating after {}s\nhelp: `kubectl get namespace {} -o yaml` shows what holds it; then run `karpctl rollback` again",
+                    left.join(", "),
+                    self.timeout.as_secs(),
+                    left[0]
+                ))
+                .await?;
                 removed.extend(namespaces.iter().map(|n| format!("Namespace/{n}")));
             }
             Ok(json!({"removed": super::removed(cx.previous, &removed)}))
@@ -465,27 +453,15 @@ impl Step for Crds {
                     Err(e) => return Err(anyhow::Error::from(e).context(format!("deleting CRD {c}"))),
                 }
             }
-            let started = tokio::time::Instant::now();
-            loop {
-                let mut left = Vec::new();
-                for c in &crds {
-                    if api.get_opt(c).await.with_context(|| format!("reading CRD {c}"))?.is_some() {
-                        left.push(c.clone());
-                    }
-                }
-                if left.is_empty() {
-                    break;
-                }
-                if started.elapsed() >= self.timeout {
-                    anyhow::bail!(
-                        "CRD(s) {} still being deleted after {}s (the API server deletes their objects first)\nhelp: run `karpctl rollback --delete-crds` again",
-                        left.join(", "),
-                        self.timeout.as_secs()
-                    );
-                }
-                cx.progress(format!("waiting for CRD(s) {} to be deleted ({}s)", left.join(", "), started.elapsed().as_secs()));
-                super::pause().await;
-            }
+            super::wait_gone(cx, "CRD(s)", &crds, self.timeout, |c| {
+                let api = api.clone();
+                async move { api.get_opt(&c).await.with_context(|| format!("reading CRD {c}")).map(|o| o.is_some()) }
+            }, |left| format!(
+                "CRD(s) {} still being deleted after {}s (the API server deletes their objects first)\nhelp: run `karpctl rollback --delete-crds` again",
+                left.join(", "),
+                self.timeout.as_secs()
+            ))
+            .await?;
             let removed: Vec<String> = crds.iter().map(|c| format!("CustomResourceDefinition/{c}")).collect();
             Ok(json!({"removed": super::removed(cx.previous, &removed)}))
         })

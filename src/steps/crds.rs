@@ -35,8 +35,11 @@ pub struct Crds {
 impl Crds {
     async fn desired(&self, cx: &StepCx<'_>) -> anyhow::Result<Vec<Value>> {
         cx.progress(format!("reading the CRDs of {}", self.chart));
-        let helm = self.conn.helm(cx.output(&self.cluster_step)).await?;
-        let docs = helm.show_crds(&self.chart).await.map_err(super::helm_release::helm_error)?;
+        let docs = match crate::helm::chart_dir(&self.chart) {
+            Some(dir) => crate::helm::chart_dir_crds(dir),
+            None => self.conn.helm(cx.output(&self.cluster_step)).await?.show_crds(&self.chart).await,
+        }
+        .map_err(super::helm_release::helm_error)?;
         let mut out = Vec::new();
         for d in docs {
             let v: Value = serde_yaml::from_str(&d).with_context(|| format!("parsing a CRD of {}", self.chart))?;
@@ -195,6 +198,7 @@ impl Step for Crds {
 
 async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut pace = crate::kube::Pace::new();
     loop {
         let crd = api.get(name).await.with_context(|| format!("reading CRD {name}"))?;
         let established = crd
@@ -208,6 +212,6 @@ async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str, timeo
         if tokio::time::Instant::now() >= deadline {
             anyhow::bail!("CRD {name} was not established within {}s", timeout.as_secs());
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        pace.wait().await;
     }
 }

@@ -50,10 +50,7 @@ pub struct HelmRelease {
 /// A Helm failure as a step error, ending with its `help:` line when there is one
 /// (the step's error is what `up` prints and records).
 pub fn helm_error(e: crate::helm::HelmError) -> anyhow::Error {
-    match e.help() {
-        Some(h) => anyhow::anyhow!("{e}\nhelp: {h}"),
-        None => e.into(),
-    }
+    e.with_help()
 }
 
 /// The pseudo-field of a change that only waits for pods.
@@ -89,9 +86,12 @@ impl Step for HelmRelease {
         Box::pin(async move {
             let desired = (self.values)(cx)?;
             let facts = cx.output(&self.cluster_step);
-            let helm = self.conn.helm(facts).await?;
             if let ChartRef::Local { path } = &self.chart {
-                let meta = helm.show_chart(&self.chart).await.map_err(helm_error)?;
+                let meta = match crate::helm::chart_dir(&self.chart) {
+                    Some(dir) => crate::helm::chart_dir_meta(dir),
+                    None => self.conn.helm(facts).await?.show_chart(&self.chart).await,
+                }
+                .map_err(helm_error)?;
                 if meta.version != self.version {
                     anyhow::bail!(
                         "the local chart {} is version {} but the config pins {}; use the chart for {} or change the pinned version",
@@ -103,11 +103,9 @@ impl Step for HelmRelease {
                 }
             }
             cx.progress(format!("reading Helm release {}/{}", self.namespace, self.release));
-            let release = helm.release(&self.release, &self.namespace).await.map_err(helm_error)?;
-            let values = match &release {
-                Some(_) => helm.values(&self.release, &self.namespace).await.map_err(helm_error)?,
-                None => json!({}),
-            };
+            let client = self.conn.client(facts).await?;
+            let release = crate::kube::helm_store::release(&client, &self.release, &self.namespace).await?;
+            let values = release.as_ref().map(|r| r.values.clone()).unwrap_or_else(|| json!({}));
             if let Some(r) = &release {
                 if let (Some(have), Some(want)) = (KarpenterVersion::parse(&r.chart_version), KarpenterVersion::parse(&self.version)) {
                     if have > want {
@@ -116,12 +114,11 @@ impl Step for HelmRelease {
                              pin {have} or newer in the config",
                             self.namespace,
                             self.release,
-                            r.chart
+                            r.chart()
                         );
                     }
                 }
             }
-            let client = self.conn.client(facts).await?;
             let ns_exists = Api::<Namespace>::all(client.clone()).get_opt(&self.namespace).await?.is_some();
             // A deployed release whose pods never came up (an earlier run timed out) still needs the wait.
             let not_rolled_out = match &release {
@@ -214,6 +211,7 @@ pub async fn wait_rollout(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let started = tokio::time::Instant::now();
+    let mut pace = crate::kube::Pace::new();
     loop {
         let pending = pending(client, namespace, release, workload).await?;
         let waited = started.elapsed();
@@ -229,7 +227,7 @@ pub async fn wait_rollout(
             );
         }
         cx.progress(format!("waiting for {} ({}s)", pending.join(", "), waited.as_secs()));
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        pace.wait().await;
     }
 }
 

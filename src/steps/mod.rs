@@ -175,7 +175,10 @@ fn kubernetes_steps(c: &Config, env: &Env, steps: &mut Vec<Box<dyn Step>>) {
     }));
 
     let amis_step = (!crate::amis::needs(c).is_empty()).then(|| ami_lookup::ID.to_string());
-    let mut deps = vec![cluster_id.clone(), crds::ID.to_string(), controller_id, stack_id];
+    // Not the controller: every supported version (≥ 1.1) serves the CRDs without a
+    // conversion webhook, so the objects go in while the controller rolls out;
+    // readiness waits for both.
+    let mut deps = vec![cluster_id.clone(), crds::ID.to_string(), stack_id];
     deps.extend(amis_step.clone());
     let objects_id = objects::id(&c.cluster.name);
     steps.push(Box::new(objects::Objects {
@@ -200,6 +203,7 @@ fn kubernetes_steps(c: &Config, env: &Env, steps: &mut Vec<Box<dyn Step>>) {
         pools: c.node_pools.iter().map(|p| p.name.clone()).collect(),
         cluster_step: cluster_id,
         objects_step: objects_id,
+        controller_step: controller_id,
         timeout: env.wait_timeout,
         conn: env.kube.clone(),
     }));

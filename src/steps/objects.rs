@@ -309,6 +309,7 @@ impl Step for Prune {
                 t.delete().await?;
                 // Karpenter finalizers drain a pool's nodes before it goes; wait for that.
                 let started = tokio::time::Instant::now();
+                let mut pace = crate::kube::Pace::new();
                 while t.get().await?.is_some() {
                     if started.elapsed() >= self.wait_timeout {
                         anyhow::bail!(
@@ -319,7 +320,7 @@ impl Step for Prune {
                         );
                     }
                     cx.progress(format!("waiting for {} to be deleted ({}s)", t.reference, started.elapsed().as_secs()));
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    pace.wait().await;
                 }
             }
             Ok(self.outputs_from(&json!({})))

@@ -22,6 +22,8 @@ pub struct Readiness {
     pub pools: Vec<String>,
     pub cluster_step: String,
     pub objects_step: String,
+    /// Only Karpenter makes them Ready: wait after its rollout.
+    pub controller_step: String,
     pub timeout: Duration,
     pub conn: Arc<Connector>,
 }
@@ -65,7 +67,7 @@ impl Step for Readiness {
         crate::engine::Layer::Kubernetes
     }
     fn deps(&self) -> Vec<String> {
-        vec![self.cluster_step.clone(), self.objects_step.clone()]
+        vec![self.cluster_step.clone(), self.objects_step.clone(), self.controller_step.clone()]
     }
     fn inputs(&self) -> Value {
         json!({"classes": self.classes, "pools": self.pools})
@@ -90,6 +92,7 @@ impl Step for Readiness {
         Box::pin(async move {
             let client = self.conn.client(cx.output(&self.cluster_step)).await?;
             let started = tokio::time::Instant::now();
+            let mut pace = crate::kube::Pace::new();
             loop {
                 let checks = self.check(&client).await?;
                 let waiting: Vec<&(String, bool, String)> = checks.iter().filter(|c| !c.1).collect();
@@ -106,7 +109,7 @@ impl Step for Readiness {
                 }
                 let names: Vec<&str> = waiting.iter().map(|w| w.0.as_str()).collect();
                 cx.progress(format!("waiting for {} to be Ready ({}s)", names.join(", "), started.elapsed().as_secs()));
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                pace.wait().await;
             }
         })
     }

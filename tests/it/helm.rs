@@ -123,6 +123,9 @@ async fn version_chart_metadata_and_crds() {
     assert_eq!(meta.version, chart_yaml["version"].as_str().unwrap());
     assert_eq!(meta.app_version.as_deref(), chart_yaml["appVersion"].as_str());
     assert_eq!(meta.kube_version.as_deref(), chart_yaml["kubeVersion"].as_str());
+    // karpctl reads an unpacked chart itself; it must see what helm sees.
+    let dir_meta = karpctl::helm::chart_dir_meta(&repo().join("tests/testbed/kube/charts/karpenter")).unwrap();
+    assert_eq!(dir_meta, meta);
 
     // A copy of the fixture with CRD files written the ways charts write them: with and
     // without a leading `---`, several in one file, a comment-only document, and JSON.
@@ -155,11 +158,27 @@ async fn version_chart_metadata_and_crds() {
         })
         .collect();
     assert_eq!(names, ["alphas", "betas", "gammas", "deltas", "epsilons"], "{docs:#?}");
+    assert_eq!(karpctl::helm::chart_dir_crds(&chart).unwrap(), docs, "read in-process like `helm show crds`");
 
     // A chart without crds/ has none.
     std::fs::remove_dir_all(&crds).unwrap();
+    assert_eq!(karpctl::helm::chart_dir_crds(&chart).unwrap(), Vec::<String>::new());
     assert_eq!(h.show_crds(&ChartRef::Local { path: chart }).await.unwrap(), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// karpctl's in-process read of Helm's records agrees with `helm list --all` and
+/// `helm get values`.
+async fn assert_store_agrees(client: &kube::Client, h: &Helm, name: &str, ns: &str) {
+    let stored = karpctl::kube::helm_store::release(client, name, ns).await.expect("read Helm's records");
+    match h.release(name, ns).await.unwrap() {
+        None => assert_eq!(stored, None, "helm has no {ns}/{name}"),
+        Some(r) => {
+            let s = stored.unwrap_or_else(|| panic!("helm has {ns}/{name} but the in-process read found nothing"));
+            assert_eq!((s.revision, &s.status, s.chart()), (r.revision, &r.status, r.chart.clone()));
+            assert_eq!(s.values, h.values(name, ns).await.unwrap());
+        }
+    }
 }
 
 #[tokio::test]
@@ -183,6 +202,7 @@ async fn install_upgrade_read_back_and_uninstall() {
 
     // The namespace was created, and the chart really rendered into it.
     let client = bed.client().await;
+    assert_store_agrees(&client, &h, "karpenter", &ns).await;
     let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(client.clone(), &ns);
     assert!(deploys.get_opt("karpenter").await.unwrap().is_some(), "the fixture's deployment exists");
 
@@ -191,6 +211,7 @@ async fn install_upgrade_read_back_and_uninstall() {
     let r = h.upgrade_install("karpenter", &ns, &chart, &second).await.expect("upgrade");
     assert_eq!((r.revision, &r.status), (2, &ReleaseStatus::Deployed));
     assert_eq!(h.values("karpenter", &ns).await.unwrap(), second);
+    assert_store_agrees(&client, &h, "karpenter", &ns).await;
 
     // Empty values reset to the chart's defaults (helm alone would keep the old ones).
     let nvdp = fixture("nvidia-device-plugin");
@@ -200,9 +221,11 @@ async fn install_upgrade_read_back_and_uninstall() {
     let r = h.upgrade_install("nvdp", &ns, &nvdp, &json!({})).await.expect("upgrade nvdp to defaults");
     assert_eq!(r.revision, 2);
     assert_eq!(h.values("nvdp", &ns).await.unwrap(), json!({}));
+    assert_store_agrees(&client, &h, "nvdp", &ns).await;
 
     assert!(h.uninstall("karpenter", &ns).await.expect("uninstall"), "it existed");
     assert_eq!(h.release("karpenter", &ns).await.unwrap(), None);
+    assert_store_agrees(&client, &h, "karpenter", &ns).await;
     assert!(deploys.get_opt("karpenter").await.unwrap().is_none(), "its objects are gone");
     assert!(!h.uninstall("karpenter", &ns).await.expect("second uninstall"), "already gone");
     assert!(h.uninstall("nvdp", &ns).await.unwrap());
