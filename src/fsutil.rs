@@ -47,3 +47,21 @@ fn open_with_mode(p: &Path, mode: u32) -> std::io::Result<std::fs::File> {
 fn open_with_mode(p: &Path, _mode: u32) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(p)
 }
+
+/// Creates `dir` and any missing parents as private directories (0700 on Unix,
+/// whatever the umask allows beyond that is dropped too), for files that must not
+/// be readable or replaceable by other users: the state, its backup and lock.
+/// Directories that already exist keep their mode.
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
