@@ -483,12 +483,16 @@ fn check_block_devices(p: &FieldPath, nc: &NodeClass, d: &mut Diags<'_>) {
                 }
             }
         }
-        if !b.encrypted && !nc.allow_weaker_security {
-            d.error_help(
-                &bp.key("encrypted"),
-                "unencrypted volumes are refused by default",
-                "set `allowWeakerSecurity: true` on the node class if this is intended",
-            );
+        if !b.encrypted {
+            if nc.allow_weaker_security {
+                d.warning(&bp.key("encrypted"), "the volume is not encrypted (allowed by allowWeakerSecurity)");
+            } else {
+                d.error_help(
+                    &bp.key("encrypted"),
+                    "unencrypted volumes are refused by default",
+                    "set `allowWeakerSecurity: true` on the node class if this is intended",
+                );
+            }
         }
         if let Some(k) = &b.kms_key_id {
             if k.trim().is_empty() {
@@ -502,19 +506,30 @@ fn check_metadata(p: &FieldPath, nc: &NodeClass, d: &mut Diags<'_>) {
     let m = &nc.metadata_options;
     if !(1..=64).contains(&m.http_put_response_hop_limit) {
         d.error(&p.key("httpPutResponseHopLimit"), format!("hop limit must be 1–64, got {}", m.http_put_response_hop_limit));
-    } else if m.http_put_response_hop_limit > 1 && !nc.allow_weaker_security {
-        d.error_help(
-            &p.key("httpPutResponseHopLimit"),
-            "a hop limit above 1 lets pods reach the instance metadata service and the node role's credentials",
-            "set `allowWeakerSecurity: true` on the node class if this is intended",
-        );
+    } else if m.http_put_response_hop_limit > 1 {
+        if nc.allow_weaker_security {
+            d.warning(
+                &p.key("httpPutResponseHopLimit"),
+                format!("hop limit {} lets pods reach the node role's credentials (allowed by allowWeakerSecurity)", m.http_put_response_hop_limit),
+            );
+        } else {
+            d.error_help(
+                &p.key("httpPutResponseHopLimit"),
+                "a hop limit above 1 lets pods reach the instance metadata service and the node role's credentials",
+                "set `allowWeakerSecurity: true` on the node class if this is intended",
+            );
+        }
     }
-    if m.http_tokens == HttpTokens::Optional && !nc.allow_weaker_security {
-        d.error_help(
-            &p.key("httpTokens"),
-            "IMDSv1 (httpTokens: optional) is refused by default",
-            "set `allowWeakerSecurity: true` on the node class if this is intended",
-        );
+    if m.http_tokens == HttpTokens::Optional {
+        if nc.allow_weaker_security {
+            d.warning(&p.key("httpTokens"), "IMDSv1 is enabled (allowed by allowWeakerSecurity)");
+        } else {
+            d.error_help(
+                &p.key("httpTokens"),
+                "IMDSv1 (httpTokens: optional) is refused by default",
+                "set `allowWeakerSecurity: true` on the node class if this is intended",
+            );
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::codec::{self, Problem};
 use super::lock::{self, Attempt};
 use super::{LockInfo, Location, State, StateError};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{create_private_dir_all, write_atomic};
 
 const MODE: u32 = 0o600;
 
@@ -144,6 +144,9 @@ impl LocalStore {
 /// backup, likely the last good copy, stays as it is), and a state written by
 /// a newer karpctl is never replaced.
 fn write_over(path: &Path, backup: &Path, corrupt: &Path, location: &Location, data: &[u8]) -> Result<(), StateError> {
+    if let Some(dir) = path.parent() {
+        create_private_dir_all(dir).map_err(|e| StateError::io("creating the state directory", dir, e))?;
+    }
     match std::fs::read(path) {
         Ok(prev) => match codec::decode_raw(&prev) {
             Ok(_) => write_atomic(backup, &prev, MODE).map_err(|e| StateError::io("writing the backup", backup, e))?,
@@ -173,7 +176,7 @@ fn failed(location: Location, cause: StateError, errored: &Path, path: &Path, da
 
 fn try_lock(lock_path: &Path, data: &[u8]) -> Result<Attempt, StateError> {
     if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| StateError::io("creating the state directory", dir, e))?;
+        create_private_dir_all(dir).map_err(|e| StateError::io("creating the state directory", dir, e))?;
     }
     // A holder that lets go between our create and our read: try again at once.
     for _ in 0..3 {

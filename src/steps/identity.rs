@@ -48,31 +48,33 @@ pub fn stack_policies(stack_outputs: Option<&Value>) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-impl ControllerIdentity {
-    fn trust(&self, mode: IdentityMode, facts: &Value) -> anyhow::Result<Value> {
-        Ok(match mode {
-            IdentityMode::Irsa => {
-                let issuer = facts["oidcIssuer"].as_str().ok_or_else(|| anyhow::anyhow!("IRSA needs the cluster's OIDC issuer; the cluster has none"))?;
-                let host = issuer.trim_start_matches("https://");
-                let (partition, account) = partition_account(facts["arn"].as_str().unwrap_or_default())
-                    .ok_or_else(|| anyhow::anyhow!("cannot read the account from the cluster ARN"))?;
-                json!({"Version": "2012-10-17", "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": {"Federated": format!("arn:{partition}:iam::{account}:oidc-provider/{host}")},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {"StringEquals": {
-                        format!("{host}:aud"): "sts.amazonaws.com",
-                        format!("{host}:sub"): format!("system:serviceaccount:{}:{SERVICE_ACCOUNT}", self.namespace),
-                    }}
-                }]})
-            }
-            _ => json!({"Version": "2012-10-17", "Statement": [{
+/// The controller role's trust policy: Pod Identity's service principal, or for
+/// IRSA the cluster's OIDC provider limited to the controller's service account in
+/// `namespace` and the STS audience. `facts` are the `cluster/<name>` step outputs
+/// (`arn`, `oidcIssuer`).
+pub fn trust_policy(mode: IdentityMode, namespace: &str, facts: &Value) -> anyhow::Result<Value> {
+    Ok(match mode {
+        IdentityMode::Irsa => {
+            let issuer = facts["oidcIssuer"].as_str().ok_or_else(|| anyhow::anyhow!("IRSA needs the cluster's OIDC issuer; the cluster has none"))?;
+            let host = issuer.trim_start_matches("https://");
+            let (partition, account) = partition_account(facts["arn"].as_str().unwrap_or_default())
+                .ok_or_else(|| anyhow::anyhow!("cannot read the account from the cluster ARN"))?;
+            json!({"Version": "2012-10-17", "Statement": [{
                 "Effect": "Allow",
-                "Principal": {"Service": "pods.eks.amazonaws.com"},
-                "Action": ["sts:AssumeRole", "sts:TagSession"]
-            }]}),
-        })
-    }
+                "Principal": {"Federated": format!("arn:{partition}:iam::{account}:oidc-provider/{host}")},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {"StringEquals": {
+                    format!("{host}:aud"): "sts.amazonaws.com",
+                    format!("{host}:sub"): format!("system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"),
+                }}
+            }]})
+        }
+        _ => json!({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "pods.eks.amazonaws.com"},
+            "Action": ["sts:AssumeRole", "sts:TagSession"]
+        }]}),
+    })
 }
 
 impl Step for ControllerIdentity {
@@ -155,7 +157,7 @@ impl Step for ControllerIdentity {
                 "attached": attached,
                 "association": association,
                 "oidcProvider": oidc_provider,
-                "wantTrust": self.trust(mode, &facts)?,
+                "wantTrust": trust_policy(mode, &self.namespace, &facts)?,
                 "wantPolicies": stack_policies(cx.output(&self.stack_step)),
             }))
         })

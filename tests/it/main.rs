@@ -14,6 +14,7 @@ mod invalid;
 mod kube_client;
 mod props;
 mod rollback;
+mod security;
 mod sim;
 mod state;
 mod steps;
