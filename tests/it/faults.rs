@@ -51,6 +51,13 @@ fn steps_status(sb: &Sandbox) -> Value {
     Value::Object(out)
 }
 
+/// The failed-step lines and help lines of a run, for the measurements.
+fn excerpt(o: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    stdout.lines().filter(|l| l.starts_with("! ") || l.starts_with("  the API server")).chain(stderr.lines().filter(|l| l.trim_start().starts_with("help: "))).collect::<Vec<_>>().join("\n")
+}
+
 fn help_lines(o: &std::process::Output) -> Vec<String> {
     String::from_utf8_lossy(&o.stderr).lines().filter_map(|l| l.trim_start().strip_prefix("help: ").map(String::from)).collect()
 }
@@ -116,6 +123,7 @@ fn a_permanent_aws_failure_is_recorded_and_up_resumes_without_redoing_finished_s
     let counts = take_counts(&sb);
     let out = show(&up);
     eprintln!("measured: permanent CreateStack 5xx + GetParameters 503: exit {:?} in {:.1}s, attempts {}", up.status.code(), took.as_secs_f64(), counts["faults_injected"]);
+    eprintln!("measured: run 1 said:\n{}", excerpt(&up));
     assert_eq!(up.status.code(), Some(1), "{out}");
     assert!(out.contains(&format!("{STACK_STEP}: creating stack `Karpenter-karpctl-sandbox`: cloudformation:CreateStack: InternalFailure")), "{out}");
     assert!(out.contains("amis/pins: ssm:GetParameters: ServiceUnavailable"), "{out}");
@@ -142,6 +150,7 @@ fn a_permanent_aws_failure_is_recorded_and_up_resumes_without_redoing_finished_s
     let up = sb.karpctl(&["up"]);
     let counts = take_counts(&sb);
     let out = show(&up);
+    eprintln!("measured: run 2 said:\n{}\nrun 2 calls: {}", excerpt(&up), counts["counts"]);
     assert_eq!(up.status.code(), Some(1), "{out}");
     assert!(out.contains(&format!("{IDENTITY_STEP}: eks:CreatePodIdentityAssociation: ThrottlingException")), "{out}");
     assert!(out.contains(&format!("{ACCESS_STEP}: eks:CreateAccessEntry: ServerException")), "{out}");
@@ -159,7 +168,7 @@ fn a_permanent_aws_failure_is_recorded_and_up_resumes_without_redoing_finished_s
     let up = sb.karpctl(&["up"]);
     let counts = take_counts(&sb);
     assert!(up.status.success(), "{}", show(&up));
-    eprintln!("measured: resume after permanent faults: mutating calls {}", counts["mutating"]);
+    eprintln!("measured: run 3 (resume) calls: {}", counts["counts"]);
     for op in ["ec2:CreateTags", "cloudformation:CreateStack", "iam:CreateRole", "iam:AttachRolePolicy", "ssm:GetParameters", "iam:CreateServiceLinkedRole"] {
         assert_eq!(count(&counts, op), 0, "{op} redone on resume: {counts}");
     }
@@ -237,7 +246,6 @@ spec:
   validations:
     - expression: "!has(object.spec.limits) || !('cpu' in object.spec.limits) || quantity(string(object.spec.limits.cpu)).compareTo(quantity('500')) <= 0"
       messageExpression: "'spec.limits.cpu: ' + string(object.spec.limits.cpu) + ' is above the cap: a NodePool may not allow more than 500 CPU'"
-      reason: Invalid
 ---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicyBinding
@@ -260,6 +268,7 @@ fn an_admission_policy_refusal_applies_nothing_and_the_rerun_converges_once_it_i
     sb.write_config(&config);
     let up = sb.karpctl(&["up"]);
     let out = show(&up);
+    eprintln!("measured: admission policy refusal said:\n{}", excerpt(&up));
     assert_eq!(up.status.code(), Some(1), "{out}");
     assert!(out.contains("objects/karpctl-sandbox"), "names the step: {out}");
     assert!(out.contains("NodePool/default") && out.contains("spec.limits.cpu"), "names the object and the field: {out}");
@@ -288,6 +297,7 @@ fn an_admission_policy_refusal_applies_nothing_and_the_rerun_converges_once_it_i
     };
     assert!(up.status.success(), "{}", show(&up));
     let writes = diff(&before, &sb.kube_writes());
+    eprintln!("measured: admission policy re-run writes: {writes:?}");
     assert!(!writes.keys().any(|k| k.contains("secrets") || k.contains("customresourcedefinitions")), "helm and the CRDs were not redone: {writes:?}");
     assert_eq!(sb.kubectl_json(&["get", "nodepools.karpenter.sh", "default"])["spec"]["limits"]["cpu"], "600");
     assert_eq!(sb.kubectl_json(&["get", "nodepools.karpenter.sh"])["items"].as_array().unwrap().len(), 2);
