@@ -7,6 +7,9 @@
 #                                             start etcd + kube-apiserver, install CRDs (unless
 #                                             --no-crds: then whoever is tested installs them)
 #   scripts/testbed-kube.sh stop  [--dir D]   stop them and remove D
+#   scripts/testbed-kube.sh restart-apiserver [--dir D]
+#                                             kill kube-apiserver and start it again (same port,
+#                                             flags and etcd): a control-plane restart
 #   scripts/testbed-kube.sh status [--dir D]  print the handle, exit 1 when not running
 #   scripts/testbed-kube.sh env   [--dir D]   print the env file (eval "$(... env)")
 #   scripts/testbed-kube.sh crds  [--dir D]   (re)apply the Karpenter CRDs
@@ -198,6 +201,31 @@ wait_ready() { # url token ca timeout_s pid... (gives up early when one of the p
   return 1
 }
 
+# kube-apiserver: TLS on 127.0.0.1, static tokens, Node+RBAC authz, no controllers behind it.
+# One definition for `start` and `restart-apiserver`, so a restart has the same flags.
+launch_apiserver() { # bin api_port etcd_port; sets API_PID
+  setsid "$1/kube-apiserver" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$2" \
+    --etcd-servers "http://127.0.0.1:$3" \
+    --tls-cert-file "$DIR/pki/apiserver.crt" --tls-private-key-file "$DIR/pki/apiserver.key" \
+    --client-ca-file "$DIR/pki/ca.crt" \
+    --token-auth-file "$DIR/pki/tokens.csv" \
+    --authorization-mode Node,RBAC \
+    --anonymous-auth=false \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$DIR/pki/sa.pub" --service-account-signing-key-file "$DIR/pki/sa.key" \
+    --api-audiences https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --endpoint-reconciler-type none \
+    --enable-admission-plugins NodeRestriction \
+    --allow-privileged=true \
+    --profiling=false \
+    --cert-dir "$DIR/pki" \
+    --v 1 \
+    </dev/null >>"$DIR/logs/kube-apiserver.log" 2>&1 &
+  API_PID=$!
+}
+
 cmd_start() {
   local install_crds=1 a rest=()
   for a in "$@"; do
@@ -238,27 +266,8 @@ EOF
       --unsafe-no-fsync --quota-backend-bytes 2147483648 --log-level warn \
       </dev/null >"$DIR/logs/etcd.log" 2>&1 &
     etcd_pid=$!
-    # kube-apiserver: TLS on 127.0.0.1, static tokens, Node+RBAC authz, no controllers behind it.
-    setsid "$bin/kube-apiserver" \
-      --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-      --etcd-servers "http://127.0.0.1:$etcd_port" \
-      --tls-cert-file "$DIR/pki/apiserver.crt" --tls-private-key-file "$DIR/pki/apiserver.key" \
-      --client-ca-file "$DIR/pki/ca.crt" \
-      --token-auth-file "$DIR/pki/tokens.csv" \
-      --authorization-mode Node,RBAC \
-      --anonymous-auth=false \
-      --service-account-issuer https://kubernetes.default.svc.cluster.local \
-      --service-account-key-file "$DIR/pki/sa.pub" --service-account-signing-key-file "$DIR/pki/sa.key" \
-      --api-audiences https://kubernetes.default.svc.cluster.local \
-      --service-cluster-ip-range 10.96.0.0/16 \
-      --endpoint-reconciler-type none \
-      --enable-admission-plugins NodeRestriction \
-      --allow-privileged=true \
-      --profiling=false \
-      --cert-dir "$DIR/pki" \
-      --v 1 \
-      </dev/null >"$DIR/logs/kube-apiserver.log" 2>&1 &
-    api_pid=$!
+    launch_apiserver "$bin" "$api_port" "$etcd_port"
+    api_pid=$API_PID
     if wait_ready "https://127.0.0.1:$api_port" "$admin_token" "$DIR/pki/ca.crt" 90 "$api_pid" "$etcd_pid"; then
       ok=1; break
     fi
@@ -316,6 +325,27 @@ EOF
     log "--no-crds: Karpenter CRDs not installed"
   fi
   log "ready: source $DIR/env"
+}
+
+# Kill the kube-apiserver and start it again on the same port with the same flags,
+# etcd untouched (its data stays): what a control-plane restart looks like to clients.
+cmd_restart_apiserver() {
+  parse_dir "$@"
+  is_running || die "not running (dir $DIR)"
+  local server api_port etcd_port token t0 t1
+  server="$(state_get server)"; api_port="${server##*:}"
+  etcd_port="$(sed -n 's/.*"etcd": {"pid": [0-9]*, "client_port": \([0-9]*\).*/\1/p' "$DIR/handle.json")"
+  token="$(sed -n 's/.*"admin_token": "\([^"]*\)".*/\1/p' "$DIR/handle.json")"
+  [[ -n "$etcd_port" && -n "$token" ]] || die "cannot read the etcd port or token from $DIR/handle.json"
+  t0=$(date +%s.%N)
+  kill_pid "$(state_get apiserver_pid)" kube-apiserver
+  launch_apiserver "$(state_get bin)" "$api_port" "$etcd_port"
+  wait_ready "$server" "$token" "$DIR/pki/ca.crt" 90 "$API_PID" "$(state_get etcd_pid)" \
+    || die "kube-apiserver did not come back (log: $DIR/logs/kube-apiserver.log)"
+  sed -i "s/^apiserver_pid=.*/apiserver_pid=$API_PID/" "$DIR/state"
+  sed -i "s/\"apiserver\": {\"pid\": [0-9]*/\"apiserver\": {\"pid\": $API_PID/" "$DIR/handle.json"
+  t1=$(date +%s.%N)
+  log "kube-apiserver restarted at $server in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')s (pid $API_PID)"
 }
 
 write_kubeconfig() { # file server ca_b64 user token
@@ -454,13 +484,14 @@ main() {
     bin) cmd_build >&2; bin_dir ;;
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
+    restart-apiserver) cmd_restart_apiserver "$@" ;;
     status) cmd_status "$@" ;;
     env) cmd_env "$@" ;;
     crds) cmd_crds "$@" ;;
     chart-crds) cmd_chart_crds ;;
     smoke) cmd_smoke "$@" ;;
     prune) cmd_prune ;;
-    *) die "usage: $0 {build|bin|prune|start|stop|status|env|crds|chart-crds|smoke} [--dir DIR] [--no-crds]" ;;
+    *) die "usage: $0 {build|bin|prune|start|stop|restart-apiserver|status|env|crds|chart-crds|smoke} [--dir DIR] [--no-crds]" ;;
   esac
 }
 

@@ -54,6 +54,9 @@ async fn main() {
             for n in &report.notes {
                 ui::note(n);
             }
+            for h in &report.help {
+                ui::help_line(h);
+            }
             ui::out(&report.stdout);
             report.exit
         }

@@ -19,6 +19,38 @@ use serde_json::Value;
 
 pub use runner::{Mode, Outcome, Planned, RunReport, Runner, RunnerError};
 
+/// The `help:` line for a failed step: the exact next command, when the error's
+/// kind says what it is. Errors that carry their own `help:` in the text (stack
+/// failures, timeouts) give none here.
+pub fn help_for(e: &anyhow::Error) -> Option<String> {
+    use crate::kube::apply::ApplyError;
+    for c in e.chain() {
+        if let Some(a) = c.downcast_ref::<crate::aws::AwsError>() {
+            return a.help();
+        }
+        // Transparent wrapper: its chain does not show the AWS error inside.
+        if let Some(crate::amis::AmiError::Aws(a)) = c.downcast_ref::<crate::amis::AmiError>() {
+            return a.help();
+        }
+        if let Some(h) = c.downcast_ref::<crate::helm::HelmError>() {
+            return h.help();
+        }
+        if let Some(d) = c.downcast_ref::<crate::steps::objects::DryRunRefused>() {
+            return Some(d.help());
+        }
+        if let Some(ApplyError::Conflict { .. }) = c.downcast_ref::<ApplyError>() {
+            return Some("`karpctl up --force-conflicts` takes the fields over from the other manager".into());
+        }
+    }
+    if crate::kube::is_transient(e) {
+        return Some(
+            "the Kubernetes API server did not answer; check it is reachable (`kubectl get --raw /readyz`), then run `karpctl up` again (finished steps are skipped)"
+                .into(),
+        );
+    }
+    None
+}
+
 /// What a step would do to reach its desired state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -67,6 +67,9 @@ pub struct RunReport {
     pub planned: Vec<Planned>,
     /// API-free skips (for `plan` to list as unchanged).
     pub fresh: Vec<String>,
+    /// Failed steps' `help:` lines (step → next command), where the error says one.
+    #[serde(skip)]
+    pub help: BTreeMap<String, String>,
 }
 
 impl RunReport {
@@ -314,6 +317,9 @@ impl<'a> Runner<'a> {
                         Ok(x) => x,
                         Err(e) => {
                             in_flight.remove(&id);
+                            if let Some(h) = super::help_for(&e) {
+                                report.help.insert(id.clone(), h);
+                            }
                             if self.mode == Mode::Apply {
                                 // Recorded so `status` shows it and the next run says why it runs.
                                 let rec = state.steps.entry(id.clone()).or_insert_with(|| blank_record(step.kind(), StepStatus::Failed));
@@ -403,6 +409,9 @@ impl<'a> Runner<'a> {
                             finish(&id, Outcome::Applied { action }, Some(started), &mut report, &mut finished);
                         }
                         Err(e) => {
+                            if let Some(h) = super::help_for(&e) {
+                                report.help.insert(id.clone(), h);
+                            }
                             rec.status = StepStatus::Failed;
                             rec.error = Some(error_text(&e));
                             rec.finished_at = Some(now());

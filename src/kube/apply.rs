@@ -151,7 +151,8 @@ impl Target {
             kube::Error::Api(s) if s.code == 500 && s.message.contains("failed to create typed patch object") => {
                 ApplyError::Invalid { reference, message: s.message.clone() }
             }
-            kube::Error::Api(s) if s.code == 403 && s.message.contains("admission webhook") => {
+            // A webhook's or a ValidatingAdmissionPolicy's denial (403 unless the policy sets its own reason).
+            kube::Error::Api(s) if s.code == 403 && (s.message.contains("admission webhook") || s.message.contains("ValidatingAdmissionPolicy")) => {
                 ApplyError::Invalid { reference, message: s.message.clone() }
             }
             e => ApplyError::Api { reference, source: e },

@@ -25,6 +25,17 @@ use base64::Engine as _;
 
 use crate::cli::Global;
 
+/// Whether an error (anywhere in its chain) is one the API server may not give
+/// next time: no connection (restarting, a network blip), 429, or a 5xx. Polling
+/// loops ask again on these instead of failing the step.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| match c.downcast_ref::<::kube::Error>() {
+        Some(::kube::Error::Api(s)) => s.code == 429 || (500..600).contains(&s.code),
+        Some(::kube::Error::HyperError(_) | ::kube::Error::Service(_)) => true,
+        _ => c.downcast_ref::<std::io::Error>().is_some(),
+    })
+}
+
 /// What is needed to reach an EKS API server without a kubeconfig
 /// (from `eks:DescribeCluster`: `endpoint`, `certificateAuthority.data`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -122,7 +122,27 @@ async fn cluster_checks(c: &Config, sdk: &aws_config::SdkConfig) -> Vec<Check> {
         Ok("access-entry") => ok("node access", format!("EC2_LINUX access entry (authentication mode {mode})")),
         Ok(_) => ok("node access", format!("aws-auth mapping (authentication mode {mode})")),
     });
-    let agent = eks.describe_addon().cluster_name(&c.cluster.name).addon_name("eks-pod-identity-agent").send().await.is_ok();
+    let agent = match eks.describe_addon().cluster_name(&c.cluster.name).addon_name("eks-pod-identity-agent").send().await {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let err = crate::aws::AwsError::from_sdk("eks:DescribeAddon", &e);
+            if err.code == "ResourceNotFoundException" { Ok(false) } else { Err(err) }
+        }
+    };
+    // A failed read (throttling after every retry, a denied call) is not "no agent".
+    let agent = match agent {
+        Ok(a) => a,
+        Err(err) => {
+            out.push(bad(
+                "controller identity",
+                Status::Warn,
+                format!("could not check for the eks-pod-identity-agent add-on: {err}"),
+                "Pod Identity or IRSA is chosen from it",
+                "check eks:DescribeAddon permissions, or run `karpctl doctor` again",
+            ));
+            return out;
+        }
+    };
     let issuer = cl.identity.and_then(|i| i.oidc).and_then(|o| o.issuer);
     out.push(match (c.identity.mode, agent) {
         (IdentityMode::PodIdentity, false) => bad(

@@ -24,6 +24,8 @@ pub struct Report {
     pub stdout: String,
     pub notes: Vec<String>,
     pub warnings: Vec<Diagnostic>,
+    /// `help:` lines (the exact next command), shown after the notes on stderr.
+    pub help: Vec<String>,
     pub exit: i32,
 }
 

@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use crate::cli::{Global, OutputFormat, PlanArgs, UpArgs};
 use crate::config;
-use crate::engine::{Mode, RunReport, Runner, Step};
+use crate::engine::{Mode, Outcome, RunReport, Runner, Step};
 use crate::state::LockInfo;
 use crate::ui::progress::{Progress, Style};
 
@@ -130,7 +130,7 @@ fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
         "steps": w.total,
         "unchanged": w.report.fresh,
         "planned": w.report.planned,
-        "outcomes": w.report.outcomes.iter().map(|(s, o)| serde_json::json!({"step": s, "result": o})).collect::<Vec<_>>(),
+        "outcomes": w.report.outcomes.iter().map(|(s, o)| serde_json::json!({"step": s, "result": o, "help": w.report.help.get(s)})).collect::<Vec<_>>(),
     });
     Ok(match g.output {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&doc)?),
@@ -167,9 +167,22 @@ pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
     let w = walk(g, Mode::Apply, opts).await?;
     let failed = w.report.failed();
     let mut notes = Vec::new();
+    let mut help = Vec::new();
     if !failed.is_empty() {
         notes.push(format!("{} step(s) did not finish; fix the cause and run `karpctl up` again: finished steps are skipped", failed.len()));
+        // The failed steps' own next commands first (each once), then how to resume.
+        for (step, _) in &failed {
+            if let Some(h) = w.report.help.get(step) {
+                if !help.contains(h) {
+                    help.push(h.clone());
+                }
+            }
+        }
+        let done = w.report.outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Fresh | Outcome::UpToDate | Outcome::Applied { .. })).count();
+        help.push(format!(
+            "`karpctl up` resumes where this run stopped ({done} step(s) recorded done are not redone); `karpctl status` shows each step's error"
+        ));
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
-    Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, exit })
+    Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, help, exit })
 }

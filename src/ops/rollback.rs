@@ -132,7 +132,7 @@ fn quiet_reasons(r: &RunReport) -> RunReport {
             p
         })
         .collect();
-    RunReport { outcomes: r.outcomes.clone(), planned, fresh: r.fresh.clone() }
+    RunReport { outcomes: r.outcomes.clone(), planned, fresh: r.fresh.clone(), help: r.help.clone() }
 }
 
 fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
@@ -200,7 +200,7 @@ pub async fn rollback(g: &Global, args: &RollbackArgs) -> anyhow::Result<Report>
         notes.push(format!("`karpctl up` recreates what was removed ({} up record(s) forgotten)", w.forgotten.len()));
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
-    Ok(Report { stdout: render(g, &w, !args.dry_run)?, warnings: w.warnings.clone(), notes, exit })
+    Ok(Report { stdout: render(g, &w, !args.dry_run)?, warnings: w.warnings.clone(), notes, exit, ..Default::default() })
 }
 
 /// `karpctl plan --rollback`.

@@ -346,7 +346,15 @@ impl Step for Nodegroups {
                 let mut waiting = Vec::new();
                 for g in &groups {
                     let name = g["name"].as_str().unwrap_or_default();
-                    let d = self.describe(name).await?;
+                    let d = match self.describe(name).await {
+                        Ok(d) => d,
+                        // Throttled or a 5xx after the SDK's retries: ask again at the next poll.
+                        Err(e) if crate::aws::is_transient(&e) && started.elapsed() < self.timeout => {
+                            waiting.push(format!("nodegroup {name} (could not read it: {e:#})"));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     let status = d.status().map(|s| s.as_str().to_string()).unwrap_or_default();
                     if BROKEN.contains(&status.as_str()) {
                         let issues: Vec<String> = d.health().map(|h| h.issues().iter().map(|i| i.message().unwrap_or("").to_string()).collect()).unwrap_or_default();

@@ -414,7 +414,16 @@ impl Step for Stack {
             let mut delay = Duration::from_secs(1);
             let mut shown = BTreeSet::new();
             loop {
-                let s = self.describe(&stack_id).await?;
+                let s = match self.describe(&stack_id).await {
+                    Ok(s) => s,
+                    // Throttled or a 5xx after the SDK's retries: ask again at the next poll.
+                    Err(e) if crate::aws::is_transient(&e) && started.elapsed() < WAIT => {
+                        cx.progress(format!("could not read the stack ({e:#}); polling again"));
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let status = s.as_ref().and_then(|s| s.stack_status()).map(|x| x.as_str().to_string()).unwrap_or_else(|| "DELETE_COMPLETE".into());
                 let events = self.events(&stack_id, since, &token).await;
                 for e in &events {

@@ -428,10 +428,18 @@ impl CfnStack {
         let started = tokio::time::Instant::now();
         let mut delay = FIRST_DELAY;
         loop {
-            let stack = self
-                .describe(stack_id)
-                .await
-                .map_err(|e| anyhow::Error::from(e).context(format!("waiting for stack `{}`", self.stack_name)))?;
+            let stack = match self.describe(stack_id).await {
+                Ok(s) => s,
+                // Throttled or a 5xx even after the SDK's retries: the stack is still
+                // there and still moving; ask again at the next poll.
+                Err(e) if e.is_transient() && started.elapsed() + delay <= WAIT_TIMEOUT => {
+                    cx.progress(format!("could not read the stack ({e}); polling again"));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_DELAY);
+                    continue;
+                }
+                Err(e) => return Err(anyhow::Error::from(e).context(format!("waiting for stack `{}`", self.stack_name))),
+            };
             let Some(stack) = stack else { return Ok(None) };
             let status = status_of(&stack);
             if !in_progress(&status) {

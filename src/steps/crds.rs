@@ -200,7 +200,15 @@ async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str, timeo
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pace = crate::kube::Pace::new();
     loop {
-        let crd = api.get(name).await.with_context(|| format!("reading CRD {name}"))?;
+        let crd = match api.get(name).await.with_context(|| format!("reading CRD {name}")) {
+            Ok(c) => c,
+            // The API server restarting or overloaded: keep waiting until the deadline.
+            Err(e) if crate::kube::is_transient(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let established = crd
             .status
             .as_ref()

@@ -213,8 +213,17 @@ pub async fn wait_rollout(
     let started = tokio::time::Instant::now();
     let mut pace = crate::kube::Pace::new();
     loop {
-        let pending = pending(client, namespace, release, workload).await?;
         let waited = started.elapsed();
+        let pending = match pending(client, namespace, release, workload).await {
+            Ok(p) => p,
+            // The API server restarting or overloaded: keep waiting until the timeout.
+            Err(e) if crate::kube::is_transient(&e) && waited < timeout => {
+                cx.progress(format!("could not read {release}'s workloads ({e:#}); asking again"));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if pending.is_empty() {
             return Ok(());
         }

@@ -96,8 +96,17 @@ impl Step for ControllerIdentity {
             let mode = match self.mode {
                 IdentityMode::Auto => {
                     cx.progress("checking for the eks-pod-identity-agent add-on");
-                    let agent = self.eks.describe_addon().cluster_name(&self.cluster).addon_name("eks-pod-identity-agent").send().await;
-                    if agent.is_ok() { IdentityMode::PodIdentity } else { IdentityMode::Irsa }
+                    // Only "no such add-on" means IRSA: a throttled or failed read must not switch modes.
+                    match self.eks.describe_addon().cluster_name(&self.cluster).addon_name("eks-pod-identity-agent").send().await {
+                        Ok(_) => IdentityMode::PodIdentity,
+                        Err(e) => {
+                            let err = AwsError::from_sdk("eks:DescribeAddon", &e);
+                            if err.code != "ResourceNotFoundException" {
+                                return Err(err.into());
+                            }
+                            IdentityMode::Irsa
+                        }
+                    }
                 }
                 m => m,
             };

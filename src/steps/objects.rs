@@ -76,6 +76,28 @@ async fn targets(client: &kube::Client, objs: &[Value]) -> Result<Vec<Result<Tar
     Ok(out)
 }
 
+/// The dry run of the batch refused some objects, so none of them was applied.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the API server's dry run refused {} object(s), nothing was changed:\n  {}",
+    problems.len(),
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
+)]
+pub struct DryRunRefused {
+    pub problems: Vec<ApplyError>,
+}
+
+impl DryRunRefused {
+    /// The next command: take conflicting fields over, or fix what was refused.
+    pub fn help(&self) -> String {
+        if self.problems.iter().any(|p| matches!(p, ApplyError::Conflict { .. })) {
+            "`karpctl up --force-conflicts` takes the fields over from the other manager (or change them where it sets them, and drop them from the config)".into()
+        } else {
+            "nothing of the batch was applied: change the objects in the config (or the admission policy that refuses them), then run `karpctl up` again".into()
+        }
+    }
+}
+
 impl Step for Objects {
     fn id(&self) -> String {
         id(&self.config.cluster.name)
@@ -122,12 +144,12 @@ impl Step for Objects {
                         "uid": current.as_ref().and_then(|c| c.pointer("/metadata/uid")).cloned(),
                         "generation": current.as_ref().and_then(|c| c.pointer("/metadata/generation")).cloned(),
                     })),
-                    Err(e @ (ApplyError::Invalid { .. } | ApplyError::Conflict { .. })) => problems.push(e.to_string()),
+                    Err(e @ (ApplyError::Invalid { .. } | ApplyError::Conflict { .. })) => problems.push(e),
                     Err(e) => return Err(e.into()),
                 }
             }
             if !problems.is_empty() {
-                anyhow::bail!("the API server's dry run refused {} object(s), nothing was changed:\n  {}", problems.len(), problems.join("\n  "));
+                return Err(DryRunRefused { problems }.into());
             }
             Ok(json!({"objects": entries}))
         })

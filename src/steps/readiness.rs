@@ -94,7 +94,16 @@ impl Step for Readiness {
             let started = tokio::time::Instant::now();
             let mut pace = crate::kube::Pace::new();
             loop {
-                let checks = self.check(&client).await?;
+                let checks = match self.check(&client).await {
+                    Ok(c) => c,
+                    // The API server restarting or overloaded: keep waiting until the timeout.
+                    Err(e) if crate::kube::is_transient(&e) && started.elapsed() < self.timeout => {
+                        cx.progress(format!("could not read the classes and pools ({e:#}); asking again"));
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let waiting: Vec<&(String, bool, String)> = checks.iter().filter(|c| !c.1).collect();
                 if waiting.is_empty() {
                     return Ok(json!({"ready": checks.iter().map(|c| c.0.clone()).collect::<Vec<_>>()}));

@@ -168,6 +168,13 @@ impl KubeBed {
         self.dir.join("kubeconfig")
     }
 
+    /// Kills the kube-apiserver and starts it again on the same port with the same
+    /// flags, etcd and its data untouched (`scripts/testbed-kube.sh restart-apiserver`).
+    pub fn restart_apiserver(&self) {
+        let out = Command::new(repo().join("scripts/testbed-kube.sh")).args(["restart-apiserver", "--dir"]).arg(&self.dir).output().unwrap();
+        assert!(out.status.success(), "restarting the kube-apiserver:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
         let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.expect("kube config");

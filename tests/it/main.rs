@@ -8,6 +8,7 @@ mod cli;
 mod crds;
 mod docs;
 mod engine;
+mod faults;
 mod golden;
 mod helm;
 mod invalid;

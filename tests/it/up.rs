@@ -92,6 +92,11 @@ impl Sandbox {
     }
 
     pub fn karpctl(&self, args: &[&str]) -> Output {
+        self.karpctl_command(args).output().unwrap()
+    }
+
+    /// The karpctl command `karpctl()` runs, pointed at both beds, for a test to spawn.
+    pub fn karpctl_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_karpctl"));
         cmd.args(args).current_dir(&self.dir).env("NO_COLOR", "1").env("CI", "1");
         for (k, _) in std::env::vars_os() {
@@ -106,9 +111,8 @@ impl Sandbox {
             .env("AWS_REGION", "us-west-2")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("KARPCTL_KUBECONFIG", self.kube.kubeconfig())
-            .env("KARPCTL_HELM", self.bin.join("helm"))
-            .output()
-            .unwrap()
+            .env("KARPCTL_HELM", self.bin.join("helm"));
+        cmd
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
@@ -498,6 +502,7 @@ fn a_conflicting_field_manager_is_reported_and_taken_over_only_when_asked() {
     assert_eq!(up.status.code(), Some(1), "{}", show(&up));
     let out = show(&up);
     assert!(out.contains("NodePool/default") && out.contains("other-tool") && out.contains("--force-conflicts"), "{out}");
+    assert!(out.lines().any(|l| l.trim_start().starts_with("help: `karpctl up --force-conflicts`")), "the help line gives the command: {out}");
     assert_eq!(sb.kubectl_json(&["get", "nodepools.karpenter.sh", "default"])["spec"]["limits"]["cpu"], "7");
     let up = sb.karpctl(&["up", "--force-conflicts"]);
     assert!(up.status.success(), "{}", show(&up));
