@@ -204,7 +204,7 @@ async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str, timeo
             Ok(c) => c,
             // The API server restarting or overloaded: keep waiting until the deadline.
             Err(e) if crate::kube::is_transient(&e) && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                pace.wait().await;
                 continue;
             }
             Err(e) => return Err(e),

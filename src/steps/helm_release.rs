@@ -219,7 +219,7 @@ pub async fn wait_rollout(
             // The API server restarting or overloaded: keep waiting until the timeout.
             Err(e) if crate::kube::is_transient(&e) && waited < timeout => {
                 cx.progress(format!("could not read {release}'s workloads ({e:#}); asking again"));
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                pace.wait().await;
                 continue;
             }
             Err(e) => return Err(e),

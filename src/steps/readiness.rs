@@ -99,7 +99,7 @@ impl Step for Readiness {
                     // The API server restarting or overloaded: keep waiting until the timeout.
                     Err(e) if crate::kube::is_transient(&e) && started.elapsed() < self.timeout => {
                         cx.progress(format!("could not read the classes and pools ({e:#}); asking again"));
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        pace.wait().await;
                         continue;
                     }
                     Err(e) => return Err(e),
