@@ -72,6 +72,9 @@ pub fn check(c: &Config, d: &mut Diags<'_>) {
     }
     let version = check_karpenter(c, d);
     check_cluster(c, version, d);
+    if is_cluster_name(&c.cluster.name) {
+        check_policy_size(c, version, d);
+    }
     check_names(c, d);
     let classes = check_node_classes(c, version, d);
     check_node_pools(c, version, &classes, d);
@@ -187,6 +190,27 @@ fn check_cluster(c: &Config, version: KarpenterVersion, d: &mut Diags<'_>) {
                 }
             }
         }
+    }
+}
+
+/// Karpenter ≤ 1.8 has one controller policy, which a long cluster name (repeated
+/// in every condition) can push over IAM's size limit: found here, at the name,
+/// rather than when the stack is rendered.
+fn check_policy_size(c: &Config, version: KarpenterVersion, d: &mut Diags<'_>) {
+    if let Err(crate::render::cfn::CfnError::PolicyTooLarge { name, size, .. }) = crate::render::cfn::template(c, version) {
+        let region_help = if c.cluster.region.is_none() {
+            "set cluster.region (without it the check assumes the longest partition and region), "
+        } else {
+            ""
+        };
+        d.error_help(
+            &FieldPath::root().key("cluster").key("name"),
+            format!(
+                "with this name the controller policy {name} would be {size} characters, over IAM's {}-character limit",
+                crate::render::cfn::IAM_POLICY_LIMIT
+            ),
+            format!("{region_help}use karpenter.version 1.9 or later (its permissions are split over five policies), or a shorter cluster name"),
+        );
     }
 }
 

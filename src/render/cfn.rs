@@ -268,31 +268,50 @@ pub fn policy_name(part: &str, cluster: &str) -> String {
     bounded_name(&format!("KarpenterController{part}Policy-"), cluster, 128)
 }
 
-/// Size IAM would count for a policy: JSON without whitespace, with the longest
-/// partition (`aws-iso-b`), region and a 12-digit account substituted.
-pub fn worst_case_size(doc: &PolicyDocument) -> usize {
+/// Size IAM would count for a policy: JSON without whitespace, with a 12-digit
+/// account and the partition and region of `region` substituted — or, when the
+/// config does not name the region, the longest ones (`aws-iso-b`, 15 characters).
+pub fn worst_case_size(doc: &PolicyDocument, region: Option<&str>) -> usize {
     let json = serde_json::to_value(doc).expect("policy serializes");
-    let s = substitute(&json).to_string();
+    let (partition, region, suffix) = match region {
+        Some(r) => {
+            let partition = partition_of(r);
+            (partition, r, if partition == "aws-cn" { "amazonaws.com.cn" } else { "amazonaws.com" })
+        }
+        None => ("aws-iso-b", "ap-southeast-99", "amazonaws.com.cn"),
+    };
+    let s = substitute(&json, &[("${AWS::Partition}", partition), ("${AWS::Region}", region), ("${AWS::AccountId}", "123456789012"), ("${AWS::URLSuffix}", suffix)])
+        .to_string();
     s.chars().filter(|c| !c.is_whitespace()).count()
 }
 
-fn substitute(v: &serde_json::Value) -> serde_json::Value {
+/// The partition a region is in (`cn-north-1` → `aws-cn`).
+pub fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else {
+        "aws"
+    }
+}
+
+fn substitute(v: &serde_json::Value, vars: &[(&str, &str)]) -> serde_json::Value {
     use serde_json::Value;
     match v {
-        Value::Object(m) if m.len() == 1 && m.contains_key("Fn::Sub") => Value::String(
-            m["Fn::Sub"]
-                .as_str()
-                .unwrap_or_default()
-                .replace("${AWS::Partition}", "aws-iso-b")
-                .replace("${AWS::Region}", "ap-southeast-99")
-                .replace("${AWS::AccountId}", "123456789012")
-                .replace("${AWS::URLSuffix}", "amazonaws.com.cn"),
-        ),
-        Value::Object(m) if m.len() == 1 && m.contains_key("Fn::GetAtt") => {
-            Value::String(format!("arn:aws-iso-b:iam::123456789012:role/{}", "x".repeat(64)))
+        Value::Object(m) if m.len() == 1 && m.contains_key("Fn::Sub") => {
+            Value::String(vars.iter().fold(m["Fn::Sub"].as_str().unwrap_or_default().to_string(), |s, (k, v)| s.replace(k, v)))
         }
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), substitute(v))).collect()),
-        Value::Array(a) => Value::Array(a.iter().map(substitute).collect()),
+        Value::Object(m) if m.len() == 1 && m.contains_key("Fn::GetAtt") => {
+            let partition = vars.iter().find(|(k, _)| *k == "${AWS::Partition}").map(|(_, v)| *v).unwrap_or("aws-iso-b");
+            Value::String(format!("arn:{partition}:iam::123456789012:role/{}", "x".repeat(64)))
+        }
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), substitute(v, vars))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(|x| substitute(x, vars)).collect()),
         other => other.clone(),
     }
 }
@@ -343,7 +362,7 @@ pub fn template(c: &Config, v: KarpenterVersion) -> Result<Template, CfnError> {
     for part in controller_parts(cluster, v, queue) {
         let name = policy_name(part.part, cluster);
         let doc = policy(part.statements);
-        let size = worst_case_size(&doc);
+        let size = worst_case_size(&doc, c.cluster.region.as_deref());
         if size > IAM_POLICY_LIMIT {
             return Err(CfnError::PolicyTooLarge { name, size, cluster: cluster.into() });
         }

@@ -404,3 +404,33 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Karpenter ≤ 1.8 has a single controller policy whose size grows with the
+/// cluster name: with the region known it is measured for that region's
+/// partition, otherwise for the longest; too large is a finding at cluster.name.
+#[test]
+fn the_single_policy_of_karpenter_1_8_is_sized_for_the_configured_region() {
+    let yaml = |name: &str, region: Option<&str>| {
+        let region = region.map(|r| format!(", region: {r}")).unwrap_or_default();
+        format!("apiVersion: karpctl.io/v1alpha1\ncluster: {{name: {name}{region}}}\nkarpenter: {{version: 1.8.1}}\n")
+    };
+    let file = Path::new("karpctl.yaml");
+    let name = "production-eks-main"; // 19 characters: fine in us-west-2, too long for the worst case
+    let ok = karpctl::config::parse(file, yaml(name, Some("us-west-2")).as_bytes()).expect("fits in us-west-2");
+    let t = serde_json::to_value(karpctl::render::cfn::template(&ok.config, KarpenterVersion::parse("1.8.1").unwrap()).unwrap()).unwrap();
+    assert!(t["Resources"]["KarpenterControllerPolicy"].is_object(), "one policy up to 1.8");
+
+    let errs = karpctl::config::parse(file, yaml(name, None).as_bytes()).expect_err("no region: the longest partition is assumed");
+    let d = errs.diagnostics.iter().find(|d| d.field == "cluster.name").unwrap_or_else(|| panic!("{errs:?}"));
+    assert_eq!((d.line, d.column), (2, 17), "{d:?}");
+    assert!(d.message.contains("over IAM's 6144-character limit"), "{d:?}");
+    assert!(d.help.as_deref().unwrap_or_default().contains("set cluster.region"), "{d:?}");
+
+    let long = "a".repeat(100);
+    let errs = karpctl::config::parse(file, yaml(&long, Some("us-west-2")).as_bytes()).expect_err("100 characters never fit");
+    let d = errs.diagnostics.iter().find(|d| d.field == "cluster.name").unwrap_or_else(|| panic!("{errs:?}"));
+    assert!(!d.help.as_deref().unwrap_or_default().contains("set cluster.region"), "the region is set: {d:?}");
+    // From 1.9 the permissions are split and the same name fits anywhere.
+    let split = yaml(name, None).replace("1.8.1", "1.9.0");
+    karpctl::config::parse(file, split.as_bytes()).expect("split policies fit");
+}

@@ -677,15 +677,23 @@ fn no_credential_or_token_reaches_output_state_or_temp_files() {
     sb.write_config(&config.replace("  - name: default\n    amiFamily: al2023\n", "  - name: default\n    amiFamily: al2023\n    tags: {karpctl.testbed/not-ready: \"no AMI matched\"}\n"));
     let failed = s.run(&["up", "--wait-timeout", "3s", "-o", "json"], true);
     assert_eq!(failed.status.code(), Some(1), "{}", show(&failed));
-    sb.write_config(&config);
     // Without a kubeconfig karpctl mints EKS tokens from the credentials (for its
     // client and a private kubeconfig for helm); the bed only knows its static
-    // token, so these runs fail on 401 and print what they print about it.
+    // token, so these runs fail on 401 and print what they print about it. karpctl
+    // reads an unpacked chart and Helm's records itself; a packaged chart makes it
+    // run helm (`helm show crds`) with a minted kubeconfig before the first 401.
+    let pack = Command::new(sb.bin.join("helm")).arg("package").arg(sb.dir.join("charts/karpenter")).arg("-d").arg(&aux).output().unwrap();
+    assert!(pack.status.success(), "{}", show(&pack));
+    let tgz = std::fs::read_dir(&aux).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "tgz")).expect("packaged chart");
+    let packaged = config.replace("path: charts/karpenter", &format!("path: {}", tgz.display()));
+    assert_ne!(packaged, config);
+    sb.write_config(&packaged);
     let minted = s.run(&["up", "--refresh"], false);
     assert_eq!(minted.status.code(), Some(1), "{}", show(&minted));
     let _ = s.run(&["status", "-o", "json"], false);
     let _ = s.run(&["plan", "--refresh"], false);
     let _ = s.run(&["doctor", "-o", "json"], false);
+    sb.write_config(&config);
 
     // What the helm wrapper saw while karpctl ran.
     let log = read(&s.log);
