@@ -20,7 +20,7 @@ use serde_json::Value;
 pub use runner::{Mode, Outcome, Planned, RunReport, Runner, RunnerError};
 
 /// What a step would do to reach its desired state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     None,
@@ -44,7 +44,7 @@ impl fmt::Display for Action {
 }
 
 /// One field-level difference between what exists and what is wanted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct FieldChange {
     pub field: String,
     pub old: Value,
@@ -52,7 +52,7 @@ pub struct FieldChange {
 }
 
 /// The result of a step's `diff`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Change {
     pub action: Action,
     /// One line for humans: "create stack Karpenter-demo".
@@ -81,7 +81,7 @@ impl Change {
 }
 
 /// Why a step runs (or would run). Shown by `plan`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum Why {
     /// No record: the step never completed here.

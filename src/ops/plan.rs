@@ -12,6 +12,7 @@ use anyhow::Context;
 use crate::cli::{Global, OutputFormat, PlanArgs, UpArgs};
 use crate::config;
 use crate::engine::{Mode, RunReport, Runner, Step};
+use crate::output::{Run, RunKind};
 use crate::state::LockInfo;
 use crate::ui::progress::{Progress, Style};
 
@@ -124,19 +125,27 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
 }
 
 fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
-    let doc = serde_json::json!({
-        "changes": w.report.changes(),
-        "applied": applied,
-        "steps": w.total,
-        "unchanged": w.report.fresh,
-        "planned": w.report.planned,
-        "outcomes": w.report.outcomes.iter().map(|(s, o)| serde_json::json!({"step": s, "result": o})).collect::<Vec<_>>(),
-    });
-    Ok(match g.output {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&doc)?),
-        OutputFormat::Yaml => serde_yaml::to_string(&doc)?,
-        OutputFormat::Text => crate::ui::plan_text(&w.report, w.total, applied),
-    })
+    match g.output {
+        OutputFormat::Text => Ok(crate::ui::plan_text(&w.report, w.total, applied, crate::ui::stdout_color())),
+        f => {
+            let kind = if applied { RunKind::Apply } else { RunKind::Plan };
+            crate::output::encode(&Run::new(kind, &w.report, w.total), f)
+        }
+    }
+}
+
+/// `help:` lines for steps that did not finish: approve, inspect, resume.
+pub fn next_steps(report: &RunReport, command: &str) -> Vec<String> {
+    let failed = report.failed();
+    let mut help = Vec::new();
+    if failed.iter().any(|(_, o)| matches!(o, crate::engine::Outcome::NeedsApproval { .. })) {
+        help.push(format!("read why above, then approve: karpctl {command} --yes"));
+    }
+    if failed.iter().any(|(_, o)| !matches!(o, crate::engine::Outcome::NeedsApproval { .. })) {
+        help.push(format!("karpctl {command}   # after fixing the cause: resumes, finished steps are skipped"));
+        help.push(format!("karpctl {}   # what is left to do, and why", if command == "up" { "plan" } else { "rollback --dry-run" }));
+    }
+    help
 }
 
 pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
@@ -171,5 +180,6 @@ pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
         notes.push(format!("{} step(s) did not finish; fix the cause and run `karpctl up` again: finished steps are skipped", failed.len()));
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
-    Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, exit })
+    let help = next_steps(&w.report, "up");
+    Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, help, exit })
 }
