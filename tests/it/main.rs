@@ -11,6 +11,7 @@ mod engine;
 mod golden;
 mod helm;
 mod invalid;
+mod output;
 mod kube_client;
 mod props;
 mod rollback;
