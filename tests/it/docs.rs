@@ -147,3 +147,29 @@ fn the_ci_example_runs_only_commands_karpctl_accepts() {
     assert!(text.contains("aws-actions/configure-aws-credentials") && text.contains("id-token: write"));
     assert!(text.contains("helm"));
 }
+
+#[test]
+fn docs_output_md_describes_every_document_and_field() {
+    use clap::ValueEnum;
+    use karpctl::cli::SchemaDocument;
+    let doc = read(&repo().join("docs/output.md"));
+    let mut missing = Vec::new();
+    for d in SchemaDocument::value_variants().iter().filter(|d| **d != SchemaDocument::Config) {
+        let name = d.to_possible_value().unwrap().get_name().to_string();
+        if !doc.contains(&format!("`{name}`")) {
+            missing.push(format!("schema {name}"));
+        }
+        let schema = karpctl::output::schema(*d);
+        for kind in schema["$defs"].as_object().unwrap().iter().filter(|(k, _)| k.ends_with("Kind")).flat_map(|(_, v)| v["enum"].as_array().cloned().unwrap_or_default()) {
+            if !doc.contains(&format!("`{}`", kind.as_str().unwrap())) {
+                missing.push(format!("kind {kind}"));
+            }
+        }
+        for field in schema["properties"].as_object().unwrap().keys() {
+            if !doc.contains(&format!("`{field}`")) {
+                missing.push(format!("{name}.{field}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/output.md lacks: {missing:?}");
+}
