@@ -111,7 +111,7 @@ fn karpctl_lines(workflow: &Value) -> Vec<Vec<String>> {
             let Some(script) = step["run"].as_str() else { continue };
             for line in script.lines() {
                 let line = line.split(" #").next().unwrap();
-                let Some(at) = line.find("karpctl ").filter(|&i| i == 0 || line[..i].ends_with(|c: char| c == ' ' || c == '(' || c == '!')) else { continue };
+                let Some(at) = line.find("karpctl ").filter(|&i| i == 0 || line[..i].ends_with([' ', '(', '!'])) else { continue };
                 let cmd = line[at..].split(['>', '|', ';', '&']).next().unwrap();
                 out.push(cmd.split_whitespace().map(|w| w.trim_matches(|c| c == '"' || c == '\'').to_string()).collect());
             }
