@@ -472,6 +472,9 @@ fn removed_pools_and_classes_are_deleted_only_with_prune_pools_first() {
 
     let up = sb.karpctl(&["up"]);
     assert!(show(&up).contains("needs --yes"), "{}", show(&up));
+    // No terminal, no prompt: it stops, exits 1 and names the command that approves.
+    assert_eq!(up.status.code(), Some(1), "{}", show(&up));
+    assert!(String::from_utf8_lossy(&up.stderr).contains("help: read why above, then approve: karpctl up --yes"), "{}", show(&up));
     assert!(sb.kubectl(&["get", "nodepools.karpenter.sh", "gpu"]).status.success(), "not deleted without --prune");
     let up = sb.karpctl(&["up", "--prune"]);
     assert!(up.status.success(), "{}", show(&up));
