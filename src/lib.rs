@@ -14,6 +14,7 @@ pub mod helm;
 pub mod kube;
 pub mod model;
 pub mod ops;
+pub mod output;
 pub mod render;
 pub mod rollback;
 pub mod state;

@@ -2,7 +2,7 @@
 
 use clap::{CommandFactory, Parser};
 
-use karpctl::cli::{Cli, Command, OutputFormat};
+use karpctl::cli::{Cli, Command};
 use karpctl::config::LoadError;
 use karpctl::engine::RunnerError;
 use karpctl::state::StateError;
@@ -15,8 +15,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         Command::Render(a) => ops::render::render(g, a),
         Command::Validate => ops::render::validate(g),
         Command::Init(a) => ops::init::init(g, a),
-        Command::Schema => {
-            let s = serde_json::to_string_pretty(&karpctl::config::schema::json_schema())?;
+        Command::Schema(a) => {
+            let s = serde_json::to_string_pretty(&karpctl::output::schema(a.document))?;
             Ok(Report { stdout: format!("{s}\n"), ..Default::default() })
         }
         Command::Completions(a) => {
@@ -35,6 +35,32 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
     }
 }
 
+/// Recoverable situations end with the exact next command.
+fn help(e: &anyhow::Error) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<StateError>()).and_then(StateError::help) {
+        out.push(h);
+    }
+    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<karpctl::helm::HelmError>()).and_then(|h| h.help()) {
+        out.push(h);
+    }
+    if let Some(i) = e.chain().find_map(|c| c.downcast_ref::<ops::init::InitError>()) {
+        out.push(i.help());
+    }
+    if e.chain().any(|c| matches!(c.downcast_ref::<RunnerError>(), Some(RunnerError::Cancelled { .. }))) {
+        out.push("karpctl up   # (or the command you ran) resumes where it stopped".into());
+    }
+    if out.is_empty() {
+        let text = format!("{e:#}");
+        if text.contains("preflight check(s) failed") {
+            out.push("karpctl doctor   # every check, with why and fix".into());
+        } else if e.chain().any(|c| c.downcast_ref::<kube::Error>().is_some()) {
+            out.push("karpctl doctor   # checks credentials, the cluster and its endpoint".into());
+        }
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() {
     let cli = match Cli::try_parse() {
@@ -45,7 +71,8 @@ async fn main() {
             std::process::exit(code);
         }
     };
-    let json = cli.global.output == OutputFormat::Json;
+    ui::set_color(cli.global.color);
+    let format = cli.global.output;
     let code = match run(&cli).await {
         Ok(report) => {
             for w in &report.warnings {
@@ -62,25 +89,18 @@ async fn main() {
         }
         Err(e) => {
             if let Some(LoadError::Read { path, source }) = e.downcast_ref::<LoadError>() {
-                ui::error(&e, json);
-                if source.kind() == std::io::ErrorKind::NotFound && !json {
-                    ui::help_line(&format!("create it with `karpctl init -c {}`, or point -c at your config", path.display()));
-                }
+                let help = if source.kind() == std::io::ErrorKind::NotFound {
+                    vec![format!("karpctl init -c {}   # or point -c at your config", path.display())]
+                } else {
+                    vec![]
+                };
+                ui::error(&e, format, &help);
                 exit::ERROR
             } else if let Some(LoadError::Invalid(ce)) = e.downcast_ref::<LoadError>() {
-                ui::config_errors(ce, json);
+                ui::config_errors(ce, format);
                 exit::INVALID_CONFIG
             } else {
-                ui::error(&e, json);
-                if !json {
-                    // Recoverable situations end with the exact next command.
-                    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<StateError>()).and_then(StateError::help) {
-                        ui::help_line(&h);
-                    }
-                    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<karpctl::helm::HelmError>()).and_then(|h| h.help()) {
-                        ui::help_line(&h);
-                    }
-                }
+                ui::error(&e, format, &help(&e));
                 if e.chain().any(|c| matches!(c.downcast_ref::<RunnerError>(), Some(RunnerError::Cancelled { .. }))) {
                     exit::INTERRUPTED
                 } else {

@@ -47,9 +47,12 @@ pub struct Global {
     /// Kubeconfig context.
     #[arg(long, global = true, env = "KARPCTL_CONTEXT")]
     pub context: Option<String>,
-    /// Output format.
+    /// Output format: text for people, or one JSON/YAML document (see `karpctl schema`).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Colour: auto (a terminal, and NO_COLOR unset), always, or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
     /// Approve destructive or replacing changes without asking.
     #[arg(long, global = true)]
     pub yes: bool,
@@ -59,6 +62,16 @@ pub struct Global {
     /// More logging (-v, -vv).
     #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when the stream is a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always colour (also in pipes and CI logs).
+    Always,
+    /// Never colour.
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,8 +106,8 @@ pub enum Command {
     /// Inspect or repair the state file.
     #[command(subcommand)]
     State(StateCommand),
-    /// Print the config file's JSON Schema (for editors).
-    Schema,
+    /// Print the JSON Schema of the config file (for editors) or of an output document.
+    Schema(SchemaArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
 }
@@ -245,7 +258,7 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
-    /// Print the state file.
+    /// Show the state: every step's record, the backend and the lock.
     Show,
     /// Release a lock left by a crashed run.
     Unlock {
@@ -256,12 +269,54 @@ pub enum StateCommand {
     Pull,
     /// Replace the remote state with a local file.
     Push {
+        /// The state file to push (e.g. the `.errored` copy a failed write left).
         file: PathBuf,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
+    /// The shell to print completions for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which schema: the config file, or the document a command prints with -o json|yaml.
+    #[arg(value_enum, default_value_t = SchemaDocument::Config)]
+    pub document: SchemaDocument,
+}
+
+/// The documents `karpctl schema` describes (docs/output.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaDocument {
+    /// The config file (karpctl.yaml).
+    Config,
+    /// `plan` and `plan --rollback` (kind Plan, RollbackPlan).
+    Plan,
+    /// `up` (kind Apply; the same shape as plan).
+    Up,
+    /// `rollback` and `rollback --dry-run` (kind Rollback, RollbackPlan; the same shape as plan).
+    Rollback,
+    /// `status`.
+    Status,
+    /// `state show`.
+    State,
+    /// `state unlock` and `state push`.
+    StateChange,
+    /// `amis`.
+    Amis,
+    /// `doctor`.
+    Doctor,
+    /// `render`.
+    Render,
+    /// `validate`.
+    Validate,
+    /// `init`.
+    Init,
+    /// `verify`.
+    Verify,
+    /// What any command prints instead of its document when it fails.
+    Error,
 }

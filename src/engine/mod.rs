@@ -52,7 +52,7 @@ pub fn help_for(e: &anyhow::Error) -> Option<String> {
 }
 
 /// What a step would do to reach its desired state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     None,
@@ -76,7 +76,7 @@ impl fmt::Display for Action {
 }
 
 /// One field-level difference between what exists and what is wanted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct FieldChange {
     pub field: String,
     pub old: Value,
@@ -84,7 +84,7 @@ pub struct FieldChange {
 }
 
 /// The result of a step's `diff`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Change {
     pub action: Action,
     /// One line for humans: "create stack Karpenter-demo".
@@ -113,7 +113,7 @@ impl Change {
 }
 
 /// Why a step runs (or would run). Shown by `plan`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum Why {
     /// No record: the step never completed here.

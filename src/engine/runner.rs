@@ -27,7 +27,7 @@ pub enum Mode {
 }
 
 /// How a step ended in this run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
     /// Recorded as done with the same fingerprint: skipped, no API call.
@@ -51,7 +51,7 @@ impl Outcome {
 }
 
 /// A step that will (or would) change, for `plan`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Planned {
     pub step: String,
     pub kind: String,

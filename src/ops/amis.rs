@@ -11,6 +11,7 @@ use anyhow::Context;
 use crate::amis;
 use crate::cli::{AmisArgs, Global, OutputFormat};
 use crate::config;
+use crate::output::{AmiClass, AmiImage, Amis, AmisKind, ApiVersion};
 use crate::render::AmiChoice;
 
 use super::Report;
@@ -43,45 +44,42 @@ pub async fn amis(g: &Global, _args: &AmisArgs) -> anyhow::Result<Report> {
         .get(crate::steps::ami_lookup::ID)
         .and_then(|r| serde_json::from_value(r.outputs["pins"].clone()).ok())
         .unwrap_or_default();
-    let rows: Vec<serde_json::Value> = c
+    let rows: Vec<AmiClass> = c
         .node_classes
         .iter()
         .map(|nc| {
             let needs: Vec<String> = nc.architectures.iter().map(|a| format!("{}/{}", nc.variant.as_str(), a.ssm())).collect();
-            let images: Vec<serde_json::Value> = classes
+            let images: Vec<AmiImage> = classes
                 .get(&nc.name)
-                .map(|ns| ns.iter().filter_map(|n| found.get(n).map(|f| serde_json::json!({"arch": n.arch.ssm(), "imageId": f.image_id, "release": f.release, "parameter": f.parameter}))).collect())
+                .map(|ns| {
+                    ns.iter()
+                        .filter_map(|n| {
+                            found.get(n).map(|f| AmiImage {
+                                arch: n.arch.ssm().to_string(),
+                                image_id: f.image_id.clone(),
+                                release: f.release.clone(),
+                                parameter: f.parameter.clone(),
+                            })
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
-            serde_json::json!({
-                "class": nc.name,
-                "family": nc.ami_family.alias_name(),
-                "needs": needs,
-                "explicitSelector": !nc.ami_selector.is_empty(),
-                "pinned": recorded.get(&nc.name).map(AmiChoice::to_string),
-                "latest": latest.get(&nc.name).map(AmiChoice::to_string),
-                "images": images,
-            })
+            AmiClass {
+                class: nc.name.clone(),
+                family: nc.ami_family.alias_name().to_string(),
+                variant: nc.variant.as_str().to_string(),
+                needs,
+                explicit_selector: !nc.ami_selector.is_empty(),
+                pinned: recorded.get(&nc.name).map(AmiChoice::to_string),
+                latest: latest.get(&nc.name).map(AmiChoice::to_string),
+                images,
+            }
         })
         .collect();
+    let doc = Amis { api_version: ApiVersion::V1Alpha1, kind: AmisKind::Amis, kubernetes_version: k8s, classes: rows };
     let stdout = match g.output {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&serde_json::json!({"kubernetesVersion": k8s, "classes": rows}))?),
-        OutputFormat::Yaml => serde_yaml::to_string(&serde_json::json!({"kubernetesVersion": k8s, "classes": rows}))?,
-        OutputFormat::Text => {
-            let mut s = format!("Kubernetes {k8s}\n\n{:<20} {:<20} {:<24} {:<24} {}\n", "CLASS", "FAMILY", "PINNED", "LATEST", "IMAGES");
-            for (r, nc) in rows.iter().zip(&c.node_classes) {
-                let images: Vec<String> = r["images"].as_array().unwrap_or(&vec![]).iter().map(|i| format!("{} {}", i["arch"].as_str().unwrap_or(""), i["imageId"].as_str().unwrap_or(""))).collect();
-                let pinned = if nc.ami_selector.is_empty() { r["pinned"].as_str().unwrap_or("-").to_string() } else { "(amiSelector)".into() };
-                s.push_str(&format!(
-                    "{:<20} {:<20} {:<24} {:<24} {}\n",
-                    nc.name,
-                    format!("{}/{}", nc.ami_family.alias_name(), nc.variant.as_str()),
-                    pinned,
-                    r["latest"].as_str().unwrap_or("-"),
-                    images.join(", ")
-                ));
-            }
-            s
-        }
+        OutputFormat::Text => crate::ui::amis_text(&doc),
+        f => crate::output::encode(&doc, f)?,
     };
     Ok(Report { stdout, warnings: loaded.warnings, ..Default::default() })
 }

@@ -13,7 +13,7 @@ use crate::model::version::{kubernetes_minor, KarpenterVersion};
 
 use super::{exit, Report};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Ok,
@@ -22,7 +22,7 @@ pub enum Status {
     Skip,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Check {
     pub name: &'static str,
     pub status: Status,
@@ -237,9 +237,11 @@ pub async fn doctor(g: &Global) -> anyhow::Result<Report> {
     let all = checks(&loaded.config, g, true).await;
     let failed = all.iter().filter(|c| c.status == Status::Fail).count();
     let stdout = match g.output {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&serde_json::json!({"ok": failed == 0, "checks": all}))?),
-        OutputFormat::Yaml => serde_yaml::to_string(&serde_json::json!({"ok": failed == 0, "checks": all}))?,
         OutputFormat::Text => crate::ui::checks_text(&all),
+        f => {
+            use crate::output::{ApiVersion, Doctor, DoctorKind};
+            crate::output::encode(&Doctor { api_version: ApiVersion::V1Alpha1, kind: DoctorKind::Doctor, ok: failed == 0, failed, checks: all }, f)?
+        }
     };
     Ok(Report { stdout, warnings: loaded.warnings, exit: if failed == 0 { exit::OK } else { exit::ERROR }, ..Default::default() })
 }

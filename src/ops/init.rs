@@ -7,7 +7,8 @@ validated before it is written.
 
 use anyhow::{bail, Context};
 
-use crate::cli::{Global, InitArgs, Preset};
+use crate::cli::{Global, InitArgs, OutputFormat, Preset};
+use crate::output::{ApiVersion, Init, InitKind, PresetInfo};
 use crate::config::rules::is_cluster_name;
 use crate::fsutil::write_atomic;
 
@@ -47,13 +48,28 @@ pub fn starter(p: Preset, cluster: Option<&str>) -> anyhow::Result<String> {
 
 pub fn init(g: &Global, args: &InitArgs) -> anyhow::Result<Report> {
     use clap::ValueEnum;
+    let name = |p: Preset| p.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+    let doc = |file: Option<std::path::PathBuf>, presets: Vec<PresetInfo>| Init {
+        api_version: ApiVersion::V1Alpha1,
+        kind: InitKind::Init,
+        preset: file.as_ref().map(|_| name(args.preset)),
+        file,
+        cluster: args.cluster.clone(),
+        presets,
+    };
     if args.list {
-        let mut s = String::new();
-        for p in all_presets() {
-            let pv = p.to_possible_value().expect("presets have names");
-            s.push_str(&format!("{:<10} {}\n", pv.get_name(), pv.get_help().map(|h| h.to_string()).unwrap_or_default()));
-        }
-        return Ok(Report { stdout: s, ..Default::default() });
+        let presets: Vec<PresetInfo> = all_presets()
+            .into_iter()
+            .map(|p| {
+                let pv = p.to_possible_value().expect("presets have names");
+                PresetInfo { name: pv.get_name().to_string(), description: pv.get_help().map(|h| h.to_string()).unwrap_or_default() }
+            })
+            .collect();
+        let stdout = match g.output {
+            OutputFormat::Text => crate::ui::presets_text(&presets),
+            f => crate::output::encode(&doc(None, presets), f)?,
+        };
+        return Ok(Report { stdout, ..Default::default() });
     }
     let text = starter(args.preset, args.cluster.as_deref())?;
     let target = args.out.clone().unwrap_or_else(|| g.config.clone());
@@ -61,7 +77,7 @@ pub fn init(g: &Global, args: &InitArgs) -> anyhow::Result<Report> {
         return Ok(Report { stdout: text, ..Default::default() });
     }
     if target.exists() && !args.force {
-        bail!("{} already exists; pass --force to overwrite it or --out to write elsewhere", target.display());
+        return Err(anyhow::Error::new(InitError::Exists(target.clone())));
     }
     write_atomic(&target, text.as_bytes(), 0o644).with_context(|| format!("writing {}", target.display()))?;
     let mut notes = vec![format!("wrote {}", target.display())];
@@ -69,5 +85,24 @@ pub fn init(g: &Global, args: &InitArgs) -> anyhow::Result<Report> {
         notes.push(format!("set cluster.name (now {PLACEHOLDER:?}) or rerun with --cluster NAME"));
     }
     notes.push(format!("next: karpctl validate -c {0} && karpctl plan -c {0}", target.display()));
-    Ok(Report { notes, ..Default::default() })
+    let stdout = match g.output {
+        OutputFormat::Text => String::new(),
+        f => crate::output::encode(&doc(Some(target.clone()), Vec::new()), f)?,
+    };
+    Ok(Report { stdout, notes, ..Default::default() })
+}
+
+/// A refusal `main` can add the exact next command to.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{} already exists; pass --force to overwrite it or --out to write elsewhere", .0.display())]
+    Exists(std::path::PathBuf),
+}
+
+impl InitError {
+    pub fn help(&self) -> String {
+        match self {
+            InitError::Exists(p) => format!("karpctl init --force --out {}   # or keep it: karpctl validate -c {0}", p.display()),
+        }
+    }
 }

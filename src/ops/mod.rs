@@ -29,8 +29,20 @@ pub struct Report {
     pub exit: i32,
 }
 
-/// Exit codes (documented in README).
+/// Exit codes (documented in README's table, which a test compares with `ALL`).
 pub mod exit {
+    /// Every exit code with its meaning, in the order README lists them.
+    pub const ALL: [(i32, &str); 6] = [
+        (OK, "success (for `plan --detailed-exitcode`: no changes)"),
+        (
+            ERROR,
+            "error: a failed step (the state records it `failed` and the finished ones `done`; the `help:` lines end with `karpctl up` to resume), a failed check or verify, a held lock, an unreachable cluster …",
+        ),
+        (CHANGES, "`plan --detailed-exitcode` found changes"),
+        (INVALID_CONFIG, "invalid config: nothing was changed"),
+        (USAGE, "usage error (unknown flag, bad value)"),
+        (INTERRUPTED, "interrupted (Ctrl-C); the state records where it stopped"),
+    ];
     pub const OK: i32 = 0;
     pub const ERROR: i32 = 1;
     pub const CHANGES: i32 = 2;

@@ -12,6 +12,7 @@ use anyhow::Context;
 use crate::cli::{Global, OutputFormat, PlanArgs, UpArgs};
 use crate::config;
 use crate::engine::{Mode, Outcome, RunReport, Runner, Step};
+use crate::output::{Run, RunKind};
 use crate::state::LockInfo;
 use crate::ui::progress::{Progress, Style};
 
@@ -124,19 +125,38 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
 }
 
 fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
-    let doc = serde_json::json!({
-        "changes": w.report.changes(),
-        "applied": applied,
-        "steps": w.total,
-        "unchanged": w.report.fresh,
-        "planned": w.report.planned,
-        "outcomes": w.report.outcomes.iter().map(|(s, o)| serde_json::json!({"step": s, "result": o, "help": w.report.help.get(s)})).collect::<Vec<_>>(),
-    });
-    Ok(match g.output {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&doc)?),
-        OutputFormat::Yaml => serde_yaml::to_string(&doc)?,
-        OutputFormat::Text => crate::ui::plan_text(&w.report, w.total, applied),
-    })
+    match g.output {
+        OutputFormat::Text => Ok(crate::ui::plan_text(&w.report, w.total, applied, crate::ui::stdout_color())),
+        f => {
+            let kind = if applied { RunKind::Apply } else { RunKind::Plan };
+            crate::output::encode(&Run::new(kind, &w.report, w.total), f)
+        }
+    }
+}
+
+/// `help:` lines for steps that did not finish: each failed step's own next
+/// command (once each), then approve, inspect, and — last — how to resume.
+pub fn next_steps(report: &RunReport, command: &str) -> Vec<String> {
+    let failed = report.failed();
+    let mut help: Vec<String> = Vec::new();
+    for (step, _) in &failed {
+        if let Some(h) = report.help.get(step) {
+            if !help.contains(h) {
+                help.push(h.clone());
+            }
+        }
+    }
+    if failed.iter().any(|(_, o)| matches!(o, Outcome::NeedsApproval { .. })) {
+        help.push(format!("read why above, then approve: karpctl {command} --yes"));
+    }
+    if failed.iter().any(|(_, o)| !matches!(o, Outcome::NeedsApproval { .. })) {
+        let done = report.outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Fresh | Outcome::UpToDate | Outcome::Applied { .. })).count();
+        help.push(format!("karpctl {}   # what is left to do, and why", if command == "up" { "plan" } else { "rollback --dry-run" }));
+        help.push(format!(
+            "`karpctl {command}` resumes where this run stopped ({done} step(s) recorded done are not redone); `karpctl status` shows each step's error"
+        ));
+    }
+    help
 }
 
 pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
@@ -167,22 +187,10 @@ pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
     let w = walk(g, Mode::Apply, opts).await?;
     let failed = w.report.failed();
     let mut notes = Vec::new();
-    let mut help = Vec::new();
     if !failed.is_empty() {
         notes.push(format!("{} step(s) did not finish; fix the cause and run `karpctl up` again: finished steps are skipped", failed.len()));
-        // The failed steps' own next commands first (each once), then how to resume.
-        for (step, _) in &failed {
-            if let Some(h) = w.report.help.get(step) {
-                if !help.contains(h) {
-                    help.push(h.clone());
-                }
-            }
-        }
-        let done = w.report.outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Fresh | Outcome::UpToDate | Outcome::Applied { .. })).count();
-        help.push(format!(
-            "`karpctl up` resumes where this run stopped ({done} step(s) recorded done are not redone); `karpctl status` shows each step's error"
-        ));
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
+    let help = next_steps(&w.report, "up");
     Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, help, exit })
 }

@@ -73,8 +73,22 @@ pub fn render(g: &Global, args: &RenderArgs) -> anyhow::Result<Report> {
         _ => Encoding::Yaml,
     };
     let mut report = Report { warnings: loaded.warnings, notes: bundle.notes.clone(), ..Default::default() };
+    let mut doc = crate::output::Render {
+        api_version: crate::output::ApiVersion::V1Alpha1,
+        kind: crate::output::RenderKind::Render,
+        documents: Vec::new(),
+        out: args.out.clone(),
+        files: Vec::new(),
+        notes: bundle.notes.clone(),
+    };
     match &args.out {
-        None => report.stdout = render::stream(&docs, enc),
+        None if g.output == OutputFormat::Text => report.stdout = render::stream(&docs, enc),
+        None => {
+            doc.documents = docs
+                .iter()
+                .map(|d| crate::output::Rendered { path: d.path.clone(), kind: d.kind, content: d.content.clone() })
+                .collect();
+        }
         Some(dir) => {
             let files = render::files(&docs, enc);
             for (name, content) in &files {
@@ -82,7 +96,11 @@ pub fn render(g: &Global, args: &RenderArgs) -> anyhow::Result<Report> {
                 write_atomic(&path, content.as_bytes(), 0o644).with_context(|| format!("writing {}", path.display()))?;
             }
             report.notes.push(format!("wrote {} files to {}", files.len(), dir.display()));
+            doc.files = files.into_iter().map(|(name, _)| name).collect();
         }
+    }
+    if g.output != OutputFormat::Text {
+        report.stdout = crate::output::encode(&doc, g.output)?;
     }
     Ok(report)
 }
@@ -97,11 +115,20 @@ pub fn validate(g: &Global) -> anyhow::Result<Report> {
         loaded.config.karpenter.version
     );
     let stdout = match g.output {
-        OutputFormat::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&serde_json::json!({"valid": true, "file": g.config, "warnings": loaded.warnings}))?
-        ),
-        _ => summary,
+        OutputFormat::Text => summary,
+        f => crate::output::encode(
+            &crate::output::Validation {
+                api_version: crate::output::ApiVersion::V1Alpha1,
+                kind: crate::output::ValidateKind::Validation,
+                valid: true,
+                file: g.config.clone(),
+                node_classes: loaded.config.node_classes.len(),
+                node_pools: loaded.config.node_pools.len(),
+                karpenter_version: loaded.config.karpenter.version.clone(),
+                warnings: loaded.warnings.clone(),
+            },
+            f,
+        )?,
     };
     Ok(Report { stdout, warnings: loaded.warnings, ..Default::default() })
 }

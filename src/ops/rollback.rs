@@ -136,25 +136,20 @@ fn quiet_reasons(r: &RunReport) -> RunReport {
 }
 
 fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
-    let list = |v: &[(String, Vec<String>)]| v.iter().map(|(s, l)| serde_json::json!({"step": s, "resources": l})).collect::<Vec<_>>();
-    let doc = serde_json::json!({
-        "rollback": true,
-        "applied": applied,
-        "changes": w.report.changes(),
-        "sequence": w.sequence,
-        "steps": w.sequence.len(),
-        "planned": w.report.planned,
-        "outcomes": w.report.outcomes.iter().map(|(s, o)| serde_json::json!({"step": s, "result": o})).collect::<Vec<_>>(),
-        "removed": list(&w.removed),
-        "kept": list(&w.kept),
-        "forgottenRecords": w.forgotten,
-    });
+    use crate::output::{Run, RunKind, StepResources};
+    let list = |v: &[(String, Vec<String>)]| v.iter().map(|(s, l)| StepResources { step: s.clone(), resources: l.clone() }).collect::<Vec<_>>();
     Ok(match g.output {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&doc)?),
-        OutputFormat::Yaml => serde_yaml::to_string(&doc)?,
+        f @ (OutputFormat::Json | OutputFormat::Yaml) => {
+            let mut doc = Run::new(if applied { RunKind::Rollback } else { RunKind::RollbackPlan }, &w.report, w.sequence.len());
+            doc.sequence = Some(w.sequence.clone());
+            doc.removed = Some(list(&w.removed));
+            doc.kept = Some(list(&w.kept));
+            doc.forgotten_records = Some(w.forgotten.clone());
+            crate::output::encode(&doc, f)?
+        }
         OutputFormat::Text => {
             let mut s = format!("Rollback sequence: {}\n\n", w.sequence.join(" → "));
-            s.push_str(&crate::ui::plan_text(&quiet_reasons(&w.report), w.sequence.len(), applied));
+            s.push_str(&crate::ui::plan_text(&quiet_reasons(&w.report), w.sequence.len(), applied, crate::ui::stdout_color()));
             if !w.removed.is_empty() {
                 s.push_str("\nRemoved:\n");
                 for (step, items) in &w.removed {
@@ -190,6 +185,7 @@ pub async fn rollback(g: &Global, args: &RollbackArgs) -> anyhow::Result<Report>
     if !approval.is_empty() {
         notes.push(format!("{} needs approval; read the reason above, then run `karpctl rollback --yes` to go on", approval.join(", ")));
     }
+    let help = if args.dry_run { Vec::new() } else { super::plan::next_steps(&w.report, "rollback") };
     if failed.len() > approval.len() {
         notes.push(format!(
             "{} step(s) did not finish; fix the cause and run `karpctl rollback` again: it checks every step and goes on where it stopped",
@@ -200,7 +196,7 @@ pub async fn rollback(g: &Global, args: &RollbackArgs) -> anyhow::Result<Report>
         notes.push(format!("`karpctl up` recreates what was removed ({} up record(s) forgotten)", w.forgotten.len()));
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
-    Ok(Report { stdout: render(g, &w, !args.dry_run)?, warnings: w.warnings.clone(), notes, exit, ..Default::default() })
+    Ok(Report { stdout: render(g, &w, !args.dry_run)?, warnings: w.warnings.clone(), notes, help, exit })
 }
 
 /// `karpctl plan --rollback`.

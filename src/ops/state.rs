@@ -24,28 +24,33 @@ pub async fn status(g: &Global) -> anyhow::Result<Report> {
     }
     let holder = backend.lock_holder().await?;
     let live = live(g, c, state.as_ref()).await;
+    let mut help = Vec::new();
+    if live.get("error").is_some() {
+        help.push("karpctl doctor   # checks credentials, the cluster and how karpctl reaches it".to_string());
+    }
+    if let Some(h) = &holder {
+        help.push(format!("only if that run is gone: karpctl state unlock {}", h.id));
+    }
     let stdout = match g.output {
-        OutputFormat::Json | OutputFormat::Yaml => {
-            let doc = serde_json::json!({
-                "cluster": c.cluster.name,
-                "backend": backend.describe(),
-                "state": state,
-                "lock": holder,
-                "live": live,
-            });
-            if g.output == OutputFormat::Json {
-                format!("{}\n", serde_json::to_string_pretty(&doc)?)
-            } else {
-                serde_yaml::to_string(&doc)?
-            }
-        }
         OutputFormat::Text => {
             let mut s = crate::ui::status_text(&c.cluster.name, &backend.describe(), state.as_ref(), holder.as_ref());
             s.push_str(&crate::ui::live_text(&live));
             s
         }
+        f => {
+            let doc = crate::output::Status {
+                api_version: crate::output::ApiVersion::V1Alpha1,
+                kind: crate::output::StatusKind::Status,
+                cluster: c.cluster.name.clone(),
+                backend: backend.describe(),
+                state,
+                lock: holder,
+                live,
+            };
+            crate::output::encode(&doc, f)?
+        }
     };
-    Ok(Report { stdout, warnings: loaded.warnings, ..Default::default() })
+    Ok(Report { stdout, warnings: loaded.warnings, help, ..Default::default() })
 }
 
 /// The cluster as it is now; `{"error": …}` when it cannot be reached in time.
@@ -65,17 +70,41 @@ pub async fn state(g: &Global, cmd: &StateCommand) -> anyhow::Result<Report> {
     let loaded = config::load(&g.config)?;
     let c = &loaded.config;
     let backend = super::context::backend(c, g).await?;
+    use crate::output::{encode, ApiVersion, StateAction, StateChange, StateChangeKind, StateDoc, StateKind};
+    let change = |action, lock_id: Option<String>, file: Option<std::path::PathBuf>, serial: Option<u64>| StateChange {
+        api_version: ApiVersion::V1Alpha1,
+        kind: StateChangeKind::StateChange,
+        action,
+        backend: backend.describe(),
+        lock_id,
+        file,
+        serial,
+    };
     let stdout = match cmd {
         StateCommand::Show | StateCommand::Pull => {
             let st = backend.load().await.with_context(|| format!("reading state from {}", backend.describe()))?;
-            match st {
-                Some(s) => crate::state::encode(&s)?,
-                None => bail!("no state at {} yet; `karpctl up` creates it", backend.describe()),
+            let Some(s) = st else {
+                bail!("no state at {} yet; `karpctl up` creates it", backend.describe());
+            };
+            match (cmd, g.output) {
+                // `pull` prints the state file itself, ready for `state push`.
+                (StateCommand::Pull, _) => crate::state::encode(&s)?,
+                (_, OutputFormat::Text) => {
+                    let lock = backend.lock_holder().await?;
+                    crate::ui::state_text(&backend.describe(), &s, lock.as_ref())
+                }
+                (_, f) => {
+                    let lock = backend.lock_holder().await?;
+                    encode(&StateDoc { api_version: ApiVersion::V1Alpha1, kind: StateKind::State, backend: backend.describe(), lock, state: s }, f)?
+                }
             }
         }
         StateCommand::Unlock { id } => {
             backend.unlock(id).await?;
-            format!("released lock {id} on {}\n", backend.describe())
+            match g.output {
+                OutputFormat::Text => format!("released lock {id} on {}\n", backend.describe()),
+                f => encode(&change(StateAction::Unlock, Some(id.clone()), None, None), f)?,
+            }
         }
         StateCommand::Push { file } => {
             let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -98,7 +127,10 @@ pub async fn state(g: &Global, cmd: &StateCommand) -> anyhow::Result<Report> {
                     incoming.serial = incoming.serial.max(cur.serial);
                 }
                 backend.save(&mut incoming).await?;
-                Ok(format!("pushed {} to {} (serial {})\n", file.display(), backend.describe(), incoming.serial))
+                Ok(match g.output {
+                    OutputFormat::Text => format!("pushed {} to {} (serial {})\n", file.display(), backend.describe(), incoming.serial),
+                    f => encode(&change(StateAction::Push, None, Some(file.clone()), Some(incoming.serial)), f)?,
+                })
             }
             .await;
             backend.unlock(&info.id).await?;

@@ -17,6 +17,7 @@ use crate::cli::{Global, OutputFormat, VerifyArgs};
 use crate::config::{self, types::TaintEffect};
 use crate::engine::{Event, Outcome};
 use crate::kube::apply;
+use crate::output::{ApiVersion, Diagnosis, Verify, VerifyKind, VerifyResult};
 use crate::ui::progress::{Progress, Style};
 
 use super::{exit, Report};
@@ -83,6 +84,10 @@ pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<Report> {
     }
     let name = format!("verify-{}-{}", pool.name, &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let started = Instant::now();
+    let progress = Progress::new(Style::detect(g.output == OutputFormat::Json));
+    let step = format!("verify/{}", pool.name);
+    progress.event(Event::Started { step: step.clone(), why: vec![] });
+    let say = |m: String| progress.event(Event::Progress { step: step.clone(), message: m });
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
     // A previous verify's namespace may still be terminating: wait for it to go.
@@ -92,8 +97,11 @@ pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<Report> {
             break;
         }
         if waited.elapsed() > Duration::from_secs(120) {
-            anyhow::bail!("namespace {NAMESPACE} from an earlier verify is still terminating after 120s; check `kubectl get ns {NAMESPACE} -o yaml`");
+            let error = format!("namespace {NAMESPACE} from an earlier verify is still terminating after 120s");
+            progress.event(Event::Finished { step: step.clone(), outcome: Outcome::Failed { error: error.clone() }, elapsed_ms: started.elapsed().as_millis() });
+            anyhow::bail!("{error}; check `kubectl get ns {NAMESPACE} -o yaml`");
         }
+        say(format!("waiting for namespace {NAMESPACE} of an earlier verify to be deleted ({}s)", waited.elapsed().as_secs()));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let created_ns = if namespaces.get_opt(NAMESPACE).await?.is_none() {
@@ -112,15 +120,13 @@ pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<Report> {
             Ok(_) => break,
             Err(kube::Error::Api(s)) if s.is_forbidden() && s.message.contains("serviceaccount") && attempt < 20 => {
                 attempt += 1;
+                say(format!("waiting for the default service account of namespace {NAMESPACE}"));
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(e) => return Err(e).context(format!("creating test pod {NAMESPACE}/{name}")),
         }
     }
-    let progress = Progress::new(Style::detect(g.output == OutputFormat::Json));
-    let step = format!("verify/{}", pool.name);
-    progress.event(Event::Started { step: step.clone(), why: vec![] });
-    let say = |m: String| progress.event(Event::Progress { step: step.clone(), message: m });
+    say(format!("created test pod {NAMESPACE}/{name}"));
     let outcome = wait(&client, &pods, &name, &pool.name, args.timeout, &say).await;
     let finished = match &outcome {
         Ok(_) => Outcome::Applied { action: crate::engine::Action::None },
@@ -134,24 +140,42 @@ pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<Report> {
             let _ = namespaces.delete(NAMESPACE, &DeleteParams::default()).await;
         }
     }
-    let (ok, doc) = match outcome {
-        Ok((node, node_after, running_after)) => (
-            true,
-            json!({"result": "passed", "pool": pool.name, "pod": name, "node": node,
-                   "nodeAfterSeconds": node_after.as_secs_f64(), "runningAfterSeconds": running_after.as_secs_f64(), "cleanedUp": !args.keep}),
-        ),
-        Err(why) => {
-            let report = diagnose(&client, &pods, &name, &pool.name).await;
-            (false, json!({"result": "failed", "pool": pool.name, "pod": name, "reason": why, "diagnosis": report,
-                           "elapsedSeconds": started.elapsed().as_secs_f64(), "cleanedUp": !args.keep}))
-        }
+    let base = Verify {
+        api_version: ApiVersion::V1Alpha1,
+        kind: VerifyKind::Verify,
+        result: VerifyResult::Passed,
+        pool: pool.name.clone(),
+        pod: name.clone(),
+        node: None,
+        node_after_seconds: None,
+        running_after_seconds: None,
+        reason: None,
+        diagnosis: None,
+        elapsed_seconds: None,
+        cleaned_up: !args.keep,
     };
+    let doc = match outcome {
+        Ok((node, node_after, running_after)) => Verify {
+            node: Some(node),
+            node_after_seconds: Some(node_after.as_secs_f64()),
+            running_after_seconds: Some(running_after.as_secs_f64()),
+            ..base
+        },
+        Err(why) => Verify {
+            result: VerifyResult::Failed,
+            reason: Some(why),
+            diagnosis: Some(diagnose(&client, &pods, &name, &pool.name).await),
+            elapsed_seconds: Some(started.elapsed().as_secs_f64()),
+            ..base
+        },
+    };
+    let ok = doc.result == VerifyResult::Passed;
     let stdout = match g.output {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&doc)?),
-        OutputFormat::Yaml => serde_yaml::to_string(&doc)?,
         OutputFormat::Text => text(&doc),
+        f => crate::output::encode(&doc, f)?,
     };
-    Ok(Report { stdout, warnings: loaded.warnings, exit: if ok { exit::OK } else { exit::ERROR }, ..Default::default() })
+    let help = if ok { Vec::new() } else { vec![format!("karpctl verify --pool {} --keep   # leaves the pod for `kubectl describe pod -n {NAMESPACE}`", pool.name)] };
+    Ok(Report { stdout, warnings: loaded.warnings, help, exit: if ok { exit::OK } else { exit::ERROR }, ..Default::default() })
 }
 
 /// Until the pod runs on a node of `pool`: (node, node seen after, running after).
@@ -199,7 +223,7 @@ async fn wait(
 }
 
 /// The pod's events and the pool's conditions: where Karpenter says why.
-async fn diagnose(client: &kube::Client, _pods: &Api<Pod>, name: &str, pool: &str) -> Value {
+async fn diagnose(client: &kube::Client, _pods: &Api<Pod>, name: &str, pool: &str) -> Diagnosis {
     let events: Api<KubeEvent> = Api::namespaced(client.clone(), NAMESPACE);
     let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
     let evs: Vec<String> = events
@@ -220,31 +244,36 @@ async fn diagnose(client: &kube::Client, _pods: &Api<Pod>, name: &str, pool: &st
         Ok(None) => "the NodePool does not exist (run `karpctl up`)".into(),
         Err(e) => format!("could not read the NodePool: {e}"),
     };
-    json!({"podEvents": evs, "nodePool": pool_state, "hints": [
-        "kubectl logs -n <karpenter namespace> -l app.kubernetes.io/name=karpenter --tail=100",
-        "check the pool's limits, its instance requirements and the EC2NodeClass status (`karpctl status`)"
-    ]})
+    Diagnosis {
+        pod_events: evs,
+        node_pool: pool_state,
+        hints: vec![
+            "kubectl logs -n <karpenter namespace> -l app.kubernetes.io/name=karpenter --tail=100".into(),
+            "check the pool's limits, its instance requirements and the EC2NodeClass status (`karpctl status`)".into(),
+        ],
+    }
 }
 
-fn text(doc: &Value) -> String {
-    if doc["result"] == "passed" {
+fn text(doc: &Verify) -> String {
+    if doc.result == VerifyResult::Passed {
         return format!(
             "verify {}: passed — node {} after {:.1}s, pod Running after {:.1}s{}\n",
-            doc["pool"].as_str().unwrap_or("?"),
-            doc["node"].as_str().unwrap_or("?"),
-            doc["nodeAfterSeconds"].as_f64().unwrap_or(0.0),
-            doc["runningAfterSeconds"].as_f64().unwrap_or(0.0),
-            if doc["cleanedUp"] == true { "; test pod removed" } else { "; test pod kept (--keep)" }
+            doc.pool,
+            doc.node.as_deref().unwrap_or("?"),
+            doc.node_after_seconds.unwrap_or(0.0),
+            doc.running_after_seconds.unwrap_or(0.0),
+            if doc.cleaned_up { "; test pod removed" } else { "; test pod kept (--keep)" }
         );
     }
-    let mut s = format!("verify {}: FAILED — {}\n", doc["pool"].as_str().unwrap_or("?"), doc["reason"].as_str().unwrap_or("?"));
-    let d = &doc["diagnosis"];
-    s.push_str(&format!("  NodePool: {}\n", d["nodePool"].as_str().unwrap_or("?")));
-    for e in d["podEvents"].as_array().into_iter().flatten() {
-        s.push_str(&format!("  event: {}\n", e.as_str().unwrap_or("")));
-    }
-    for h in d["hints"].as_array().into_iter().flatten() {
-        s.push_str(&format!("  next: {}\n", h.as_str().unwrap_or("")));
+    let mut s = format!("verify {}: FAILED — {}\n", doc.pool, doc.reason.as_deref().unwrap_or("?"));
+    if let Some(d) = &doc.diagnosis {
+        s.push_str(&format!("  NodePool: {}\n", d.node_pool));
+        for e in &d.pod_events {
+            s.push_str(&format!("  event: {e}\n"));
+        }
+        for h in &d.hints {
+            s.push_str(&format!("  next: {h}\n"));
+        }
     }
     s
 }

@@ -22,7 +22,7 @@ pub use helm::Facts;
 pub use nodes::AmiChoice;
 
 /// What a rendered document is, which decides where it goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DocKind {
     /// Kubernetes manifests (node classes, pools, extra objects).

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{Location, StateError};
 
 /// Written into the lock: enough for a person to find the run that holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LockInfo {
     /// A fresh UUID per run; `state unlock` takes it.
     pub id: String,

@@ -38,7 +38,7 @@ pub const STATE_VERSION: u32 = 1;
 ///
 /// Holds only what the engine hands it (non-secret inputs and outputs); no
 /// field is added on the way to storage, so what is saved is exactly this.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     pub version: u32,
@@ -53,7 +53,7 @@ pub struct State {
     pub steps: BTreeMap<String, StepRecord>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepRecord {
     pub kind: String,
@@ -68,7 +68,7 @@ pub struct StepRecord {
     pub finished_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     InProgress,

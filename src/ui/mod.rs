@@ -1,18 +1,44 @@
 /*!
 The only module that prints. Commands return values; this module shows them as
-text for a terminal, or as JSON/YAML for CI, and renders errors and config
-findings with colour only when stderr is a terminal and NO_COLOR is unset.
+text for a terminal (aligned tables, a terraform-like plan), or as JSON/YAML for
+CI, and renders errors and config findings. Colour follows `--color`: with
+`auto`, only on a terminal and only when NO_COLOR is unset.
 */
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod progress;
 
 use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
 
+use comfy_table::{ContentArrangement, Table};
+
+use crate::cli::ColorChoice;
 use crate::config::{ConfigErrors, Diagnostic, Severity};
 
-fn color() -> bool {
-    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+static COLOR: OnceLock<ColorChoice> = OnceLock::new();
+
+/// Set once by `main` from `--color`; `auto` until then.
+pub fn set_color(choice: ColorChoice) {
+    let _ = COLOR.set(choice);
+}
+
+fn wants_color(is_terminal: bool) -> bool {
+    match COLOR.get().copied().unwrap_or(ColorChoice::Auto) {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none() && is_terminal,
+    }
+}
+
+/// Colour on stderr (diagnostics, notes, progress).
+pub fn color() -> bool {
+    wants_color(std::io::stderr().is_terminal())
+}
+
+/// Colour on stdout (the plan, tables' headings).
+pub fn stdout_color() -> bool {
+    wants_color(std::io::stdout().is_terminal())
 }
 
 fn paint(code: &str, s: &str) -> String {
@@ -46,16 +72,22 @@ pub fn diagnostic(d: &Diagnostic) {
     }
 }
 
-pub fn config_errors(e: &ConfigErrors, json: bool) {
-    if json {
-        let doc = serde_json::json!({
-            "error": {
-                "kind": "invalid-config",
-                "file": e.file,
-                "diagnostics": e.diagnostics,
-            }
-        });
-        out(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
+pub fn config_errors(e: &ConfigErrors, format: crate::cli::OutputFormat) {
+    use crate::output::{ApiVersion, ErrorBody, ErrorDoc, ErrorKind};
+    if format != crate::cli::OutputFormat::Text {
+        let doc = ErrorDoc {
+            api_version: ApiVersion::V1Alpha1,
+            kind: ErrorKind::Error,
+            error: ErrorBody {
+                kind: "invalid-config".into(),
+                message: None,
+                chain: None,
+                file: Some(e.file.clone()),
+                diagnostics: Some(e.diagnostics.clone()),
+                help: vec![],
+            },
+        };
+        out(&crate::output::encode(&doc, format).unwrap_or_default());
         return;
     }
     for d in &e.diagnostics {
@@ -70,16 +102,33 @@ pub fn config_errors(e: &ConfigErrors, json: bool) {
     );
 }
 
-pub fn error(e: &anyhow::Error, json: bool) {
-    if json {
+/// An error: as text on stderr followed by its `help:` lines, or as an `Error`
+/// document on stdout when `format` is json or yaml.
+pub fn error(e: &anyhow::Error, format: crate::cli::OutputFormat, help: &[String]) {
+    use crate::output::{ApiVersion, ErrorBody, ErrorDoc, ErrorKind};
+    if format != crate::cli::OutputFormat::Text {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        let doc = serde_json::json!({"error": {"kind": "error", "message": chain.join(": "), "chain": chain}});
-        out(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
+        let doc = ErrorDoc {
+            api_version: ApiVersion::V1Alpha1,
+            kind: ErrorKind::Error,
+            error: ErrorBody {
+                kind: "error".into(),
+                message: Some(chain.join(": ")),
+                chain: Some(chain),
+                file: None,
+                diagnostics: None,
+                help: help.to_vec(),
+            },
+        };
+        out(&crate::output::encode(&doc, format).unwrap_or_default());
         return;
     }
     eprintln!("{} {e}", paint("1;31", "error:"));
     for cause in e.chain().skip(1) {
         eprintln!("  {} {cause}", paint("34", "caused by:"));
+    }
+    for h in help {
+        help_line(h);
     }
 }
 
@@ -87,12 +136,90 @@ pub fn help_line(s: &str) {
     eprintln!("  {} {s}", paint("1;36", "help:"));
 }
 
-fn paint_out(code: &str, s: &str) -> String {
-    if std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal() {
-        format!("\x1b[{code}m{s}\x1b[0m")
-    } else {
-        s.to_string()
+
+/// ANSI styling that is a no-op when colour is off.
+#[derive(Debug, Clone, Copy)]
+pub struct Paint(pub bool);
+
+impl Paint {
+    fn on(self, code: &str, s: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
     }
+    pub fn green(self, s: &str) -> String {
+        self.on("32", s)
+    }
+    pub fn yellow(self, s: &str) -> String {
+        self.on("33", s)
+    }
+    pub fn red(self, s: &str) -> String {
+        self.on("31", s)
+    }
+    pub fn bold(self, s: &str) -> String {
+        self.on("1", s)
+    }
+    pub fn dim(self, s: &str) -> String {
+        self.on("2", s)
+    }
+}
+
+/// A section heading, the same for every command.
+fn heading(p: Paint, s: &str) -> String {
+    format!("{}\n", p.bold(s))
+}
+
+/// How wide tables may be: the terminal's width when stdout is one, else unbounded
+/// (a pipe or a CI log wraps nothing).
+fn table_width() -> Option<u16> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| w.0)
+}
+
+/// A borderless table with an upper-case header row, columns two spaces apart.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    if !header.is_empty() {
+        t.set_header(header.iter().map(|h| h.to_uppercase()));
+    }
+    match table_width() {
+        Some(w) => {
+            t.set_content_arrangement(ContentArrangement::Dynamic);
+            t.set_width(w);
+        }
+        None => {
+            t.set_content_arrangement(ContentArrangement::Disabled);
+        }
+    }
+    t
+}
+
+/// The table as lines: no leading padding, no trailing blanks.
+pub fn table_text(mut t: Table) -> String {
+    let n = t.column_count();
+    for (i, c) in t.column_iter_mut().enumerate() {
+        c.set_padding((0, if i + 1 == n { 0 } else { 2 }));
+    }
+    let mut s = String::new();
+    for line in t.lines() {
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// `key  value` lines, aligned.
+fn pairs(rows: &[(&str, String)]) -> String {
+    let mut t = table(&[]);
+    for (k, v) in rows {
+        t.add_row(vec![k.to_string(), v.clone()]);
+    }
+    table_text(t)
 }
 
 fn value_text(v: &serde_json::Value) -> String {
@@ -103,79 +230,159 @@ fn value_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// The plan as a terraform-like listing: symbol, step, reasons, field diffs.
-pub fn plan_text(r: &crate::engine::RunReport, total: usize, applied: bool) -> String {
+/// The symbol of an action, as terraform shows it, coloured by what it does.
+fn symbol(p: Paint, a: crate::engine::Action) -> String {
+    use crate::engine::Action;
+    match a {
+        Action::Create => p.green("+"),
+        Action::Update => p.yellow("~"),
+        Action::Delete => p.red("-"),
+        Action::Replace => format!("{}/{}", p.red("-"), p.green("+")),
+        Action::None => " ".into(),
+    }
+}
+
+/// The plan as a terraform-like listing: each step with its action symbol and
+/// summary, the reasons it runs, the field-level `old → new` lines, then what did
+/// not finish and a closing count. `color` comes from `stdout_color()`.
+pub fn plan_text(r: &crate::engine::RunReport, total: usize, applied: bool, color: bool) -> String {
     use crate::engine::{Action, Outcome};
+    let p = Paint(color);
     let mut s = String::new();
     if total == 0 {
         s.push_str("No steps: this version of karpctl has no provisioning steps for this config yet.\n");
         return s;
     }
-    for p in &r.planned {
-        let (sym, code) = match p.change.action {
-            Action::Create => ("+", "32"),
-            Action::Update => ("~", "33"),
-            Action::Replace => ("-/+", "35"),
-            Action::Delete => ("-", "31"),
-            Action::None => (" ", "0"),
+    if !r.planned.is_empty() {
+        s.push_str(&heading(
+            p,
+            if applied { "karpctl made these changes:" } else { "karpctl would make these changes:" },
+        ));
+        s.push('\n');
+    }
+    for pl in &r.planned {
+        let a = pl.change.action;
+        let verb = match a {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Replace => "replace",
+            Action::None => "observe",
         };
-        s.push_str(&format!("{} {} — {}\n", paint_out(code, sym), paint_out("1", &p.step), p.change.summary));
-        for w in &p.why {
-            s.push_str(&format!("    because {w}\n"));
+        s.push_str(&format!("  {} {} {}\n", symbol(p, a), p.bold(&pl.step), p.dim(&format!("({verb})"))));
+        s.push_str(&format!("      {}\n", pl.change.summary));
+        for w in &pl.why {
+            s.push_str(&format!("      {}\n", p.dim(&format!("# because {w}"))));
         }
-        for f in &p.change.fields {
-            s.push_str(&format!("    {} {}: {} → {}\n", paint_out("33", "~"), f.field, value_text(&f.old), value_text(&f.new)));
+        for f in &pl.change.fields {
+            let line = match (&f.old, &f.new) {
+                (serde_json::Value::Null, new) => format!("{} {}: {}", p.green("+"), f.field, value_text(new)),
+                (old, serde_json::Value::Null) => format!("{} {}: {}", p.red("-"), f.field, value_text(old)),
+                (old, new) => format!("{} {}: {} → {}", p.yellow("~"), f.field, value_text(old), value_text(new)),
+            };
+            s.push_str(&format!("      {line}\n"));
         }
-        if p.change.destructive {
-            s.push_str(&format!("    {}\n", paint_out("31", "destructive: needs --yes")));
+        if pl.change.destructive {
+            s.push_str(&format!("      {}\n", p.red("destructive: needs --yes")));
         }
+        s.push('\n');
     }
     for (step, o) in &r.outcomes {
         match o {
-            Outcome::Failed { error } => s.push_str(&format!("{} {step}: {error}\n", paint_out("31", "!"))),
-            Outcome::Blocked { by } => s.push_str(&format!("{} {step}: skipped, {by} did not finish\n", paint_out("33", "?"))),
+            Outcome::Failed { error } => s.push_str(&format!("{} {step}: {error}\n", p.red("!"))),
+            Outcome::Blocked { by } => s.push_str(&format!("{} {step}: skipped, {by} did not finish\n", p.yellow("?"))),
             Outcome::NeedsApproval { summary } => {
-                s.push_str(&format!("{} {step}: {summary}: not done without --yes\n", paint_out("33", "?")))
+                s.push_str(&format!("{} {step}: {summary}: not done without --yes\n", p.yellow("?")))
             }
             _ => {}
         }
     }
-    let n = r.planned.len();
-    s.push_str(&format!(
-        "\n{}: {n} step{} {}, {} unchanged.\n",
-        if applied { "Applied" } else { "Plan" },
-        if n == 1 { "" } else { "s" },
-        if applied { "changed" } else { "to change" },
-        r.fresh.len() + r.outcomes.iter().filter(|(_, o)| *o == Outcome::UpToDate).count()
-    ));
+    let sum = crate::output::Summary::of(r);
+    let counts = if applied {
+        format!("Applied: {} added, {} changed, {} destroyed", sum.add, sum.change, sum.destroy)
+    } else {
+        format!("Plan: {} to add, {} to change, {} to destroy", sum.add, sum.change, sum.destroy)
+    };
+    let mut tail = format!("{} unchanged", sum.unchanged);
+    if sum.not_done > 0 {
+        tail.push_str(&format!(", {} not done", sum.not_done));
+    }
+    if r.planned.is_empty() && sum.not_done == 0 {
+        s.push_str(&format!("{} Nothing to do: all {total} steps are up to date.\n", p.bold("No changes.")));
+    } else {
+        s.push_str(&format!("{}. ({tail})\n", p.bold(&counts)));
+    }
     s
 }
 
-/// The state summary as a table.
+/// The state summary: where it lives, the lock, then one row per step.
 pub fn status_text(
     cluster: &str,
     backend: &str,
     state: Option<&crate::state::State>,
     lock: Option<&crate::state::LockInfo>,
 ) -> String {
-    let mut s = format!("cluster   {cluster}\nstate     {backend}\n");
-    match lock {
-        Some(l) => s.push_str(&format!("lock      held by {l}\n")),
-        None => s.push_str("lock      free\n"),
+    let p = Paint(stdout_color());
+    let mut s = heading(p, "State");
+    let mut rows = vec![
+        ("cluster", cluster.to_string()),
+        ("backend", backend.to_string()),
+        ("lock", lock.map(|l| format!("held by {l}")).unwrap_or_else(|| "free".into())),
+    ];
+    if let Some(st) = state {
+        rows.push(("serial", format!("{} (lineage {}, written by karpctl {})", st.serial, st.lineage, st.tool_version)));
     }
+    s.push_str(&pairs(&rows));
     let Some(st) = state else {
         s.push_str("\nNo state yet: nothing has been provisioned by karpctl.\n");
         return s;
     };
-    s.push_str(&format!("serial    {} (lineage {}, written by karpctl {})\n\n", st.serial, st.lineage, st.tool_version));
-    let w = st.steps.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
-    s.push_str(&format!("{:<w$}  {:<11}  {}\n", "STEP", "STATUS", "FINISHED"));
+    s.push('\n');
+    s.push_str(&steps_table(st, false));
+    s
+}
+
+fn status_name(st: crate::state::StepStatus) -> String {
+    serde_json::to_value(st).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+/// One row per step record; `full` adds the kind and start time.
+fn steps_table(st: &crate::state::State, full: bool) -> String {
+    let mut t = if full {
+        table(&["step", "kind", "status", "started", "finished", "error"])
+    } else {
+        table(&["step", "status", "finished", "error"])
+    };
     for (id, r) in &st.steps {
-        let status = serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-        s.push_str(&format!("{:<w$}  {:<11}  {}\n", id, status, r.finished_at.as_deref().unwrap_or("-")));
-        if let Some(e) = &r.error {
-            s.push_str(&format!("{:<w$}  error: {e}\n", ""));
+        let err = r.error.as_deref().map(|e| e.lines().next().unwrap_or_default().to_string()).unwrap_or_default();
+        let finished = r.finished_at.clone().unwrap_or_else(|| "-".into());
+        if full {
+            t.add_row(vec![id.clone(), r.kind.clone(), status_name(r.status), r.started_at.clone().unwrap_or_else(|| "-".into()), finished, err]);
+        } else {
+            t.add_row(vec![id.clone(), status_name(r.status), finished, err]);
         }
+    }
+    table_text(t)
+}
+
+/// `state show`: the backend, lock and identity, then every record.
+pub fn state_text(backend: &str, st: &crate::state::State, lock: Option<&crate::state::LockInfo>) -> String {
+    let p = Paint(stdout_color());
+    let mut s = heading(p, "State");
+    s.push_str(&pairs(&[
+        ("backend", backend.to_string()),
+        ("cluster", st.cluster.clone()),
+        ("region", st.region.clone().unwrap_or_else(|| "-".into())),
+        ("lineage", st.lineage.clone()),
+        ("serial", st.serial.to_string()),
+        ("written by", format!("karpctl {} (state version {})", st.tool_version, st.version)),
+        ("lock", lock.map(|l| format!("held by {l}")).unwrap_or_else(|| "free".into())),
+    ]));
+    s.push('\n');
+    if st.steps.is_empty() {
+        s.push_str("No step records.\n");
+    } else {
+        s.push_str(&steps_table(st, true));
     }
     s
 }
@@ -183,79 +390,151 @@ pub fn status_text(
 /// The live half of `status`: controller, CRDs, classes, pools, device plugin.
 pub fn live_text(live: &serde_json::Value) -> String {
     use serde_json::Value;
-    let mut s = String::from("\nLIVE\n");
+    let p = Paint(stdout_color());
+    let mut s = format!("\n{}", heading(p, "Live"));
     if let Some(e) = live["error"].as_str() {
-        s.push_str(&format!("  cluster unreachable: {e}\n"));
+        s.push_str(&format!("cluster unreachable: {e}\n"));
         return s;
     }
-    let errored = |v: &Value| v["error"].as_str().map(|e| format!("  (could not read: {e})\n"));
+    let str_of = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    let mut t = table(&["component", "name", "status", "details"]);
+    let unreadable = |v: &Value| v["error"].as_str().map(|e| format!("could not read: {e}"));
     let k = &live["controller"];
-    if let Some(e) = errored(k) {
-        s.push_str(&format!("controller{e}"));
+    if let Some(e) = unreadable(k) {
+        t.add_row(vec!["controller".into(), "-".into(), "unknown".into(), e]);
     } else if k["installed"] == true {
-        s.push_str(&format!(
-            "controller  {}/{} available in {}  version {}  image {}\n",
-            k["available"], k["replicas"], k["namespace"].as_str().unwrap_or(""), k["version"].as_str().unwrap_or("?"), k["image"].as_str().unwrap_or("?")
-        ));
-        for p in k["pods"].as_array().into_iter().flatten() {
-            s.push_str(&format!(
-                "  pod {}  {}  ready={}  node={}  restarts={}\n",
-                p["name"].as_str().unwrap_or("?"), p["phase"].as_str().unwrap_or("?"), p["ready"], p["node"].as_str().unwrap_or("-"), p["restarts"]
-            ));
+        t.add_row(vec![
+            "controller".into(),
+            format!("{}/{}", str_of(&k["namespace"]), k["deployment"].as_str().unwrap_or("karpenter")),
+            format!("{}/{} available", k["available"], k["replicas"]),
+            format!("version {}, image {}", str_of(&k["version"]), str_of(&k["image"])),
+        ]);
+        for pod in k["pods"].as_array().into_iter().flatten() {
+            t.add_row(vec![
+                "pod".into(),
+                str_of(&pod["name"]),
+                format!("{}{}", str_of(&pod["phase"]), if pod["ready"] == true { ", ready" } else { ", not ready" }),
+                format!("node {}, {} restart(s)", pod["node"].as_str().unwrap_or("-"), pod["restarts"]),
+            ]);
         }
     } else {
-        s.push_str("controller  not installed\n");
+        t.add_row(vec!["controller".into(), "-".into(), "not installed".into(), String::new()]);
     }
     match live["crds"].as_array() {
         Some(crds) if !crds.is_empty() => {
             for c in crds {
-                s.push_str(&format!("crd         {}  served {}  karpenter {}\n", c["name"].as_str().unwrap_or("?"),
-                    c["served"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default(),
-                    c["karpenterVersion"].as_str().unwrap_or("unknown")));
+                let served = c["served"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default();
+                t.add_row(vec![
+                    "crd".into(),
+                    str_of(&c["name"]),
+                    format!("served {served}"),
+                    format!("karpenter {}", c["karpenterVersion"].as_str().unwrap_or("unknown")),
+                ]);
             }
         }
-        Some(_) => s.push_str("crd         none installed\n"),
-        None => s.push_str(&errored(&live["crds"]).unwrap_or_default()),
+        Some(_) => {
+            t.add_row(vec!["crd".into(), "-".into(), "none installed".into(), String::new()]);
+        }
+        None => {
+            t.add_row(vec!["crd".into(), "-".into(), "unknown".into(), unreadable(&live["crds"]).unwrap_or_default()]);
+        }
     }
-    let state = |o: &Value| if o["ready"] == true { "Ready".to_string() } else { format!("NOT READY: {}", o["why"].as_str().unwrap_or("?")) };
+    let ready = |o: &Value| if o["ready"] == true { ("Ready".to_string(), String::new()) } else { ("NOT READY".to_string(), str_of(&o["why"])) };
     for c in live["nodeClasses"].as_array().into_iter().flatten() {
-        s.push_str(&format!("class       {}  {}\n", c["name"].as_str().unwrap_or("?"), state(c)));
+        let (st, why) = ready(c);
+        t.add_row(vec!["class".into(), str_of(&c["name"]), st, why]);
     }
-    for p in live["nodePools"].as_array().into_iter().flatten() {
-        s.push_str(&format!("pool        {}  {}  nodes {}/{} ready  class {}\n", p["name"].as_str().unwrap_or("?"), state(p), p["readyNodes"], p["nodes"],
-            p["nodeClass"].as_str().unwrap_or("?")));
+    if let Some(e) = unreadable(&live["nodeClasses"]) {
+        t.add_row(vec!["class".into(), "-".into(), "unknown".into(), e]);
+    }
+    for pool in live["nodePools"].as_array().into_iter().flatten() {
+        let (st, why) = ready(pool);
+        let mut details = format!("nodes {}/{} ready, class {}", pool["readyNodes"], pool["nodes"], str_of(&pool["nodeClass"]));
+        if !why.is_empty() {
+            details.push_str(&format!("; {why}"));
+        }
+        t.add_row(vec!["pool".into(), str_of(&pool["name"]), st, details]);
+    }
+    if let Some(e) = unreadable(&live["nodePools"]) {
+        t.add_row(vec!["pool".into(), "-".into(), "unknown".into(), e]);
     }
     let dp = &live["devicePlugin"];
     if dp["enabled"] == true {
         if dp["installed"] == true {
-            s.push_str(&format!("gpu plugin  {}: {}/{} ready\n", dp["daemonSet"].as_str().unwrap_or("?"), dp["ready"], dp["desired"]));
+            t.add_row(vec!["gpu plugin".into(), str_of(&dp["daemonSet"]), format!("{}/{} ready", dp["ready"], dp["desired"]), String::new()]);
         } else {
-            s.push_str("gpu plugin  not installed\n");
+            t.add_row(vec!["gpu plugin".into(), "-".into(), "not installed".into(), String::new()]);
         }
     }
+    s.push_str(&table_text(t));
     s
 }
 
-/// Preflight results: one line per check, with why and how to fix the bad ones.
+/// Preflight results: one row per check, with why and how to fix the bad ones.
 pub fn checks_text(checks: &[crate::ops::doctor::Check]) -> String {
     use crate::ops::doctor::Status;
-    let mut s = String::new();
+    let p = Paint(stdout_color());
+    let mut t = table(&["check", "result", "details"]);
     for c in checks {
-        let (sym, code) = match c.status {
-            Status::Ok => ("ok  ", "32"),
-            Status::Warn => ("warn", "33"),
-            Status::Fail => ("FAIL", "31"),
-            Status::Skip => ("skip", "2"),
+        let result = match c.status {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+            Status::Skip => "skip",
         };
-        s.push_str(&format!("{} {:<20} {}\n", paint_out(code, sym), c.name, c.detail));
+        let mut detail = c.detail.clone();
         if let Some(w) = &c.why {
-            s.push_str(&format!("     {:<20} why: {w}\n", ""));
+            detail.push_str(&format!("\nwhy: {w}"));
         }
         if let Some(f) = &c.fix {
-            s.push_str(&format!("     {:<20} fix: {f}\n", ""));
+            detail.push_str(&format!("\nfix: {f}"));
         }
+        t.add_row(vec![c.name.to_string(), result.to_string(), detail]);
     }
-    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
-    s.push_str(&format!("\n{} check(s), {failed} failed\n", checks.len()));
+    let mut s = table_text(t);
+    let count = |st: Status| checks.iter().filter(|c| c.status == st).count();
+    let (failed, warned) = (count(Status::Fail), count(Status::Warn));
+    let line = format!("{} checks: {} ok, {warned} warning(s), {failed} failed", checks.len(), count(Status::Ok));
+    s.push('\n');
+    s.push_str(&if failed > 0 {
+        p.red(&line)
+    } else if warned > 0 {
+        p.yellow(&line)
+    } else {
+        p.green(&line)
+    });
+    s.push('\n');
     s
+}
+
+/// `amis`: one row per class, pinned next to latest.
+pub fn amis_text(doc: &crate::output::Amis) -> String {
+    let p = Paint(stdout_color());
+    let mut s = heading(p, &format!("AMIs for Kubernetes {}", doc.kubernetes_version));
+    let mut t = table(&["class", "family", "pinned", "latest", "images"]);
+    for c in &doc.classes {
+        let pinned = if c.explicit_selector { "(amiSelector)".to_string() } else { c.pinned.clone().unwrap_or_else(|| "-".into()) };
+        let latest = c.latest.clone().unwrap_or_else(|| "-".into());
+        let moves = !c.explicit_selector && c.pinned.is_some() && c.pinned != c.latest;
+        let images: Vec<String> = c.images.iter().map(|i| format!("{} {}", i.arch, i.image_id)).collect();
+        t.add_row(vec![
+            c.class.clone(),
+            format!("{}/{}", c.family, c.variant),
+            pinned,
+            if moves { format!("{latest} (newer)") } else { latest },
+            images.join("\n"),
+        ]);
+    }
+    s.push('\n');
+    s.push_str(&table_text(t));
+    s
+}
+
+/// `init --list`.
+pub fn presets_text(presets: &[crate::output::PresetInfo]) -> String {
+    let mut t = table(&["preset", "description"]);
+    for pr in presets {
+        t.add_row(vec![pr.name.clone(), pr.description.clone()]);
+    }
+    table_text(t)
 }

@@ -1,8 +1,10 @@
 /*!
 Shows engine events while a run goes: one indicatif spinner line per running
-step (elapsed time and current sub-action) on a terminal, plain timestamped log
-lines when stderr is not a terminal or under CI, and one JSON object per event
-with `-o json` (on stderr, so stdout keeps only the final document).
+step (elapsed time and what it is waiting on) on a terminal, plain timestamped
+log lines when stderr is not a terminal or under CI, and one JSON object per
+event with `-o json` (on stderr, so stdout keeps only the final document; each
+carries `elapsed_ms` since its step started). Every wait in the steps reports
+through here via `StepCx::progress`.
 */
 #![allow(clippy::print_stderr)]
 
@@ -41,6 +43,21 @@ pub struct Progress {
     bars: Mutex<BTreeMap<String, ProgressBar>>,
     /// Lines style: the last progress line per step (digits blanked) and when it was printed.
     last_line: Mutex<BTreeMap<String, (String, std::time::Instant)>>,
+    /// When each running step started, for the elapsed time of its progress.
+    started: Mutex<BTreeMap<String, std::time::Instant>>,
+}
+
+/// The reasons worth a word when a step starts. "Not created yet" and "looked up
+/// on every run" say nothing a reader needs (and read wrong for a rollback step,
+/// which deletes): the step's own progress lines say what it does.
+fn started_text(why: &[crate::engine::Why]) -> String {
+    use crate::engine::Why;
+    let told: Vec<String> = why.iter().filter(|w| !matches!(w, Why::NotCreated | Why::Lookup)).map(|w| w.to_string()).collect();
+    if told.is_empty() {
+        "started".into()
+    } else {
+        format!("started ({})", told.join("; "))
+    }
 }
 
 /// In a log, a wait's progress is worth a line when it says something new, or every 15s.
@@ -70,24 +87,49 @@ impl Progress {
         if style != Style::Bars {
             multi.set_draw_target(ProgressDrawTarget::hidden());
         }
-        Progress { style, multi, bars: Mutex::new(BTreeMap::new()), last_line: Mutex::new(BTreeMap::new()) }
+        Progress {
+            style,
+            multi,
+            bars: Mutex::new(BTreeMap::new()),
+            last_line: Mutex::new(BTreeMap::new()),
+            started: Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn stamp() -> String {
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
     }
 
+    /// Milliseconds since `step` started (0 when it was never seen starting).
+    fn elapsed_ms(&self, e: &Event) -> u128 {
+        let mut started = self.started.lock().expect("progress lock");
+        match e {
+            Event::Started { step, .. } => {
+                started.insert(step.clone(), std::time::Instant::now());
+                0
+            }
+            Event::Progress { step, .. } => started.get(step).map(|t| t.elapsed().as_millis()).unwrap_or(0),
+            Event::Finished { step, elapsed_ms, .. } => {
+                started.remove(step);
+                *elapsed_ms
+            }
+        }
+    }
+
     pub fn event(&self, e: Event) {
+        let elapsed = self.elapsed_ms(&e);
         match self.style {
             Style::Json => {
-                if let Ok(s) = serde_json::to_string(&e) {
-                    eprintln!("{s}");
+                if let Ok(mut v) = serde_json::to_value(&e) {
+                    if let Event::Progress { .. } = e {
+                        v["elapsed_ms"] = serde_json::json!(elapsed);
+                    }
+                    eprintln!("{v}");
                 }
             }
             Style::Lines => match &e {
                 Event::Started { step, why } => {
-                    let why: Vec<String> = why.iter().map(|w| w.to_string()).collect();
-                    eprintln!("{} {step}: started ({})", Self::stamp(), why.join("; "));
+                    eprintln!("{} {step}: {}", Self::stamp(), started_text(why));
                 }
                 Event::Progress { step, message } => {
                     let shape: String = message.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
@@ -113,10 +155,12 @@ impl Progress {
                 match e {
                     Event::Started { step, .. } => {
                         let pb = self.multi.add(ProgressBar::new_spinner());
-                        pb.set_style(
-                            ProgressStyle::with_template("{spinner:.cyan} [{elapsed:>4}] {prefix:.bold} {wide_msg}")
-                                .expect("valid template"),
-                        );
+                        let template = if crate::ui::color() {
+                            "{spinner:.cyan} [{elapsed:>4}] {prefix:.bold} {wide_msg}"
+                        } else {
+                            "{spinner} [{elapsed:>4}] {prefix} {wide_msg}"
+                        };
+                        pb.set_style(ProgressStyle::with_template(template).expect("valid template"));
                         pb.set_prefix(step.clone());
                         pb.enable_steady_tick(Duration::from_millis(120));
                         bars.insert(step, pb);

@@ -109,7 +109,8 @@ fn render_json_stream_and_only_filter() {
     let o = karpctl(&d, &["render", "-c", cfg.to_str().unwrap(), "-o", "json", "--only", "manifest"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let kinds: Vec<&str> = v.as_array().unwrap().iter().map(|d| d["content"]["kind"].as_str().unwrap()).collect();
+    assert_eq!(v["kind"], "Render");
+    let kinds: Vec<&str> = v["documents"].as_array().unwrap().iter().map(|d| d["content"]["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["EC2NodeClass", "EC2NodeClass", "NodePool", "NodePool"]);
     let t = karpctl(&d, &["render", "-c", cfg.to_str().unwrap(), "--only", "template"]);
     assert!(text(&t.stdout).contains("AWSTemplateFormatVersion"));

@@ -12,6 +12,7 @@ mod faults;
 mod golden;
 mod helm;
 mod invalid;
+mod output;
 mod kube_client;
 mod props;
 mod rollback;

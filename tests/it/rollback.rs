@@ -331,7 +331,7 @@ fn rollback_returns_to_the_nodegroup_and_up_brings_karpenter_back() {
         assert_eq!(r["finished_at"], recorded["steps"][id]["finished_at"], "{id} is recorded again");
     }
     ok(&again);
-    assert!(text(&again.stdout).contains("0 steps changed"), "{}", show(&again));
+    assert!(text(&again.stdout).contains("No changes."), "{}", show(&again));
     assert_eq!(sb.aws_mutations()["mutating"], 0, "a second rollback makes no mutating AWS call");
     assert_eq!(diff(&before, &sb.kube_writes()), Default::default(), "nor writes to Kubernetes");
     assert_eq!(sb.state("state.json")["serial"], serial, "nor rewrites the state");

@@ -476,6 +476,9 @@ fn removed_pools_and_classes_are_deleted_only_with_prune_pools_first() {
 
     let up = sb.karpctl(&["up"]);
     assert!(show(&up).contains("needs --yes"), "{}", show(&up));
+    // No terminal, no prompt: it stops, exits 1 and names the command that approves.
+    assert_eq!(up.status.code(), Some(1), "{}", show(&up));
+    assert!(String::from_utf8_lossy(&up.stderr).contains("help: read why above, then approve: karpctl up --yes"), "{}", show(&up));
     assert!(sb.kubectl(&["get", "nodepools.karpenter.sh", "gpu"]).status.success(), "not deleted without --prune");
     let up = sb.karpctl(&["up", "--prune"]);
     assert!(up.status.success(), "{}", show(&up));
@@ -565,7 +568,9 @@ fn verify_provisions_a_node_of_the_pool_and_status_shows_the_live_setup() {
     assert!(live["crds"].as_array().unwrap().iter().all(|c| c["karpenterVersion"] == "1.14.1"));
     assert_eq!(live["devicePlugin"]["installed"], true, "{live}");
     let text = sb.karpctl(&["status"]);
-    assert!(String::from_utf8_lossy(&text.stdout).contains("pool        gpu  Ready  nodes 1/1 ready"), "{}", show(&text));
+    let out = String::from_utf8_lossy(&text.stdout).into_owned();
+    let row: Vec<&str> = out.lines().find(|l| l.starts_with("pool ") && l.contains(" gpu ")).unwrap_or_else(|| panic!("no gpu pool row: {out}")).split_whitespace().collect();
+    assert_eq!(row[..5], ["pool", "gpu", "Ready", "nodes", "1/1"], "{}", show(&text));
 }
 
 #[test]
