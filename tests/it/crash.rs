@@ -11,7 +11,8 @@
 //!
 //! Step boundaries come from karpctl's own `-o json` progress events (`started`,
 //! and `finished` unless the step was fresh). `KARPCTL_CRASH_SEED`,
-//! `KARPCTL_CRASH_POINTS` (kills per command, default 20) and
+//! `KARPCTL_CRASH_POINTS` (kills per command, default 20), `KARPCTL_CRASH_CHAIN`
+//! (kills before a run may finish, default 3) and
 //! `KARPCTL_CRASH_LOG` (a JSON-lines record of every point) let
 //! scripts/crash-matrix.sh run it longer.
 
@@ -414,6 +415,15 @@ fn stride(span: usize) -> usize {
     [11, 13, 7, 5, 3, 1].into_iter().find(|s| gcd(*s, span) == 1).unwrap()
 }
 
+/// A chain's points: an exact boundary first, then seeded random instants.
+fn points(rng: &mut Rng, first: usize, n: usize) -> Vec<Point> {
+    let mut v = vec![Point { boundary: first, delay_ms: 0 }];
+    for _ in 1..n {
+        v.push(Point { boundary: rng.below(6) as usize, delay_ms: rng.below(1500) });
+    }
+    v
+}
+
 struct Matrix {
     lineage: Option<String>,
     log: Option<std::fs::File>,
@@ -461,6 +471,12 @@ impl Matrix {
             assert_eq!(r["status"], "done", "{label}: {id}: {r}");
         }
         assert!(!sb.dir.join("state.json.lock").exists(), "{label}: the lock is released");
+        let leftovers: Vec<String> = std::fs::read_dir(&sb.dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(".state.json") || n.ends_with(".errored") || n.ends_with(".corrupt"))
+            .collect();
+        assert_eq!(leftovers, Vec::<String>::new(), "{label}: no temporary or errored state files are left behind");
     }
 }
 
@@ -483,6 +499,7 @@ fn assert_rerun_writes_nothing(sb: &mut Sandbox, args: &[&str], label: &str) {
 fn up_and_rollback_killed_anywhere_resume_to_exactly_the_expected_resources() {
     let seed = env_u64("KARPCTL_CRASH_SEED", 20_261_122);
     let want_kills = env_u64("KARPCTL_CRASH_POINTS", 20) as usize;
+    let chain = env_u64("KARPCTL_CRASH_CHAIN", 3) as usize;
     let Some(mut sb) = Sandbox::start("crash", &[]) else { return };
     sb.write_config(&sandbox_config());
     let bed = Bed::new(&sb);
@@ -505,12 +522,9 @@ fn up_and_rollback_killed_anywhere_resume_to_exactly_the_expected_resources() {
     let mut cycle = 0;
     while up.killed < want_kills || rb.killed < want_kills {
         assert!(cycle < 4 * want_kills, "{cycle} cycles and still only {} up / {} rollback kills", up.killed, rb.killed);
-        // An exact boundary of the full run (visiting every one over the cycles), then a
-        // random instant in the resumed run: a boundary, or none, plus up to 1.5 s.
-        let up_points = [
-            Point { boundary: 1 + (cycle * stride(up_span)) % up_span, delay_ms: 0 },
-            Point { boundary: rng.below(4) as usize, delay_ms: rng.below(1500) },
-        ];
+        // An exact boundary of the full run (visiting every one over the cycles), then
+        // random instants in the resumed runs: after a boundary (or none), plus up to 1.5 s.
+        let up_points = points(&mut rng, 1 + (cycle * stride(up_span)) % up_span, chain);
         m.chain(&sb, "up", UP, &up_points, &mut up, cycle);
         assert_inventory(&format!("seed {seed} cycle {cycle} after up"), &expected_kube_after_up(&base_kube), &kube_inventory(&sb));
         let have = aws_inventory(&sb);
@@ -519,10 +533,7 @@ fn up_and_rollback_killed_anywhere_resume_to_exactly_the_expected_resources() {
         // Two boundaries per step of a full run.
         up_span = 2 * sb.state("state.json")["steps"].as_object().unwrap().len();
 
-        let rb_points = [
-            Point { boundary: 1 + (cycle * stride(rb_span)) % rb_span, delay_ms: 0 },
-            Point { boundary: rng.below(4) as usize, delay_ms: rng.below(1500) },
-        ];
+        let rb_points = points(&mut rng, 1 + (cycle * stride(rb_span)) % rb_span, chain);
         m.chain(&sb, "rollback", ROLLBACK, &rb_points, &mut rb, cycle);
         instances = instances.max(3); // rollback.nodegroups: desired 3
         assert_inventory(&format!("seed {seed} cycle {cycle} after rollback"), &expected_kube_after_rollback(&base_kube), &kube_inventory(&sb));
@@ -541,4 +552,178 @@ fn up_and_rollback_killed_anywhere_resume_to_exactly_the_expected_resources() {
     );
     assert!(up.unlocked > 0 && rb.unlocked > 0, "some kills must have hit a held lock, or the points are all outside the runs");
     assert!(up.in_progress > 0 && rb.in_progress > 0, "some kills must have hit a step mid-apply");
+}
+
+// ------------------------------------------------------------------------------ concurrent runs
+
+/// Where a race's state lives, read behind karpctl's back.
+enum Store {
+    Local,
+    S3 { rt: tokio::runtime::Runtime, client: aws_sdk_s3::Client },
+}
+
+const BUCKET: &str = "karpctl-state";
+const KEY: &str = "karpctl/karpctl-sandbox.state.json";
+
+impl Store {
+    fn s3(sb: &Sandbox) -> Store {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let cfg = rt.block_on(sb.aws.sdk_config("us-west-2"));
+        let client = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&cfg).force_path_style(true).build());
+        let loc = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+            .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
+            .build();
+        rt.block_on(client.create_bucket().bucket(BUCKET).create_bucket_configuration(loc).send()).expect("CreateBucket");
+        Store::S3 { rt, client }
+    }
+
+    fn get(&self, sb: &Sandbox, suffix: &str) -> Option<Vec<u8>> {
+        match self {
+            Store::Local => std::fs::read(sb.dir.join(format!("state.json{suffix}"))).ok(),
+            Store::S3 { rt, client } => rt.block_on(async {
+                match client.get_object().bucket(BUCKET).key(format!("{KEY}{suffix}")).send().await {
+                    Ok(o) => Some(o.body.collect().await.unwrap().into_bytes().to_vec()),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => None,
+                    Err(e) => panic!("GetObject: {}", aws_sdk_s3::error::DisplayErrorContext(&e)),
+                }
+            }),
+        }
+    }
+
+    fn put(&self, sb: &Sandbox, suffix: &str, bytes: &[u8]) {
+        match self {
+            Store::Local => std::fs::write(sb.dir.join(format!("state.json{suffix}")), bytes).unwrap(),
+            Store::S3 { rt, client } => {
+                rt.block_on(client.put_object().bucket(BUCKET).key(format!("{KEY}{suffix}")).body(bytes.to_vec().into()).send()).expect("PutObject");
+            }
+        }
+    }
+
+    fn config(&self) -> String {
+        match self {
+            Store::Local => sandbox_config(),
+            Store::S3 { .. } => sandbox_config().replace("  path: state.json", &format!("  s3: {{bucket: {BUCKET}, key: {KEY}, region: us-west-2}}")),
+        }
+    }
+}
+
+/// Two `up`s started together on one state: exactly one applies; the other waits
+/// `--lock-timeout`, then fails (exit 1) naming the holder, with a `help:` line. The
+/// state is whole and in serial order afterwards, and nothing exists twice.
+fn two_ups_race(name: &str, s3: bool) {
+    let Some(mut sb) = Sandbox::start(name, &[]) else { return };
+    let store = if s3 { Store::s3(&sb) } else { Store::Local };
+    let config = store.config();
+    assert_ne!(s3, config == sandbox_config(), "the S3 config differs from the local one");
+    sb.write_config(&config);
+    let seed_doc = sb.aws.handle["seed"].clone();
+    let mut tagged: Vec<String> = seed_doc["subnet_ids"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    tagged.push(seed_doc["cluster_security_group_id"].as_str().unwrap().to_string());
+    let template = template_types(&sb);
+    let (base_aws, base_kube) = (aws_inventory(&sb), kube_inventory(&sb));
+
+    let args = ["up", "--lock-timeout", "2"];
+    let (a, b) = (command(&sb, &args).spawn().unwrap(), command(&sb, &args).spawn().unwrap());
+    let (pa, pb) = (a.id(), b.id());
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (winner, loser, winner_pid) = match (oa.status.success(), ob.status.success()) {
+        (true, false) => (&oa, &ob, pa),
+        (false, true) => (&ob, &oa, pb),
+        _ => panic!("exactly one of two racing ups proceeds:\nA: {}\nB: {}", show(&oa), show(&ob)),
+    };
+    assert_eq!(loser.status.code(), Some(1), "{}", show(loser));
+    let err = String::from_utf8_lossy(&loser.stderr).to_string();
+    let location = if s3 { format!("s3://{BUCKET}/{KEY}") } else { "local file state.json".to_string() };
+    assert!(err.contains(&format!("waiting for the state lock held by process {winner_pid} on host")), "it says whom it waits for: {err}");
+    assert!(err.contains(&format!("the state in {location} is locked by process {winner_pid} on host")) && err.contains("running `up`"), "{err}");
+    assert!(!err.contains("stale lock"), "a live holder is not stale: {err}");
+    let id = err.lines().find_map(|l| l.trim().strip_prefix("help: karpctl state unlock ")).unwrap_or_else(|| panic!("no help line: {err}"));
+    assert_eq!(id.trim().len(), 36, "the lock id: {id}");
+    assert!(String::from_utf8_lossy(&winner.stdout).contains("Applied:"), "{}", show(winner));
+
+    // The state: whole, every step done, the backup one save behind, no lock left.
+    let state = karpctl::state::decode(&store.get(&sb, "").expect("state written")).expect("the state parses");
+    let backup = karpctl::state::decode(&store.get(&sb, ".backup").expect("backup written")).expect("the backup parses");
+    assert_eq!((backup.lineage.as_str(), backup.serial + 1), (state.lineage.as_str(), state.serial));
+    assert!(state.steps.values().all(|r| r.status == karpctl::state::StepStatus::Done), "{:?}", state.steps);
+    assert!(store.get(&sb, ".lock").is_none(), "the winner released the lock");
+    let shown = sb.karpctl(&["state", "show"]);
+    assert!(shown.status.success(), "{}", show(&shown));
+    assert_eq!(karpctl::state::decode(&shown.stdout).unwrap(), state, "karpctl reads the same state");
+
+    let instances = base_aws["running_instances"][0].parse::<usize>().unwrap();
+    assert_inventory(&format!("{name}: after the race"), &expected_kube_after_up(&base_kube), &kube_inventory(&sb));
+    let have = aws_inventory(&sb);
+    assert_inventory(&format!("{name}: after the race"), &expected_aws_after_up(&base_aws, &have, &template, instances, &tagged), &have);
+    if s3 {
+        // With the state in S3 a run writes the lock object and deletes it again: those two
+        // calls are the only writes a second `up` may make (the emulator's route table files
+        // the conditional PutObject and the DeleteObject under other S3 operation names).
+        sb.stop_sim();
+        sb.aws_mutations();
+        let before = sb.kube_writes();
+        let again = sb.karpctl(&["up"]);
+        assert!(again.status.success(), "{}", show(&again));
+        assert_eq!(diff(&before, &sb.kube_writes()), Default::default(), "a second up wrote to Kubernetes");
+        let m = sb.aws_mutations();
+        let mutating: u64 = m["counts"].as_object().unwrap().iter()
+            .filter(|(op, _)| !["Describe", "Get", "List", "Head"].iter().any(|p| op.split(':').nth(1).unwrap().starts_with(p)))
+            .map(|(op, n)| { assert!(op.starts_with("s3:"), "a second up made a mutating call {op}: {m}"); n.as_u64().unwrap() })
+            .sum();
+        assert_eq!(mutating, 2, "the lock taken and released, nothing else: {m}");
+        assert_eq!(karpctl::state::decode(&store.get(&sb, "").unwrap()).unwrap().serial, state.serial, "the state is not rewritten");
+        sb.start_sim();
+    } else {
+        sb.assert_second_up_writes_nothing(name);
+        sb.start_sim();
+    }
+    lock_timeout_waits_then_proceeds(&sb, &store, &location);
+}
+
+/// `--lock-timeout 0` refuses at once while a live process holds the lock; a longer
+/// one says whom it waits for and proceeds as soon as the holder lets go.
+fn lock_timeout_waits_then_proceeds(sb: &Sandbox, store: &Store, location: &str) {
+    let mut holder = Command::new("sleep").arg("300").spawn().unwrap();
+    let mut info = karpctl::state::LockInfo::for_this_process("up");
+    info.pid = holder.id();
+    store.put(sb, ".lock", &serde_json::to_vec_pretty(&info).unwrap());
+
+    let now = sb.karpctl(&["up", "--lock-timeout", "0"]);
+    assert_eq!(now.status.code(), Some(1), "{}", show(&now));
+    let err = String::from_utf8_lossy(&now.stderr).to_string();
+    assert!(err.contains(&format!("the state in {location} is locked by process {} on host", info.pid)), "{err}");
+    assert!(err.contains(&format!("help: karpctl state unlock {}", info.id)) && !err.contains("stale"), "{err}");
+    assert!(!err.contains("waiting for the state lock"), "timeout 0 does not wait: {err}");
+
+    let mut waiter = command(sb, &["up", "--lock-timeout", "300"]).spawn().unwrap();
+    let mut lines = BufReader::new(waiter.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while lines.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains(&format!("waiting for the state lock held by process {}", info.pid)) {
+            break;
+        }
+        line.clear();
+    }
+    assert!(seen.contains("waiting for the state lock held by"), "{seen}");
+    let unlocked = sb.karpctl(&["state", "unlock", &info.id]);
+    assert!(unlocked.status.success(), "{}", show(&unlocked));
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    let status = waiter.wait().unwrap();
+    assert!(status.success(), "the waiter proceeds once the lock is released: {seen}{rest}");
+    assert!(store.get(sb, ".lock").is_none(), "and releases it");
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+#[test]
+fn two_ups_on_a_local_state_one_applies_the_other_is_refused_naming_it() {
+    two_ups_race("race-local", false);
+}
+
+#[test]
+fn two_ups_on_an_s3_state_one_applies_the_other_is_refused_naming_it() {
+    two_ups_race("race-s3", true);
 }
