@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::codec::{self, Problem};
 use super::lock::{self, Attempt};
 use super::{LockInfo, Location, State, StateError};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{remove_orphaned_temps, write_atomic};
 
 const MODE: u32 = 0o600;
 
@@ -144,6 +144,9 @@ impl LocalStore {
 /// backup, likely the last good copy, stays as it is), and a state written by
 /// a newer karpctl is never replaced.
 fn write_over(path: &Path, backup: &Path, corrupt: &Path, location: &Location, data: &[u8]) -> Result<(), StateError> {
+    // A run killed mid-write leaves its temporary copies; the lock says no one else writes now.
+    remove_orphaned_temps(path);
+    remove_orphaned_temps(backup);
     match std::fs::read(path) {
         Ok(prev) => match codec::decode_raw(&prev) {
             Ok(_) => write_atomic(backup, &prev, MODE).map_err(|e| StateError::io("writing the backup", backup, e))?,
