@@ -26,6 +26,20 @@ pub async fn backend(c: &Config, g: &Global) -> anyhow::Result<Backend> {
     Ok(Backend::Local(LocalStore::new(path)))
 }
 
+/// Releases the lock a run took. When the run already failed, a failure to release
+/// is only noted: the run's own error (a failed state write and its `help:` line)
+/// is the one to show, and the lock left behind is reported as stale next time.
+pub async fn release(b: &Backend, id: &str, run_failed: bool) -> anyhow::Result<()> {
+    match b.unlock(id).await {
+        Ok(()) => Ok(()),
+        Err(e) if run_failed => {
+            crate::ui::note(&format!("could not release the state lock either: {e}"));
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The current state, or a new one for this cluster; refuses another cluster's file.
 pub async fn load_state(b: &Backend, c: &Config) -> anyhow::Result<State> {
     let st = b.load().await.with_context(|| format!("reading state from {}", b.describe()))?;

@@ -118,7 +118,7 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
     }
     .await;
     if mode == Mode::Apply {
-        backend.unlock(&lock.id).await?;
+        super::context::release(&backend, &lock.id, result.is_err()).await?;
     }
     result
 }

@@ -101,7 +101,7 @@ pub async fn state(g: &Global, cmd: &StateCommand) -> anyhow::Result<Report> {
                 Ok(format!("pushed {} to {} (serial {})\n", file.display(), backend.describe(), incoming.serial))
             }
             .await;
-            backend.unlock(&info.id).await?;
+            super::context::release(&backend, &info.id, result.is_err()).await?;
             result?
         }
     };
