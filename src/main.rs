@@ -59,7 +59,7 @@ async fn main() {
         }
         Err(e) => {
             if let Some(LoadError::Read { path, source }) = e.downcast_ref::<LoadError>() {
-                ui::error(&e, json);
+                ui::error(&e, json, &[]);
                 if source.kind() == std::io::ErrorKind::NotFound && !json {
                     ui::help_line(&format!("create it with `karpctl init -c {}`, or point -c at your config", path.display()));
                 }
@@ -68,16 +68,15 @@ async fn main() {
                 ui::config_errors(ce, json);
                 exit::INVALID_CONFIG
             } else {
-                ui::error(&e, json);
-                if !json {
-                    // Recoverable situations end with the exact next command.
-                    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<StateError>()).and_then(StateError::help) {
-                        ui::help_line(&h);
-                    }
-                    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<karpctl::helm::HelmError>()).and_then(|h| h.help()) {
-                        ui::help_line(&h);
-                    }
-                }
+                // Recoverable situations end with the exact next command.
+                let help: Vec<String> = [
+                    e.chain().find_map(|c| c.downcast_ref::<StateError>()).and_then(StateError::help),
+                    e.chain().find_map(|c| c.downcast_ref::<karpctl::helm::HelmError>()).and_then(|h| h.help()),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                ui::error(&e, json, &help);
                 if e.chain().any(|c| matches!(c.downcast_ref::<RunnerError>(), Some(RunnerError::Cancelled { .. }))) {
                     exit::INTERRUPTED
                 } else {

@@ -70,16 +70,25 @@ pub fn config_errors(e: &ConfigErrors, json: bool) {
     );
 }
 
-pub fn error(e: &anyhow::Error, json: bool) {
+/// An error and its causes; `help` holds the exact next commands for a situation
+/// the user can recover from (a held lock, a failed state write …): `help:` lines in
+/// text, a `help` list in the JSON document, so a pipeline can recover too.
+pub fn error(e: &anyhow::Error, json: bool, help: &[String]) {
     if json {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        let doc = serde_json::json!({"error": {"kind": "error", "message": chain.join(": "), "chain": chain}});
+        let mut doc = serde_json::json!({"error": {"kind": "error", "message": chain.join(": "), "chain": chain}});
+        if !help.is_empty() {
+            doc["error"]["help"] = serde_json::json!(help);
+        }
         out(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
         return;
     }
     eprintln!("{} {e}", paint("1;31", "error:"));
     for cause in e.chain().skip(1) {
         eprintln!("  {} {cause}", paint("34", "caused by:"));
+    }
+    for h in help {
+        help_line(h);
     }
 }
 
