@@ -1,7 +1,8 @@
 //! The crash matrix: `karpctl up` and `karpctl rollback --purge --delete-crds`
 //! killed with SIGKILL — the whole process group, helm children included, as a
 //! power loss would — at step boundaries and at seeded random instants inside
-//! steps, on both beds. After every kill the state file must parse with
+//! steps, on both beds, and stopped by Ctrl-C (SIGINT to the process group, as a
+//! terminal sends it) once per chain. After every kill the state file must parse with
 //! karpctl's own reader and keep its lineage and serial order; the next run must
 //! be refused with the stale lock and a `help: karpctl state unlock <ID>` line,
 //! and after that unlock, converge. Then every resource karpctl or Karpenter can
@@ -54,17 +55,21 @@ impl Rng {
     }
 }
 
-/// Where a run is cut: `delay_ms` after its `boundary`-th step boundary (0: after it starts).
+/// Where a run is cut: `delay_ms` after its `boundary`-th step boundary (0: after it
+/// starts), with `signal` to the whole process group: `KILL` (a crash) or `INT` (Ctrl-C
+/// in a terminal, which signals the foreground process group).
 #[derive(Debug, Clone, Copy)]
 pub struct Point {
     pub boundary: usize,
     pub delay_ms: u64,
+    pub signal: &'static str,
 }
 
 /// How a run that was to be cut at a point ended.
 pub struct Cut {
+    /// Stopped by the signal (SIGKILL: killed; SIGINT: exit 130) rather than ending first.
     pub killed: bool,
-    /// The last boundary event before the kill, e.g. `started cfn-stack/…`.
+    /// The last boundary event before the kill, e.g. `started cfn-stack/…`, or `(before any step)`.
     pub at: String,
     pub boundaries: usize,
     pub output: Output,
@@ -118,7 +123,7 @@ pub fn run_cut(sb: &Sandbox, args: &[&str], p: Point) -> Cut {
         b
     });
     let kill = || {
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        let _ = Command::new("kill").args([&format!("-{}", p.signal), "--", &format!("-{pid}")]).status();
     };
     let mut stderr = Vec::new();
     let mut at = "(before any step)".to_string();
@@ -133,22 +138,22 @@ pub fn run_cut(sb: &Sandbox, args: &[&str], p: Point) -> Cut {
     let mut line = String::new();
     while lines.read_line(&mut line).unwrap_or(0) > 0 {
         stderr.extend_from_slice(line.as_bytes());
-        if !sent {
-            if let Some(b) = boundary(line.trim_end()) {
-                seen += 1;
-                at = b;
-                if seen == p.boundary {
-                    std::thread::sleep(Duration::from_millis(p.delay_ms));
-                    kill();
-                    sent = true;
-                }
+        // Read on after the kill too: the last boundary in the stream is the last one before it.
+        if let Some(b) = boundary(line.trim_end()) {
+            seen += 1;
+            at = b;
+            if !sent && seen == p.boundary {
+                std::thread::sleep(Duration::from_millis(p.delay_ms));
+                kill();
+                sent = true;
             }
         }
         line.clear();
     }
     let status = child.wait().unwrap();
     let stdout = out_thread.join().unwrap();
-    Cut { killed: status.signal() == Some(9), at, boundaries: seen, output: Output { status, stdout, stderr } }
+    let killed = status.signal() == Some(9) || (sent && p.signal == "INT" && status.code() == Some(130));
+    Cut { killed, at, boundaries: seen, output: Output { status, stdout, stderr } }
 }
 
 /// What a kill must leave: a state karpctl reads, of the same lineage, with the
@@ -401,6 +406,8 @@ struct Tally {
     unlocked: usize,
     /// Kills that left a step `in_progress` in the state.
     in_progress: usize,
+    /// Ctrl-Cs that stopped a run (exit 130).
+    interrupted: usize,
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -415,12 +422,14 @@ fn stride(span: usize) -> usize {
     [11, 13, 7, 5, 3, 1].into_iter().find(|s| gcd(*s, span) == 1).unwrap()
 }
 
-/// A chain's points: an exact boundary first, then seeded random instants.
+/// A chain's points: an exact boundary first, then seeded random instants, then a Ctrl-C.
 fn points(rng: &mut Rng, first: usize, n: usize) -> Vec<Point> {
-    let mut v = vec![Point { boundary: first, delay_ms: 0 }];
+    let mut v = vec![Point { boundary: first, delay_ms: 0, signal: "KILL" }];
     for _ in 1..n {
-        v.push(Point { boundary: rng.below(6) as usize, delay_ms: rng.below(1500) });
+        v.push(Point { boundary: rng.below(4) as usize, delay_ms: rng.below(800), signal: "KILL" });
     }
+    // Then Ctrl-C, somewhere in the next run.
+    v.push(Point { boundary: 1 + rng.below(3) as usize, delay_ms: rng.below(800), signal: "INT" });
     v
 }
 
@@ -432,7 +441,10 @@ struct Matrix {
 
 impl Matrix {
     /// Cuts `args` at each point in turn (each run resuming the last), then lets it finish.
-    fn chain(&mut self, sb: &Sandbox, name: &str, args: &[&str], points: &[Point], tally: &mut Tally, cycle: usize) {
+    /// Returns how many boundaries the first run went through when it ended before its point.
+    fn chain(&mut self, sb: &Sandbox, name: &str, args: &[&str], points: &[Point], tally: &mut Tally, cycle: usize) -> Option<usize> {
+        let mut first_span = None;
+        let mut interrupted_done: Option<Vec<String>> = None;
         for (i, p) in points.iter().enumerate() {
             let label = format!("seed {} cycle {cycle} {name} kill {i} at {p:?}", self.seed);
             if unlock_stale(sb, args, "state.json.lock", &label) {
@@ -440,18 +452,33 @@ impl Matrix {
             }
             let started = Instant::now();
             let cut = run_cut(sb, args, *p);
-            tally.planned += 1;
             let left = check_state_after_kill(sb, "state.json", &mut self.lineage, &label);
-            if cut.killed {
+            if p.signal == "INT" {
+                if cut.killed {
+                    tally.interrupted += 1;
+                    // Ctrl-C: the run saved the state, released its lock, and said so.
+                    assert!(!sb.dir.join("state.json.lock").exists(), "{label}: Ctrl-C leaves the lock behind: {}", show(&cut.output));
+                    let out = String::from_utf8_lossy(&cut.output.stdout);
+                    assert!(out.contains("interrupted; the state file records where it stopped"), "{label}: {}", show(&cut.output));
+                    interrupted_done = Some(done_steps(sb));
+                } else {
+                    assert!(cut.output.status.success(), "{label}: {}", show(&cut.output));
+                }
+            } else if cut.killed {
+                tally.planned += 1;
                 tally.killed += 1;
                 if !left.is_empty() {
                     tally.in_progress += 1;
                 }
             } else {
+                tally.planned += 1;
+                if i == 0 {
+                    first_span = Some(cut.boundaries);
+                }
                 // It ended before the point: it must have ended well.
                 assert!(cut.output.status.success(), "{label}: {}", show(&cut.output));
             }
-            let rec = json!({"seed": self.seed, "cycle": cycle, "command": name, "boundary": p.boundary, "delayMs": p.delay_ms,
+            let rec = json!({"seed": self.seed, "cycle": cycle, "command": name, "signal": p.signal, "boundary": p.boundary, "delayMs": p.delay_ms,
                              "killed": cut.killed, "after": cut.at, "boundariesSeen": cut.boundaries, "inProgress": left,
                              "lock": sb.dir.join("state.json.lock").exists(), "ms": started.elapsed().as_millis() as u64});
             if let Some(f) = &mut self.log {
@@ -463,8 +490,18 @@ impl Matrix {
         if unlock_stale(sb, args, "state.json.lock", &label) {
             tally.unlocked += 1;
         }
-        let done = sb.karpctl(args);
-        assert!(done.status.success(), "{label}: the resumed run does not converge: {}", show(&done));
+        let done = run_cut(sb, args, Point { boundary: usize::MAX, delay_ms: 0, signal: "KILL" });
+        assert!(done.output.status.success(), "{label}: the resumed run does not converge: {}", show(&done.output));
+        if let Some(finished) = interrupted_done {
+            // What a Ctrl-C'd run finished is not done again.
+            for line in String::from_utf8_lossy(&done.output.stderr).lines() {
+                let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+                if v["event"] == "finished" && v["outcome"]["outcome"] == "applied" {
+                    let step = v["step"].as_str().unwrap().to_string();
+                    assert!(!finished.contains(&step), "{label}: {step} was done before the Ctrl-C and is applied again");
+                }
+            }
+        }
         check_state_after_kill(sb, "state.json", &mut self.lineage, &label);
         let st = sb.state("state.json");
         for (id, r) in st["steps"].as_object().unwrap() {
@@ -477,7 +514,14 @@ impl Matrix {
             .filter(|n| n.starts_with(".state.json") || n.ends_with(".errored") || n.ends_with(".corrupt"))
             .collect();
         assert_eq!(leftovers, Vec::<String>::new(), "{label}: no temporary or errored state files are left behind");
+        first_span
     }
+}
+
+/// Steps the state records as done.
+fn done_steps(sb: &Sandbox) -> Vec<String> {
+    let st = sb.state("state.json");
+    st["steps"].as_object().unwrap().iter().filter(|(_, r)| r["status"] == "done").map(|(id, _)| id.clone()).collect()
 }
 
 /// A second run of `args` on a converged sandbox writes nothing to either bed nor to the state.
@@ -515,7 +559,7 @@ fn up_and_rollback_killed_anywhere_resume_to_exactly_the_expected_resources() {
     let mut rng = Rng(seed);
     let mut m = Matrix { lineage: None, log, seed };
     let (mut up, mut rb) = (Tally::default(), Tally::default());
-    // Boundaries of a full run: a guess until the first cycle has recorded every step.
+    // Boundaries of a full run: a guess, lowered when a first point lies beyond a run's end.
     let (mut up_span, mut rb_span) = (28usize, 20usize);
     let mut instances = base_aws["running_instances"][0].parse::<usize>().unwrap();
     let started = Instant::now();
@@ -525,33 +569,34 @@ fn up_and_rollback_killed_anywhere_resume_to_exactly_the_expected_resources() {
         // An exact boundary of the full run (visiting every one over the cycles), then
         // random instants in the resumed runs: after a boundary (or none), plus up to 1.5 s.
         let up_points = points(&mut rng, 1 + (cycle * stride(up_span)) % up_span, chain);
-        m.chain(&sb, "up", UP, &up_points, &mut up, cycle);
+        if let Some(n) = m.chain(&sb, "up", UP, &up_points, &mut up, cycle) {
+            up_span = n.max(2); // a full run has fewer boundaries than guessed
+        }
         assert_inventory(&format!("seed {seed} cycle {cycle} after up"), &expected_kube_after_up(&base_kube), &kube_inventory(&sb));
         let have = aws_inventory(&sb);
         assert_inventory(&format!("seed {seed} cycle {cycle} after up"), &expected_aws_after_up(&base_aws, &have, &template, instances, &tagged), &have);
         assert_rerun_writes_nothing(&mut sb, UP, &format!("seed {seed} cycle {cycle}: up after up"));
-        // Two boundaries per step of a full run.
-        up_span = 2 * sb.state("state.json")["steps"].as_object().unwrap().len();
 
         let rb_points = points(&mut rng, 1 + (cycle * stride(rb_span)) % rb_span, chain);
-        m.chain(&sb, "rollback", ROLLBACK, &rb_points, &mut rb, cycle);
+        if let Some(n) = m.chain(&sb, "rollback", ROLLBACK, &rb_points, &mut rb, cycle) {
+            rb_span = n.max(2);
+        }
         instances = instances.max(3); // rollback.nodegroups: desired 3
         assert_inventory(&format!("seed {seed} cycle {cycle} after rollback"), &expected_kube_after_rollback(&base_kube), &kube_inventory(&sb));
         assert_inventory(&format!("seed {seed} cycle {cycle} after rollback"), &expected_aws_after_rollback(&base_aws, instances), &aws_inventory(&sb));
         assert_rerun_writes_nothing(&mut sb, ROLLBACK, &format!("seed {seed} cycle {cycle}: rollback after rollback"));
-        // Learn the spans from the state: two boundaries per step of each graph.
-        let st = sb.state("state.json");
-        rb_span = 2 * st["steps"].as_object().unwrap().keys().filter(|k| k.starts_with("rollback/")).count();
         cycle += 1;
     }
     drop(kubelet);
     eprintln!(
-        "crash matrix: seed {seed}, {cycle} cycles in {:.0?}: up {} points, {} killed ({} left the lock, {} a step in progress); \
-         rollback {} points, {} killed ({} left the lock, {} a step in progress); all converged to the expected resources",
-        started.elapsed(), up.planned, up.killed, up.unlocked, up.in_progress, rb.planned, rb.killed, rb.unlocked, rb.in_progress
+        "crash matrix: seed {seed}, {cycle} cycles in {:.0?}: up {} points, {} killed ({} left the lock, {} a step in progress), {} Ctrl-C; \
+         rollback {} points, {} killed ({} left the lock, {} a step in progress), {} Ctrl-C; all converged to the expected resources",
+        started.elapsed(), up.planned, up.killed, up.unlocked, up.in_progress, up.interrupted,
+        rb.planned, rb.killed, rb.unlocked, rb.in_progress, rb.interrupted
     );
     assert!(up.unlocked > 0 && rb.unlocked > 0, "some kills must have hit a held lock, or the points are all outside the runs");
     assert!(up.in_progress > 0 && rb.in_progress > 0, "some kills must have hit a step mid-apply");
+    assert!(up.interrupted > 0 && rb.interrupted > 0, "some Ctrl-Cs must have stopped a run");
 }
 
 // ------------------------------------------------------------------------------ concurrent runs
@@ -694,6 +739,11 @@ fn lock_timeout_waits_then_proceeds(sb: &Sandbox, store: &Store, location: &str)
     assert!(err.contains(&format!("the state in {location} is locked by process {} on host", info.pid)), "{err}");
     assert!(err.contains(&format!("help: karpctl state unlock {}", info.id)) && !err.contains("stale"), "{err}");
     assert!(!err.contains("waiting for the state lock"), "timeout 0 does not wait: {err}");
+    // A pipeline reading `-o json` gets the same way out.
+    let as_json = sb.karpctl(&["up", "--lock-timeout", "0", "-o", "json"]);
+    assert_eq!(as_json.status.code(), Some(1), "{}", show(&as_json));
+    let doc: Value = serde_json::from_slice(&as_json.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&as_json)));
+    assert_eq!(doc["error"]["help"], json!([format!("karpctl state unlock {}", info.id)]), "{doc}");
 
     let mut waiter = command(sb, &["up", "--lock-timeout", "300"]).spawn().unwrap();
     let mut lines = BufReader::new(waiter.stderr.take().unwrap());
@@ -726,4 +776,65 @@ fn two_ups_on_a_local_state_one_applies_the_other_is_refused_naming_it() {
 #[test]
 fn two_ups_on_an_s3_state_one_applies_the_other_is_refused_naming_it() {
     two_ups_race("race-s3", true);
+}
+
+// ------------------------------------------------------------------------------ failed writes
+
+/// The state cannot be written mid-run (its directory turns into a file): the run
+/// stops with the write error, keeps the unsaved state in the temp directory and
+/// names it in `help: karpctl state push <file>`; once the directory is back,
+/// that push and a re-run converge to exactly the expected resources.
+#[test]
+fn a_state_write_that_fails_mid_up_is_recovered_with_state_push() {
+    let Some(mut sb) = Sandbox::start("crash-write", &[]) else { return };
+    let name = format!("write-{}.state.json", std::process::id());
+    sb.write_config(&sandbox_config().replace("  path: state.json", &format!("  path: st/{name}")));
+    let seed_doc = sb.aws.handle["seed"].clone();
+    let mut tagged: Vec<String> = seed_doc["subnet_ids"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    tagged.push(seed_doc["cluster_security_group_id"].as_str().unwrap().to_string());
+    let template = template_types(&sb);
+    let (base_aws, base_kube) = (aws_inventory(&sb), kube_inventory(&sb));
+    let dir = sb.dir.join("st");
+    let fallback = std::env::temp_dir().join(format!("karpctl-{name}.errored"));
+    let _ = std::fs::remove_file(&fallback);
+
+    let mut child = command(&sb, &["up"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // After the first steps are recorded, the state's directory is replaced by a file.
+    while !std::fs::read(dir.join(&name)).ok().and_then(|b| karpctl::state::decode(&b).ok()).is_some_and(|s| s.steps.len() >= 3) {
+        assert!(child.try_wait().unwrap().is_none(), "up ended before the state could be taken away");
+        assert!(Instant::now() < deadline, "no state written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let moved = sb.dir.join("st-away");
+    std::fs::rename(&dir, &moved).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("could not save the state to local file st/") && err.contains(&format!("was saved to {}", fallback.display())), "{err}");
+    assert!(err.contains(&format!("help: karpctl state push {}", fallback.display())), "{err}");
+    let unsaved = karpctl::state::decode(&std::fs::read(&fallback).unwrap()).expect("the unsaved state parses");
+
+    // The run could not remove its lock either (its directory was gone) and says so,
+    // after the error that matters.
+    assert!(err.contains("could not release the state lock either"), "{err}");
+    // The directory comes back (with the last state written and that lock, now stale);
+    // the lock is cleared as the help line says, the unsaved state pushed, the run repeated.
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(&moved, &dir).unwrap();
+    let lock = format!("st/{name}.lock");
+    assert!(unlock_stale(&sb, &["up"], &lock, "after the failed write"), "the lock of the failed run is left");
+    let pushed = sb.karpctl(&["state", "push", fallback.to_str().unwrap()]);
+    assert!(pushed.status.success(), "{}", show(&pushed));
+    let now = karpctl::state::decode(&std::fs::read(dir.join(&name)).unwrap()).unwrap();
+    assert_eq!(now.steps, unsaved.steps, "what was pushed is the state");
+    let _ = std::fs::remove_file(&fallback);
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    let instances = base_aws["running_instances"][0].parse::<usize>().unwrap();
+    assert_inventory("after the failed write", &expected_kube_after_up(&base_kube), &kube_inventory(&sb));
+    let have = aws_inventory(&sb);
+    assert_inventory("after the failed write", &expected_aws_after_up(&base_aws, &have, &template, instances, &tagged), &have);
+    sb.assert_second_up_writes_nothing("after the failed write");
 }
