@@ -342,7 +342,8 @@ pub fn expected_aws_after_up(base: &Inventory, have: &Inventory, template_types:
     want.insert("pod_identity_associations".into(), with(base, "pod_identity_associations", &[format!("kube-system/karpenter -> {CONTROLLER_ROLE}")]));
     let mut tags: Vec<String> = discovery.iter().map(|id| format!("{id}={CLUSTER}")).collect();
     tags.sort();
-    want.insert("ec2_tags karpenter.sh/discovery".into(), tags);
+    want.insert("ec2_tags karpenter.sh/discovery".into(), tags.clone());
+    want.insert("ec2_tags karpctl.io/discovery-tagged".into(), tags);
     want.insert("running_instances".into(), vec![instances.to_string()]);
     want
 }
@@ -838,4 +839,73 @@ fn a_state_write_that_fails_mid_up_is_recovered_with_state_push() {
     let have = aws_inventory(&sb);
     assert_inventory("after the failed write", &expected_aws_after_up(&base_aws, &have, &template, instances, &tagged), &have);
     sb.assert_second_up_writes_nothing("after the failed write");
+}
+
+// ------------------------------------------------------------------------------ Ctrl-C, early
+
+/// Ctrl-C the moment the lock is taken — before any step has started — still ends
+/// with exit 130 and the lock released, not a stale lock to clear by hand. No beds:
+/// the run is stopped before it would call anything.
+#[test]
+fn ctrl_c_right_after_the_lock_is_taken_releases_it() {
+    let dir = crate::support::scratch("crash-early-int");
+    std::fs::write(dir.join("karpctl.yaml"), sandbox_config()).unwrap();
+    for attempt in 0..5 {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_karpctl"));
+        cmd.arg("rollback").current_dir(&dir).env("NO_COLOR", "1").env("CI", "1");
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().to_string();
+            if k.starts_with("AWS_") || k.starts_with("KARPCTL_") || k == "KUBECONFIG" {
+                cmd.env_remove(k);
+            }
+        }
+        // Nothing listens there: were a step to run, it would fail, not hang.
+        cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9").env("AWS_ACCESS_KEY_ID", "testing").env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-west-2").env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let child = cmd.spawn().unwrap();
+        let pid = child.id();
+        let lock = dir.join("state.json.lock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lock.exists() {
+            assert!(Instant::now() < deadline, "attempt {attempt}: no lock taken");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _ = Command::new("kill").args(["-INT", "--", &format!("-{pid}")]).status();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "attempt {attempt}: {}", show(&out));
+        assert!(!lock.exists(), "attempt {attempt}: the lock is released: {}", show(&out));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ------------------------------------------------------------------------------ discovery tags
+
+/// What a kill right after `CreateTags` leaves: the tags on the subnets and security
+/// group, the step `in_progress` with nothing recorded. The resumed `up` must still
+/// know the tags are karpctl's, so `rollback --purge` removes them (found by the long
+/// crash matrix, seed 7: they were left for good).
+#[test]
+fn discovery_tags_written_before_a_crash_are_still_purged() {
+    let Some(sb) = Sandbox::start("crash-tags", &[]) else { return };
+    sb.write_config(&sandbox_config());
+    let bed = Bed::new(&sb);
+    let _kubelet = NodegroupKubelet::start(&sb, &bed);
+    let base_aws = aws_inventory(&sb);
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    let mut st = sb.state("state.json");
+    let rec = &mut st["steps"]["discovery-tags/karpctl-sandbox"];
+    assert_eq!(rec["outputs"]["taggedByKarpctl"].as_array().map(Vec::len), Some(4), "{rec}");
+    *rec = json!({"kind": rec["kind"], "fingerprint": "", "status": "in_progress", "inputs": null, "outputs": null,
+                  "error": null, "started_at": rec["started_at"], "finished_at": null});
+    std::fs::write(sb.dir.join("state.json"), serde_json::to_vec_pretty(&st).unwrap()).unwrap();
+
+    let resumed = sb.karpctl(&["up"]);
+    assert!(resumed.status.success(), "{}", show(&resumed));
+    let rec = &sb.state("state.json")["steps"]["discovery-tags/karpctl-sandbox"];
+    assert_eq!(rec["outputs"]["taggedByKarpctl"].as_array().map(Vec::len), Some(4), "observed as karpctl's again: {rec}");
+    let rb = sb.karpctl(&["rollback", "--purge", "--delete-crds"]);
+    assert!(rb.status.success(), "{}", show(&rb));
+    assert_inventory("after the purge", &expected_aws_after_rollback(&base_aws, 3), &aws_inventory(&sb));
 }

@@ -41,7 +41,7 @@ out["sqs_queues"] = sorted(u.rsplit("/", 1)[-1] for u in sqs.list_queues().get("
 out["event_rules"] = sorted(r["Name"] for r in events.list_rules()["Rules"])
 out["launch_templates"] = sorted(t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"])
 live_lts = {t["LaunchTemplateId"] for t in ec2.describe_launch_templates()["LaunchTemplates"]}
-for key in ("karpenter.sh/discovery", "karpctl.io/cluster"):
+for key in ("karpenter.sh/discovery", "karpctl.io/discovery-tagged", "karpctl.io/cluster"):
     tags = ec2.describe_tags(Filters=[{"Name": "key", "Values": [key]}])["Tags"]
     # moto keeps a deleted launch template's tags; only live ones count.
     out[f"ec2_tags {key}"] = sorted(f'{t["ResourceId"]}={t["Value"]}' for t in tags
