@@ -909,3 +909,33 @@ fn discovery_tags_written_before_a_crash_are_still_purged() {
     assert!(rb.status.success(), "{}", show(&rb));
     assert_inventory("after the purge", &expected_aws_after_rollback(&base_aws, 3), &aws_inventory(&sb));
 }
+
+// ------------------------------------------------------------------------------ Ctrl-C, in a step
+
+/// Ctrl-C reaches helm too (it runs in karpctl's process group): the step fails with
+/// "signal: 2", its dependents are blocked, and the walk could end before its cancel
+/// branch was polled — exit 1 and a failure instead of 130 and "interrupted" (the long
+/// matrix, seed 7, cycle 10). A fake step failing while the cancel is already due must
+/// end as interrupted, whichever branch `select!` happens to pick first (so: 20 runs).
+#[tokio::test]
+async fn a_run_whose_ctrl_c_reached_a_step_first_ends_as_interrupted() {
+    use karpctl::engine::fake::FakeStep;
+    use karpctl::engine::{Mode, Runner, RunnerError, Step};
+    use karpctl::state::{Backend, LocalStore, State};
+    for attempt in 0..20 {
+        let d = crate::support::scratch("crash-int-step");
+        let w = d.join("world");
+        std::fs::create_dir_all(&w).unwrap();
+        std::fs::write(w.join("fail-a"), "").unwrap();
+        let steps = [FakeStep::new(&w, "a", &[], "v1"), FakeStep::new(&w, "b", &["a"], "v1")];
+        let backend = Backend::Local(LocalStore::new(d.join("state.json")));
+        let mut state = State::new("engine-test", None);
+        let events = |_e: karpctl::engine::Event| {};
+        let runner = Runner { steps: steps.iter().map(|s| s as &dyn Step).collect(), mode: Mode::Apply, refresh: false, concurrency: 1, approve: true, events: &events };
+        let mut ctrl_c = std::pin::pin!(std::future::ready(()));
+        let r = runner.run(&mut state, &backend, ctrl_c.as_mut()).await;
+        assert!(matches!(r, Err(RunnerError::Cancelled { .. })), "attempt {attempt}: {r:?}");
+        assert!(backend.load().await.unwrap().is_some(), "attempt {attempt}: the state is saved");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
