@@ -39,10 +39,13 @@ log, seed, secs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rows = [json.loads(l) for l in open(log) if l.strip()]
 for cmd in ("up", "rollback"):
     r = [x for x in rows if x["command"] == cmd]
-    killed = [x for x in r if x["killed"]]
+    kills = [x for x in r if x["signal"] == "KILL"]
+    killed = [x for x in kills if x["killed"]]
+    ints = [x for x in r if x["signal"] == "INT"]
     at = collections.Counter(x["after"].split(" (")[0] for x in killed)
-    print(f"{cmd}: {len(r)} points, {len(killed)} killed, {sum(1 for x in killed if x['lock'])} left the lock, "
-          f"{sum(1 for x in killed if x['inProgress'])} left a step in progress; kills after {len(at)} distinct boundaries")
+    print(f"{cmd}: {len(kills)} kill points, {len(killed)} killed ({sum(1 for x in killed if x['lock'])} left the lock, "
+          f"{sum(1 for x in killed if x['inProgress'])} a step in progress); {sum(1 for x in ints if x['killed'])} of "
+          f"{len(ints)} Ctrl-Cs stopped a run; kills after {len(at)} distinct boundaries")
     for b, n in sorted(at.items()):
         print(f"    {n:3d} x {b}")
 print(f"seed {seed}: {len(rows)} points in {secs}s; log {log}")
