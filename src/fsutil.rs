@@ -42,6 +42,31 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     result
 }
 
+/// Removes the temporary files [`write_atomic`] left beside `path` when the process
+/// writing them died between creating and renaming them (kill -9, power loss).
+/// Only files of processes known to be gone are removed: those of a live writer,
+/// and all of them where liveness cannot be told (no `/proc`), are left alone.
+pub fn remove_orphaned_temps(path: &Path) {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Creates the temporary file exclusively. The name is predictable (pid and a
 /// counter), and the state's fallback copy goes to the shared temp directory, so
 /// whatever already sits at that name (a crashed run's leftover, or a file or

@@ -422,6 +422,13 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+        // A Ctrl-C that reached a subprocess first (helm runs in karpctl's process group, so a
+        // terminal's SIGINT stops it too) fails that step and can end the walk before the cancel
+        // branch is polled: the run still ends as interrupted, not as an ordinary failure.
+        if futures::FutureExt::now_or_never(cancel.as_mut()).is_some() {
+            persist.save(state).await.map_err(RunnerError::Persist)?;
+            return Err(RunnerError::Cancelled { report });
+        }
         // Declaration order (dependencies first), not completion order: the plan reads top-down.
         let order: BTreeMap<String, usize> = self.steps.iter().enumerate().map(|(i, s)| (s.id(), i)).collect();
         report.planned.sort_by_key(|p| order.get(&p.step).copied().unwrap_or(usize::MAX));

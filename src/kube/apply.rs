@@ -83,7 +83,7 @@ pub async fn resolve(client: &kube::Client, obj: &Value) -> Result<Target, Apply
         .to_string();
     let (ar, caps) = match kube::discovery::pinned_kind(client, &gvk).await {
         Ok(x) => x,
-        Err(kube::Error::Api(s)) if s.is_not_found() => {
+        Err(kube::Error::Api(s)) if crate::kube::not_found(&s) => {
             return Err(ApplyError::UnknownKind { reference, api_version, kind: gvk.kind.clone() })
         }
         Err(kube::Error::Discovery(_)) => return Err(ApplyError::UnknownKind { reference, api_version, kind: gvk.kind.clone() }),
@@ -135,7 +135,7 @@ impl Target {
         // foreground deletion would also need the garbage collector's help.
         match self.api.delete(&self.name, &DeleteParams::background()).await {
             Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(false),
+            Err(kube::Error::Api(s)) if crate::kube::not_found(&s) => Ok(false),
             Err(e) => Err(self.classify(e)),
         }
     }

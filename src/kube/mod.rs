@@ -36,6 +36,14 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether a Kubernetes API error means "not there": the object is missing
+/// (`NotFound`), or the API server does not serve its kind at all — after the
+/// CRD is deleted it answers a plain-text `404 page not found`, which kube-rs's
+/// `Status::is_not_found` does not recognise (its reason is not `NotFound`).
+pub fn not_found(s: &::kube::core::Status) -> bool {
+    s.is_not_found() || s.code == 404
+}
+
 /// What is needed to reach an EKS API server without a kubeconfig
 /// (from `eks:DescribeCluster`: `endpoint`, `certificateAuthority.data`).
 #[derive(Debug, Clone, PartialEq, Eq)]

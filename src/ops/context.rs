@@ -5,11 +5,52 @@ local file by default, S3 when configured) and the lock description.
 
 use std::path::PathBuf;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
 use anyhow::Context;
 
 use crate::cli::Global;
 use crate::config::Config;
-use crate::state::{Backend, LocalStore, S3Store, State};
+use crate::engine::RunnerError;
+use crate::state::{Backend, LocalStore, LockInfo, S3Store, State};
+
+/// Resolves on Ctrl-C (SIGINT), counted from the moment this is called, not from
+/// its first poll: a Ctrl-C between taking the lock and the first step is then a
+/// clean interruption rather than the default action's death with the lock held.
+pub type Interrupt = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pub fn interrupt() -> Interrupt {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut s) = signal(SignalKind::interrupt()) {
+            return Box::pin(async move {
+                s.recv().await;
+            });
+        }
+    }
+    Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+/// Takes the state lock for a run (waiting up to `timeout`, saying whom for), unless
+/// Ctrl-C comes first: then the run ends as interrupted, with no lock of its own left.
+pub async fn lock_or_interrupt(b: &Backend, info: &LockInfo, timeout: Duration, interrupt: &mut Interrupt) -> anyhow::Result<()> {
+    tokio::select! {
+        r = b.lock(info, timeout, &|h| crate::ui::note(&format!("waiting for the state lock held by {h}"))) => Ok(r?),
+        _ = interrupt.as_mut() => {
+            // An attempt in flight may still create our lock: let it land, then take ours away.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if b.lock_holder().await.ok().flatten().is_some_and(|h| h.id == info.id) {
+                b.unlock(&info.id).await?;
+            }
+            Err(RunnerError::Cancelled { report: Default::default() }.into())
+        }
+    }
+}
 
 pub fn default_state_path(c: &Config) -> PathBuf {
     PathBuf::from(format!(".karpctl/{}.state.json", c.cluster.name))
@@ -24,6 +65,20 @@ pub async fn backend(c: &Config, g: &Global) -> anyhow::Result<Backend> {
     }
     let path = c.state.path.as_ref().map(PathBuf::from).unwrap_or_else(|| default_state_path(c));
     Ok(Backend::Local(LocalStore::new(path)))
+}
+
+/// Releases the lock a run took. When the run already failed, a failure to release
+/// is only noted: the run's own error (a failed state write and its `help:` line)
+/// is the one to show, and the lock left behind is reported as stale next time.
+pub async fn release(b: &Backend, id: &str, run_failed: bool) -> anyhow::Result<()> {
+    match b.unlock(id).await {
+        Ok(()) => Ok(()),
+        Err(e) if run_failed => {
+            crate::ui::note(&format!("could not release the state lock either: {e}"));
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The current state, or a new one for this cluster; refuses another cluster's file.

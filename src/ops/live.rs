@@ -116,7 +116,7 @@ async fn objects(client: &kube::Client) -> anyhow::Result<(Value, Value)> {
         async move {
             match api.list(&ListParams::default()).await {
                 Ok(l) => Ok(l.items.into_iter().map(|o| serde_json::to_value(o).expect("serializes")).collect::<Vec<Value>>()),
-                Err(kube::Error::Api(s)) if s.is_not_found() => Ok(Vec::new()),
+                Err(kube::Error::Api(s)) if crate::kube::not_found(&s) => Ok(Vec::new()),
                 Err(e) => Err(anyhow::Error::from(e)),
             }
         }

@@ -78,10 +78,9 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
     }
     let backend = super::context::backend(c, g).await?;
     let lock = LockInfo::for_this_process(if mode == Mode::Apply { "up" } else { "plan" });
+    let mut interrupt = super::context::interrupt();
     if mode == Mode::Apply {
-        backend
-            .lock(&lock, Duration::from_secs(g.lock_timeout), &|h| crate::ui::note(&format!("waiting for the state lock held by {h}")))
-            .await?;
+        super::context::lock_or_interrupt(&backend, &lock, Duration::from_secs(g.lock_timeout), &mut interrupt).await?;
     }
     let result = async {
         let mut state = super::context::load_state(&backend, c).await?;
@@ -111,15 +110,13 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
             approve: g.yes,
             events: &events,
         };
-        let mut cancel = std::pin::pin!(async {
-            let _ = tokio::signal::ctrl_c().await;
-        });
+        let mut cancel = interrupt;
         let report = runner.run(&mut state, &backend, cancel.as_mut()).await.context(if mode == Mode::Apply { "applying" } else { "planning" })?;
         anyhow::Ok(Walk { report, total: steps.len(), warnings: loaded.warnings.clone() })
     }
     .await;
     if mode == Mode::Apply {
-        backend.unlock(&lock.id).await?;
+        super::context::release(&backend, &lock.id, result.is_err()).await?;
     }
     result
 }

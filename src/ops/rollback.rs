@@ -46,10 +46,9 @@ async fn walk(g: &Global, mode: Mode, o: Options) -> anyhow::Result<Walk> {
     let c = &loaded.config;
     let backend = super::context::backend(c, g).await?;
     let lock = LockInfo::for_this_process(if mode == Mode::Apply { "rollback" } else { "plan --rollback" });
+    let mut interrupt = super::context::interrupt();
     if mode == Mode::Apply {
-        backend
-            .lock(&lock, Duration::from_secs(g.lock_timeout), &|h| crate::ui::note(&format!("waiting for the state lock held by {h}")))
-            .await?;
+        super::context::lock_or_interrupt(&backend, &lock, Duration::from_secs(g.lock_timeout), &mut interrupt).await?;
     }
     let result = async {
         let mut state = super::context::load_state(&backend, c).await?;
@@ -69,9 +68,7 @@ async fn walk(g: &Global, mode: Mode, o: Options) -> anyhow::Result<Walk> {
         let progress = Progress::new(Style::detect(g.output == OutputFormat::Json));
         let events = |e| progress.event(e);
         let runner = Runner { steps: steps.clone(), mode, refresh: false, concurrency: 4, approve: g.yes, events: &events };
-        let mut cancel = std::pin::pin!(async {
-            let _ = tokio::signal::ctrl_c().await;
-        });
+        let mut cancel = interrupt;
         let report = runner
             .run(&mut state, &backend, cancel.as_mut())
             .await
@@ -102,7 +99,7 @@ async fn walk(g: &Global, mode: Mode, o: Options) -> anyhow::Result<Walk> {
     }
     .await;
     if mode == Mode::Apply {
-        backend.unlock(&lock.id).await?;
+        super::context::release(&backend, &lock.id, result.is_err()).await?;
     }
     result
 }

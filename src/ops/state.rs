@@ -133,7 +133,7 @@ pub async fn state(g: &Global, cmd: &StateCommand) -> anyhow::Result<Report> {
                 })
             }
             .await;
-            backend.unlock(&info.id).await?;
+            super::context::release(&backend, &info.id, result.is_err()).await?;
             result?
         }
     };

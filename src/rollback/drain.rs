@@ -139,7 +139,7 @@ where
 {
     match api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(kube::Error::Api(s)) if crate::kube::not_found(&s) => Ok(()),
         Err(e) => Err(anyhow::Error::from(e).context(format!("removing the finalizers of {name}"))),
     }
 }
@@ -150,7 +150,7 @@ where
 {
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(false),
+        Err(kube::Error::Api(s)) if crate::kube::not_found(&s) => Ok(false),
         Err(e) => Err(anyhow::Error::from(e).context(format!("deleting {name}"))),
     }
 }
@@ -256,7 +256,7 @@ impl NodePools {
                     evicted.push(r.clone());
                     stuck.push(Stuck { pod: r, node, why: "evicted, still terminating".into() });
                 }
-                Ok(Err(kube::Error::Api(s))) if s.is_not_found() => {}
+                Ok(Err(kube::Error::Api(s))) if crate::kube::not_found(&s) => {}
                 Ok(Err(kube::Error::Api(s))) if s.code == 429 => {
                     let causes: Vec<String> = s.details.iter().flat_map(|d| d.causes.iter()).map(|c| c.message.clone()).collect();
                     let detail = format!("{}{}", s.message, if causes.is_empty() { String::new() } else { format!(" ({})", causes.join("; ")) });

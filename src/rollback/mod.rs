@@ -288,7 +288,7 @@ pub async fn list_kind(client: &kube::Client, ar: &ApiResource, lp: &ListParams)
     let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
     match api.list(lp).await {
         Ok(l) => Ok(Some(l.items)),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
+        Err(kube::Error::Api(s)) if crate::kube::not_found(&s) => Ok(None),
         Err(e) => Err(anyhow::Error::from(e).context(format!("listing {}", ar.plural))),
     }
 }

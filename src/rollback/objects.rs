@@ -124,7 +124,7 @@ impl Step for NodeClasses {
                 cx.progress(format!("deleting EC2NodeClass {c}"));
                 match api.delete(c, &DeleteParams::background()).await {
                     Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                    Err(kube::Error::Api(s)) if crate::kube::not_found(&s) => {}
                     Err(e) => return Err(anyhow::Error::from(e).context(format!("deleting EC2NodeClass {c}"))),
                 }
             }
@@ -153,7 +153,7 @@ impl Step for NodeClasses {
                         let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": obj.metadata.resource_version}});
                         match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
                             Ok(_) => released.push(name),
-                            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
+                            Err(kube::Error::Api(s)) if crate::kube::not_found(&s) || s.is_conflict() => {}
                             Err(e) => return Err(anyhow::Error::from(e).context(format!("releasing EC2NodeClass {name}"))),
                         }
                     }
@@ -353,7 +353,7 @@ impl Step for Releases {
                     cx.progress(format!("deleting namespace {ns}"));
                     match api.delete(ns, &DeleteParams::background()).await {
                         Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                        Err(kube::Error::Api(s)) if crate::kube::not_found(&s) => {}
                         Err(e) => return Err(anyhow::Error::from(e).context(format!("deleting namespace {ns}"))),
                     }
                 }
@@ -449,7 +449,7 @@ impl Step for Crds {
                 cx.progress(format!("deleting CRD {c}"));
                 match api.delete(c, &DeleteParams::background()).await {
                     Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                    Err(kube::Error::Api(s)) if crate::kube::not_found(&s) => {}
                     Err(e) => return Err(anyhow::Error::from(e).context(format!("deleting CRD {c}"))),
                 }
             }

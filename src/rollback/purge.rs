@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use super::{strings, EKS_CLUSTER_TAG, LEGACY_CLUSTER_TAG, NODECLASS_TAG};
 use crate::aws::AwsError;
-use crate::config::types::DISCOVERY_TAG;
+use crate::config::types::{DISCOVERY_MARKER_TAG, DISCOVERY_TAG};
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
 use crate::render::cfn::CLUSTER_TAG;
 use crate::steps::cfn_stack::StackFailed;
@@ -111,13 +111,25 @@ impl Sweep {
         Ok(out)
     }
 
-    /// Of the resources karpctl tagged, those that still carry `karpenter.sh/discovery=<cluster>`.
+    /// Of the resources karpctl tagged (as recorded, or marked so), those that still
+    /// carry `karpenter.sh/discovery=<cluster>`.
     async fn discovery_tags(&self) -> anyhow::Result<Vec<String>> {
-        let ours = self.discovery.as_ref().map(|d| strings(&d["taggedByKarpctl"])).unwrap_or_default();
+        use aws_sdk_ec2::types::Filter;
+        let mut ours = self.discovery.as_ref().map(|d| strings(&d["taggedByKarpctl"])).unwrap_or_default();
+        let marked = self
+            .ec2
+            .describe_tags()
+            .filters(Filter::builder().name("key").values(DISCOVERY_MARKER_TAG).build())
+            .filters(Filter::builder().name("value").values(&self.cluster).build())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeTags", &e))?;
+        ours.extend(marked.tags().iter().filter_map(|t| t.resource_id().map(String::from)));
+        ours.sort();
+        ours.dedup();
         if ours.is_empty() {
             return Ok(Vec::new());
         }
-        use aws_sdk_ec2::types::Filter;
         let out = self
             .ec2
             .describe_tags()
@@ -168,7 +180,7 @@ impl Step for Sweep {
                 "instanceProfiles": profiles.iter().map(|(n, roles)| json!({"name": n, "roles": roles})).collect::<Vec<_>>(),
                 "instances": instances,
                 "discoveryTags": tags,
-                "discoveryKnown": self.discovery.is_some(),
+                "discoveryKnown": self.discovery.is_some() || !tags.is_empty(),
                 "previous": carried(cx),
             }))
         })
@@ -260,6 +272,7 @@ impl Step for Sweep {
                     .delete_tags()
                     .set_resources(Some(tags.clone()))
                     .tags(aws_sdk_ec2::types::Tag::builder().key(DISCOVERY_TAG).value(&self.cluster).build())
+                    .tags(aws_sdk_ec2::types::Tag::builder().key(DISCOVERY_MARKER_TAG).value(&self.cluster).build())
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("ec2:DeleteTags", &e))?;

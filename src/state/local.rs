@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::codec::{self, Problem};
 use super::lock::{self, Attempt};
 use super::{LockInfo, Location, State, StateError};
-use crate::fsutil::{create_private_dir_all, write_atomic};
+use crate::fsutil::{create_private_dir_all, remove_orphaned_temps, write_atomic};
 
 const MODE: u32 = 0o600;
 
@@ -147,6 +147,9 @@ fn write_over(path: &Path, backup: &Path, corrupt: &Path, location: &Location, d
     if let Some(dir) = path.parent() {
         create_private_dir_all(dir).map_err(|e| StateError::io("creating the state directory", dir, e))?;
     }
+    // A run killed mid-write leaves its temporary copies; the lock says no one else writes now.
+    remove_orphaned_temps(path);
+    remove_orphaned_temps(backup);
     match std::fs::read(path) {
         Ok(prev) => match codec::decode_raw(&prev) {
             Ok(_) => write_atomic(backup, &prev, MODE).map_err(|e| StateError::io("writing the backup", backup, e))?,

@@ -2,7 +2,9 @@
 Step `discovery-tags/<cluster>`: tags the cluster's subnets and its cluster
 security group (or the ones the config names) `karpenter.sh/discovery=<cluster>`,
 which the default node class selectors match. Records which resources karpctl
-tagged and which already had the tag, so a purge removes only its own tags.
+tagged and which already had the tag, so a purge removes only its own tags; its
+own carry `karpctl.io/discovery-tagged=<cluster>` too (set in the same call), so
+that is observed again after a crash between tagging and recording.
 */
 
 use std::collections::BTreeMap;
@@ -11,7 +13,7 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use crate::aws::AwsError;
-use crate::config::types::DISCOVERY_TAG;
+use crate::config::types::{DISCOVERY_MARKER_TAG, DISCOVERY_TAG};
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
 
 pub struct DiscoveryTags {
@@ -70,23 +72,34 @@ impl Step for DiscoveryTags {
             }
             cx.progress(format!("reading tags of {} resources", targets.len()));
             let mut values: BTreeMap<String, String> = BTreeMap::new();
+            let mut marked: Vec<String> = Vec::new();
             let mut pages = self
                 .ec2
                 .describe_tags()
                 .filters(aws_sdk_ec2::types::Filter::builder().name("resource-id").set_values(Some(targets.clone())).build())
-                .filters(aws_sdk_ec2::types::Filter::builder().name("key").values(DISCOVERY_TAG).build())
+                .filters(aws_sdk_ec2::types::Filter::builder().name("key").values(DISCOVERY_TAG).values(DISCOVERY_MARKER_TAG).build())
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeTags", &e))?;
                 for t in page.tags.unwrap_or_default() {
-                    if let (Some(r), Some(v)) = (t.resource_id, t.value) {
-                        values.insert(r, v);
+                    if let (Some(r), Some(k), Some(v)) = (t.resource_id, t.key, t.value) {
+                        if k == DISCOVERY_MARKER_TAG {
+                            if v == self.cluster {
+                                marked.push(r);
+                            }
+                        } else {
+                            values.insert(r, v);
+                        }
                     }
                 }
             }
             let current: Vec<Value> = targets.iter().map(|r| json!({"resource": r, "value": values.get(r)})).collect();
-            let ours = cx.previous.map(|p| p["taggedByKarpctl"].clone()).unwrap_or_else(|| json!([]));
+            // Ours: what the last finished run recorded, and what carries our marker.
+            let mut ours: Vec<String> = cx.previous.map(|p| crate::rollback::strings(&p["taggedByKarpctl"])).unwrap_or_default();
+            ours.extend(marked);
+            ours.sort();
+            ours.dedup();
             Ok(json!({"resources": current, "taggedByKarpctl": ours}))
         })
     }
@@ -115,6 +128,7 @@ impl Step for DiscoveryTags {
                 .create_tags()
                 .set_resources(Some(missing.clone()))
                 .tags(aws_sdk_ec2::types::Tag::builder().key(DISCOVERY_TAG).value(&self.cluster).build())
+                .tags(aws_sdk_ec2::types::Tag::builder().key(DISCOVERY_MARKER_TAG).value(&self.cluster).build())
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk("ec2:CreateTags", &e))?;

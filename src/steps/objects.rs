@@ -277,7 +277,7 @@ impl Step for Prune {
                 let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
                 let list = match api.list(&ListParams::default().labels(&self.selector())).await {
                     Ok(l) => l,
-                    Err(kube::Error::Api(s)) if s.is_not_found() => continue,
+                    Err(kube::Error::Api(s)) if crate::kube::not_found(&s) => continue,
                     Err(e) => return Err(e.into()),
                 };
                 for o in list.items {

@@ -43,7 +43,7 @@ impl Readiness {
                 let r = format!("{}/{n}", ar.kind);
                 let obj = match api.get_opt(n).await {
                     Ok(o) => o.map(|o| serde_json::to_value(o).expect("serializes")),
-                    Err(kube::Error::Api(s)) if s.is_not_found() => None,
+                    Err(kube::Error::Api(s)) if crate::kube::not_found(&s) => None,
                     Err(e) => return Err(e.into()),
                 };
                 match obj {

@@ -5,6 +5,7 @@
 mod beds;
 mod cfn;
 mod cli;
+mod crash;
 mod crds;
 mod docs;
 mod engine;

@@ -36,14 +36,14 @@ fn text(b: &[u8]) -> String {
 }
 
 /// Async helpers against both beds, from a plain test thread.
-struct Bed {
+pub(crate) struct Bed {
     rt: tokio::runtime::Runtime,
     kube: kube::Client,
     sdk: aws_config::SdkConfig,
 }
 
 impl Bed {
-    fn new(sb: &Sandbox) -> Bed {
+    pub(crate) fn new(sb: &Sandbox) -> Bed {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let kube = rt.block_on(sb.kube.client());
         let sdk = rt.block_on(sb.aws.sdk_config("us-west-2"));
@@ -185,13 +185,13 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// Joins new nodes to the nodegroup as EKS scales it: what the node group's
 /// instances would do when they boot (the emulator has the instances, not the Nodes).
-struct NodegroupKubelet {
+pub(crate) struct NodegroupKubelet {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl NodegroupKubelet {
-    fn start(sb: &Sandbox, bed: &Bed) -> NodegroupKubelet {
+    pub(crate) fn start(sb: &Sandbox, bed: &Bed) -> NodegroupKubelet {
         let stop = Arc::new(AtomicBool::new(false));
         let (sdk, kubeconfig, flag) = (bed.sdk.clone(), sb.kube.kubeconfig(), stop.clone());
         let handle = std::thread::spawn(move || {
