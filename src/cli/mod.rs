@@ -59,7 +59,8 @@ pub struct Global {
     /// Seconds to wait for another run's state lock.
     #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS")]
     pub lock_timeout: u64,
-    /// More logging (-v, -vv).
+    /// Every step event and progress message as a timestamped line on stderr,
+    /// unthrottled (instead of spinners, or a line only when a wait says something new).
     #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }

@@ -100,7 +100,7 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
         };
         let all = crate::steps::up_steps(c, &env)?;
         let steps = select(&all.iter().map(|s| s.as_ref() as &dyn Step).collect::<Vec<_>>(), &o.targets)?;
-        let progress = Progress::new(Style::detect(g.output == OutputFormat::Json));
+        let progress = Progress::new(Style::detect(g.output == OutputFormat::Json, g.verbose > 0));
         let events = |e| progress.event(e);
         let runner = Runner {
             steps: steps.clone(),

@@ -65,7 +65,7 @@ async fn walk(g: &Global, mode: Mode, o: Options) -> anyhow::Result<Walk> {
         let all: Vec<&dyn Step> = graph.iter().map(|s| s.step.as_ref()).collect();
         let steps = super::plan::select(&all, &o.targets)?;
         let sequence: Vec<String> = steps.iter().map(|s| s.id()).collect();
-        let progress = Progress::new(Style::detect(g.output == OutputFormat::Json));
+        let progress = Progress::new(Style::detect(g.output == OutputFormat::Json, g.verbose > 0));
         let events = |e| progress.event(e);
         let runner = Runner { steps: steps.clone(), mode, refresh: false, concurrency: 4, approve: g.yes, events: &events };
         let mut cancel = interrupt;

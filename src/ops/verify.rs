@@ -84,7 +84,7 @@ pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<Report> {
     }
     let name = format!("verify-{}-{}", pool.name, &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let started = Instant::now();
-    let progress = Progress::new(Style::detect(g.output == OutputFormat::Json));
+    let progress = Progress::new(Style::detect(g.output == OutputFormat::Json, g.verbose > 0));
     let step = format!("verify/{}", pool.name);
     progress.event(Event::Started { step: step.clone(), why: vec![] });
     let say = |m: String| progress.event(Event::Progress { step: step.clone(), message: m });

@@ -21,14 +21,20 @@ use crate::engine::{Event, Outcome};
 pub enum Style {
     Bars,
     Lines,
+    /// `-v`: a timestamped line for every event and every progress message, unthrottled,
+    /// including steps skipped as unchanged.
+    Verbose,
     Json,
 }
 
 impl Style {
-    /// Bars on an interactive terminal, lines under CI or in a pipe, JSON when asked.
-    pub fn detect(json: bool) -> Style {
+    /// Bars on an interactive terminal, lines under CI or in a pipe, every line with
+    /// `-v`, JSON when asked.
+    pub fn detect(json: bool, verbose: bool) -> Style {
         if json {
             Style::Json
+        } else if verbose {
+            Style::Verbose
         } else if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() {
             Style::Bars
         } else {
@@ -127,7 +133,7 @@ impl Progress {
                     eprintln!("{v}");
                 }
             }
-            Style::Lines => match &e {
+            Style::Lines | Style::Verbose => match &e {
                 Event::Started { step, why } => {
                     eprintln!("{} {step}: {}", Self::stamp(), started_text(why));
                 }
@@ -136,6 +142,7 @@ impl Progress {
                     let mut last = self.last_line.lock().expect("progress lock");
                     let now = std::time::Instant::now();
                     let due = match last.get(step) {
+                        Some(_) if self.style == Style::Verbose => true,
                         Some((prev, at)) => *prev != shape || now.duration_since(*at) >= LINE_EVERY,
                         None => true,
                     };
@@ -145,7 +152,7 @@ impl Progress {
                     }
                 }
                 Event::Finished { step, outcome, elapsed_ms } => {
-                    if *outcome != Outcome::Fresh {
+                    if *outcome != Outcome::Fresh || self.style == Style::Verbose {
                         eprintln!("{} {step}: {} after {:.1}s", Self::stamp(), outcome_text(outcome), *elapsed_ms as f64 / 1000.0);
                     }
                 }

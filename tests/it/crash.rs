@@ -389,7 +389,7 @@ fn template_types(sb: &Sandbox) -> BTreeMap<String, usize> {
     let o = sb.karpctl(&["render", "--only", "template", "-o", "json"]);
     assert!(o.status.success(), "{}", show(&o));
     let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("render -o json: {e}: {}", show(&o)));
-    let t = &doc[0]["content"];
+    let t = &doc["documents"][0]["content"];
     let mut types = BTreeMap::new();
     for r in t["Resources"].as_object().unwrap().values() {
         *types.entry(r["Type"].as_str().unwrap().to_string()).or_default() += 1;
@@ -693,7 +693,7 @@ fn two_ups_race(name: &str, s3: bool) {
     assert_eq!((backup.lineage.as_str(), backup.serial + 1), (state.lineage.as_str(), state.serial));
     assert!(state.steps.values().all(|r| r.status == karpctl::state::StepStatus::Done), "{:?}", state.steps);
     assert!(store.get(&sb, ".lock").is_none(), "the winner released the lock");
-    let shown = sb.karpctl(&["state", "show"]);
+    let shown = sb.karpctl(&["state", "pull"]);
     assert!(shown.status.success(), "{}", show(&shown));
     assert_eq!(karpctl::state::decode(&shown.stdout).unwrap(), state, "karpctl reads the same state");
 

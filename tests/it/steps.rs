@@ -376,3 +376,21 @@ fn plan_on_a_fresh_account_lists_every_step_and_changes_nothing() {
     assert_eq!(counts(&emu)["mutating"], 0, "plan only reads");
     assert!(!d.join(".karpctl/karpctl-sandbox.state.json").exists(), "plan writes no state");
 }
+
+/// `-v` logs every event: a step skipped as unchanged gets its line, which a plain
+/// run leaves out.
+#[test]
+fn verbose_runs_log_every_step_including_the_unchanged_ones() {
+    let Some(emu) = AwsEmulator::start(&[]) else { return };
+    let d = scratch("verbose");
+    std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
+    let up = karpctl(&d, &emu, &["up"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let quiet = karpctl(&d, &emu, &["up"]);
+    assert!(quiet.status.success(), "{}", text(&quiet.stderr));
+    let loud = karpctl(&d, &emu, &["up", "-v"]);
+    assert!(loud.status.success(), "{}", text(&loud.stderr));
+    let unchanged = |o: &Output| text(&o.stderr).lines().filter(|l| l.contains("discovery-tags/karpctl-sandbox: unchanged after")).count();
+    assert_eq!(unchanged(&quiet), 0, "{}", text(&quiet.stderr));
+    assert_eq!(unchanged(&loud), 1, "{}", text(&loud.stderr));
+}
