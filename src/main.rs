@@ -54,8 +54,13 @@ async fn main() {
             for n in &report.notes {
                 ui::note(n);
             }
-            ui::out(&report.stdout);
-            report.exit
+            match ui::out(&report.stdout) {
+                Ok(()) => report.exit,
+                Err(e) => {
+                    ui::error(&anyhow::Error::new(e).context("writing the result to standard output"), false);
+                    exit::ERROR
+                }
+            }
         }
         Err(e) => {
             if let Some(LoadError::Read { path, source }) = e.downcast_ref::<LoadError>() {
@@ -63,7 +68,8 @@ async fn main() {
                 if source.kind() == std::io::ErrorKind::NotFound && !json {
                     ui::help_line(&format!("create it with `karpctl init -c {}`, or point -c at your config", path.display()));
                 }
-                exit::ERROR
+                // A config that cannot be read is as unusable as an invalid one, and nothing was changed.
+                exit::INVALID_CONFIG
             } else if let Some(LoadError::Invalid(ce)) = e.downcast_ref::<LoadError>() {
                 ui::config_errors(ce, json);
                 exit::INVALID_CONFIG
