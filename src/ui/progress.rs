@@ -7,12 +7,14 @@ with `-o json` (on stderr, so stdout keeps only the final document).
 #![allow(clippy::print_stderr)]
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+
 use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::say;
 use crate::engine::{Event, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,13 +83,13 @@ impl Progress {
         match self.style {
             Style::Json => {
                 if let Ok(s) = serde_json::to_string(&e) {
-                    eprintln!("{s}");
+                    say!("{s}");
                 }
             }
             Style::Lines => match &e {
                 Event::Started { step, why } => {
                     let why: Vec<String> = why.iter().map(|w| w.to_string()).collect();
-                    eprintln!("{} {step}: started ({})", Self::stamp(), why.join("; "));
+                    say!("{} {step}: started ({})", Self::stamp(), why.join("; "));
                 }
                 Event::Progress { step, message } => {
                     let shape: String = message.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
@@ -99,12 +101,12 @@ impl Progress {
                     };
                     if due {
                         last.insert(step.clone(), (shape, now));
-                        eprintln!("{} {step}: {message}", Self::stamp());
+                        say!("{} {step}: {message}", Self::stamp());
                     }
                 }
                 Event::Finished { step, outcome, elapsed_ms } => {
                     if *outcome != Outcome::Fresh {
-                        eprintln!("{} {step}: {} after {:.1}s", Self::stamp(), outcome_text(outcome), *elapsed_ms as f64 / 1000.0);
+                        say!("{} {step}: {} after {:.1}s", Self::stamp(), outcome_text(outcome), *elapsed_ms as f64 / 1000.0);
                     }
                 }
             },
