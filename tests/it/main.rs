@@ -10,6 +10,7 @@ mod docs;
 mod engine;
 mod golden;
 mod helm;
+mod hostile;
 mod invalid;
 mod kube_client;
 mod props;
