@@ -30,6 +30,9 @@ scripts/testbed-aws.sh test -q
 step "Kubernetes test bed smoke test"
 scripts/testbed-kube.sh smoke --dir "$(mktemp -d)/kube"
 
+step "fuzz: a short pass over config, state and render (cargo-fuzz cached; scripts/fuzz.sh)"
+scripts/fuzz.sh --seconds "${KARPCTL_FUZZ_SECONDS:-30}"
+
 step "cargo test"
 log="$KARPCTL_CACHE/last-cargo-test.log"
 cargo test --locked 2>&1 | tee "$log"
