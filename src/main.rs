@@ -84,8 +84,13 @@ async fn main() {
             for h in &report.help {
                 ui::help_line(h);
             }
-            ui::out(&report.stdout);
-            report.exit
+            match ui::out(&report.stdout) {
+                Ok(()) => report.exit,
+                Err(e) => {
+                    ui::error(&anyhow::Error::new(e).context("writing the result to standard output"), karpctl::cli::OutputFormat::Text, &[]);
+                    exit::ERROR
+                }
+            }
         }
         Err(e) => {
             if let Some(LoadError::Read { path, source }) = e.downcast_ref::<LoadError>() {
@@ -95,7 +100,8 @@ async fn main() {
                     vec![]
                 };
                 ui::error(&e, format, &help);
-                exit::ERROR
+                // A config that cannot be read is as unusable as an invalid one, and nothing was changed.
+                exit::INVALID_CONFIG
             } else if let Some(LoadError::Invalid(ce)) = e.downcast_ref::<LoadError>() {
                 ui::config_errors(ce, format);
                 exit::INVALID_CONFIG

@@ -399,6 +399,9 @@ pub struct ErrorBody {
     /// The exact next command, when the situation is recoverable.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub help: Vec<String>,
+    /// `invalid-config`: findings beyond the first 50, counted but not listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<usize>,
 }
 
 /// Any command that fails under `-o json|yaml` prints this instead of its document.

@@ -65,9 +65,9 @@ impl<'a> Diags<'a> {
             file: self.file.to_path_buf(),
             line: pos.line,
             column: pos.col,
-            field: path.to_string(),
-            message: msg,
-            help,
+            field: tidy(&path.to_string()),
+            message: tidy(&msg),
+            help: help.as_deref().map(tidy),
             path: path.clone(),
         });
     }
@@ -99,11 +99,82 @@ impl<'a> Diags<'a> {
     }
 }
 
-/// The config could not be used. Holds every finding, errors first in file order.
+/// Findings shown at most; a file with thousands of bad list items says how
+/// many more there are instead of printing every one.
+pub const MAX_SHOWN: usize = 50;
+
+/// Longest finding text shown; a longer one keeps its start and end.
+const MAX_TEXT: usize = 300;
+
+/// Makes text from the user's file safe to print: control characters (a
+/// terminal escape sequence in a key or value) and bidirectional overrides are
+/// shown escaped, and a very long text is cut in the middle.
+pub fn tidy(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_TEXT + 64));
+    for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    let mut n = out.chars().count();
+    if n <= MAX_TEXT {
+        return out;
+    }
+    // Quoted values (`{:?}` of the user's text) are cut first, so the words
+    // around them — what is wrong, what is allowed — stay whole.
+    out = shorten_quoted(&out);
+    n = out.chars().count();
+    if n <= MAX_TEXT {
+        return out;
+    }
+    let head: String = out.chars().take(MAX_TEXT - 60).collect();
+    let tail: String = out.chars().skip(n - 40).collect();
+    format!("{head}…({} characters cut)…{tail}", n - (MAX_TEXT - 60) - 40)
+}
+
+/// Cuts the middle of every `"…"` longer than 60 characters.
+fn shorten_quoted(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len().min(4096));
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '"' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // Find the closing quote, skipping escaped characters.
+        let mut j = i + 1;
+        while j < chars.len() && chars[j] != '"' {
+            j += if chars[j] == '\\' { 2 } else { 1 };
+        }
+        let inner = &chars[i + 1..j.min(chars.len())];
+        out.push('"');
+        if inner.len() > 60 {
+            out.extend(&inner[..40]);
+            out.push_str(&format!("…({} characters cut)…", inner.len() - 50));
+            out.extend(&inner[inner.len() - 10..]);
+        } else {
+            out.extend(inner);
+        }
+        if j < chars.len() {
+            out.push('"');
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// The config could not be used. Holds the findings, errors first in file order
+/// (at most [`MAX_SHOWN`]; `omitted` counts the rest).
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigErrors {
     pub file: PathBuf,
     pub diagnostics: Vec<Diagnostic>,
+    /// Findings beyond [`MAX_SHOWN`], not kept.
+    pub omitted: usize,
 }
 
 impl ConfigErrors {
@@ -118,20 +189,24 @@ impl ConfigErrors {
                 file: file.to_path_buf(),
                 line,
                 column,
-                field: field.to_string(),
-                message,
-                help,
+                field: tidy(field),
+                message: tidy(&message),
+                help: help.as_deref().map(tidy),
                 path: FieldPath::root(),
             }],
+            omitted: 0,
         }
     }
 }
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.errors().count();
+        let n = self.errors().count() + self.omitted;
         for d in &self.diagnostics {
             writeln!(f, "{d}")?;
+        }
+        if self.omitted > 0 {
+            writeln!(f, "… and {} more not shown", self.omitted)?;
         }
         write!(
             f,

@@ -41,8 +41,21 @@ pub enum LoadError {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let bytes = read_bounded(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
     Ok(parse(path, &bytes)?)
+}
+
+/// Reads at most one byte more than [`MAX_CONFIG_BYTES`], so `-c /dev/zero` or an
+/// endless pipe is refused as too large instead of filling memory.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    if f.metadata()?.is_dir() {
+        return Err(std::io::Error::new(std::io::ErrorKind::IsADirectory, "it is a directory, not a config file"));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Validates config bytes that came from `path` (used by `load` and by tests).
@@ -53,8 +66,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
             1,
             1,
             "(file)",
-            format!("the file is {} bytes; config files are limited to {} bytes", bytes.len(), MAX_CONFIG_BYTES),
-            None,
+            format!("the file is larger than {MAX_CONFIG_BYTES} bytes, the limit for a config file"),
+            Some("a config is a few KiB; is -c pointing at the right file?".into()),
         ));
     }
     let text = match std::str::from_utf8(bytes) {
@@ -73,6 +86,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
             ));
         }
     };
+    // Editors on Windows save UTF-8 with a byte order mark; it is not content.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.contains('\0') {
         return Err(ConfigErrors::single(path, 1, 1, "(file)", "the file contains NUL bytes; is it a binary file?".into(), None));
     }
@@ -81,6 +96,14 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
         Err(e) => {
             let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
             let msg = e.to_string();
+            if msg.contains(" as u128,") || msg.contains(" as i128,") {
+                // An integer beyond 64 bits: name the field, not a YAML internals message.
+                let map = SourceMap::build(text);
+                let at = map.path_at(source::Pos { line, col }).unwrap_or_default();
+                let mut diags = Diags::new(path, &map);
+                diags.error_help(&at, "the number is too large (at most 64-bit integers)", "write a smaller value");
+                return Err(finish(path, diags));
+            }
             let help = if msg.contains("more than one document") {
                 Some("a config file holds one YAML document; remove the extra `---`".to_string())
             } else if msg.contains("recursion limit") || msg.contains("repetition limit") {
@@ -142,7 +165,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
 fn finish(path: &Path, diags: Diags<'_>) -> ConfigErrors {
     let mut items = diags.items;
     diag::sort(&mut items);
-    ConfigErrors { file: path.to_path_buf(), diagnostics: items }
+    let errors = items.iter().filter(|d| d.severity == Severity::Error).count();
+    items.truncate(diag::MAX_SHOWN);
+    let omitted = errors - items.iter().filter(|d| d.severity == Severity::Error).count();
+    ConfigErrors { file: path.to_path_buf(), diagnostics: items, omitted }
 }
 
 fn path_from_serde(p: &serde_path_to_error::Path) -> FieldPath {

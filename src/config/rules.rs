@@ -54,20 +54,32 @@ pub fn key_domain(key: &str) -> Option<&str> {
 }
 
 fn units_duration(s: &str, units: &[char]) -> bool {
-    // ([0-9]+(unit))+
+    // ([0-9]+(unit))+, and no longer than Go's time.Duration (int64
+    // nanoseconds, about 2,562,047h) can hold: Karpenter parses it with Go.
     let mut digits = 0;
     let mut groups = 0;
+    let mut value: u128 = 0;
+    let mut total: u128 = 0;
     for c in s.chars() {
-        if c.is_ascii_digit() {
+        if let Some(d) = c.to_digit(10) {
             digits += 1;
+            value = value.saturating_mul(10).saturating_add(u128::from(d));
         } else if units.contains(&c) && digits > 0 {
+            let nanos: u128 = match c {
+                'x' => 1_000_000,
+                's' => 1_000_000_000,
+                'm' => 60_000_000_000,
+                _ => 3_600_000_000_000,
+            };
+            total = total.saturating_add(value.saturating_mul(nanos));
             digits = 0;
+            value = 0;
             groups += 1;
         } else {
             return false;
         }
     }
-    digits == 0 && groups > 0
+    digits == 0 && groups > 0 && total <= i64::MAX as u128
 }
 
 /// `expireAfter` / `consolidateAfter`: `^(([0-9]+(s|m|h))+|Never)$`.
@@ -83,6 +95,9 @@ pub fn is_duration(s: &str) -> bool {
 /// Budget `duration`: `^((([0-9]+(h|m))|([0-9]+h[0-9]+m))(0s)?)$`.
 pub fn is_budget_duration(s: &str) -> bool {
     let s = s.strip_suffix("0s").unwrap_or(s);
+    if !units_duration(s, &['h', 'm']) {
+        return false;
+    }
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
     if let Some(t) = s.strip_suffix('h') {
         return digits(t);
@@ -302,9 +317,10 @@ mod tests {
         for ok in ["720h", "1h30m", "30s", "Never", "0s"] {
             assert!(is_duration_or_never(ok), "{ok}");
         }
-        for bad in ["", "1d", "h", "10", "never", "1.5h", "-1h"] {
+        for bad in ["", "1d", "h", "10", "never", "1.5h", "-1h", "2562048h", "99999999999999999999h"] {
             assert!(!is_duration_or_never(bad), "{bad}");
         }
+        assert!(is_duration("2562047h"), "the longest Go duration in hours");
         assert!(!is_duration("Never"));
         for ok in ["8h", "30m", "1h30m", "10h0s"] {
             assert!(is_budget_duration(ok), "{ok}");

@@ -133,6 +133,11 @@ impl SourceMap {
         None
     }
 
+    /// The field whose value starts at `pos`, if any.
+    pub fn path_at(&self, pos: Pos) -> Option<FieldPath> {
+        self.spots.iter().find(|(_, s)| s.value == Some(pos)).map(|(p, _)| p.clone())
+    }
+
     /// Position of the key at `path` (for unknown-field errors), else of the value.
     pub fn key_pos(&self, path: &FieldPath) -> Option<Pos> {
         match self.spots.get(path) {

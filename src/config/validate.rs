@@ -682,6 +682,8 @@ fn check_user_data(p: &FieldPath, nc: &NodeClass, d: &mut Diags<'_>) {
             } else if let Ok(t) = raw.parse::<toml::Table>() {
                 if t.keys().any(|k| k != "settings") {
                     d.error(&p.key("raw"), "Bottlerocket userData may only contain the [settings] table");
+                } else if t.get("settings").is_some_and(|s| !s.is_table()) {
+                    d.error(&p.key("raw"), "Bottlerocket userData's `settings` must be a table ([settings]), not a value or an array of tables");
                 }
             }
         } else if is_mime(raw) && (u.user_namespaces.is_some() || u.soci.is_some()) {
@@ -1130,6 +1132,19 @@ fn check_state(c: &Config, d: &mut Diags<'_>) {
     }
 }
 
+fn is_kind(k: &str) -> bool {
+    k.len() <= 63 && k.starts_with(|c: char| c.is_ascii_alphabetic()) && k.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// `v1`, `apps/v1`, `karpenter.sh/v1beta1`: an optional DNS-subdomain group and a version.
+fn is_api_version(a: &str) -> bool {
+    let (group, version) = match a.split_once('/') {
+        Some((g, v)) => (Some(g), v),
+        None => (None, a),
+    };
+    group.is_none_or(is_dns_subdomain) && is_dns_label(version)
+}
+
 fn check_extra_objects(c: &Config, d: &mut Diags<'_>) {
     let p = FieldPath::root().key("extraObjects");
     let mut seen = BTreeSet::new();
@@ -1144,9 +1159,20 @@ fn check_extra_objects(c: &Config, d: &mut Diags<'_>) {
         let name = m.get("metadata").and_then(|v| v.get("name")).and_then(|v| v.as_str());
         if api.is_none_or(str::is_empty) {
             d.error(&op.key("apiVersion"), "missing `apiVersion`");
+        } else if let Some(a) = api.filter(|a| !is_api_version(a)) {
+            d.error(&op.key("apiVersion"), format!("{a:?} is not an apiVersion such as v1 or apps/v1"));
         }
+        // The kind and namespace also name the file `render --out` writes, so
+        // nothing but a real kind and namespace may get through.
         if kind.is_none_or(str::is_empty) {
             d.error(&op.key("kind"), "missing `kind`");
+        } else if let Some(k) = kind.filter(|k| !is_kind(k)) {
+            d.error(&op.key("kind"), format!("{k:?} is not a Kubernetes kind (letters and digits, starting with a letter)"));
+        }
+        match m.get("metadata").and_then(|v| v.get("namespace")) {
+            None => {}
+            Some(serde_json::Value::String(ns)) if is_dns_label(ns) => {}
+            Some(other) => d.error(&op.key("metadata").key("namespace"), format!("{other} is not a valid namespace name")),
         }
         match name {
             None => d.error(&op.key("metadata").key("name"), "missing `metadata.name`"),

@@ -39,7 +39,7 @@ pub mod exit {
             "error: a failed step (the state records it `failed` and the finished ones `done`; the `help:` lines end with `karpctl up` to resume), a failed check or verify, a held lock, an unreachable cluster …",
         ),
         (CHANGES, "`plan --detailed-exitcode` found changes"),
-        (INVALID_CONFIG, "invalid config: nothing was changed"),
+        (INVALID_CONFIG, "invalid or unreadable config file: nothing was changed"),
         (USAGE, "usage error (unknown flag, bad value)"),
         (INTERRUPTED, "interrupted (Ctrl-C); the state records where it stopped"),
     ];

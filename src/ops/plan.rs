@@ -71,12 +71,18 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
     let (refresh, update_amis, preflight) = (o.refresh, o.update_amis, o.preflight);
     let loaded = config::load(&g.config)?;
     let c = &loaded.config;
+    let backend = super::context::backend(c, g).await?;
     if preflight {
+        // An unusable state or lock file is refused before the preflight's first AWS call.
+        let state = super::context::load_state(&backend, c).await?;
+        crate::steps::crds::refuse_recorded_downgrade(&state, &c.karpenter.version)?;
+        if mode == Mode::Apply {
+            backend.lock_holder().await?;
+        }
         if let Some(msg) = super::doctor::blocking(&super::doctor::checks(c, g, false).await) {
             anyhow::bail!(msg);
         }
     }
-    let backend = super::context::backend(c, g).await?;
     let lock = LockInfo::for_this_process(if mode == Mode::Apply { "up" } else { "plan" });
     let mut interrupt = super::context::interrupt();
     if mode == Mode::Apply {

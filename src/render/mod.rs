@@ -107,13 +107,65 @@ pub enum Encoding {
 
 pub fn encode(v: &Value, enc: Encoding) -> String {
     match enc {
-        Encoding::Yaml => serde_yaml::to_string(v).expect("YAML serializes"),
+        Encoding::Yaml => quote_yaml11(serde_yaml::to_string(v).expect("YAML serializes")),
         Encoding::Json => {
             let mut s = serde_json::to_string_pretty(v).expect("JSON serializes");
             s.push('\n');
             s
         }
     }
+}
+
+/// serde_yaml writes YAML 1.2, where `yes`, `on`, `y` or `1_000` are plain
+/// strings; kubectl, kustomize and helm read YAML 1.1, where they are booleans
+/// and numbers (a label value `yes` would arrive as `true`). Such scalars are
+/// single-quoted, so every reader sees the same string.
+fn quote_yaml11(text: String) -> String {
+    use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+    use yaml_rust2::scanner::{Marker, TScalarStyle};
+    struct Spans(Vec<(usize, String)>);
+    impl MarkedEventReceiver for Spans {
+        fn on_event(&mut self, ev: Event, mark: Marker) {
+            if let Event::Scalar(v, TScalarStyle::Plain, _, _) = ev {
+                if yaml11_only_non_string(&v) {
+                    self.0.push((mark.index(), v));
+                }
+            }
+        }
+    }
+    let mut spans = Spans(Vec::new());
+    if Parser::new_from_str(&text).load(&mut spans, true).is_err() || spans.0.is_empty() {
+        return text;
+    }
+    // Marker indexes count characters (whatever their docs say); accept a byte offset too.
+    let starts: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
+    let mut out = text.clone();
+    for (at, v) in spans.0.iter().rev() {
+        let fits = |b: usize| text.is_char_boundary(b) && text[b..].starts_with(v.as_str());
+        let Some(b) = starts.get(*at).copied().filter(|b| fits(*b)).or(Some(*at).filter(|b| *b <= text.len() && fits(*b))) else {
+            continue;
+        };
+        out.replace_range(b..b + v.len(), &format!("'{v}'"));
+    }
+    out
+}
+
+/// Plain scalars YAML 1.1 reads as something other than a string while YAML
+/// 1.2 (and so serde_yaml) leaves them plain.
+fn yaml11_only_non_string(s: &str) -> bool {
+    const WORDS: &[&str] = &["y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF", "=", "<<"];
+    if WORDS.contains(&s) {
+        return true;
+    }
+    let t = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !t.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return false;
+    }
+    let digits = t.replace('_', "");
+    let binary = digits.strip_prefix("0b").is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b == b'0' || b == b'1'));
+    let underscored = t.contains('_') && (digits.parse::<f64>().is_ok() || binary || u64::from_str_radix(digits.trim_start_matches("0x"), 16).is_ok());
+    let sexagesimal = t.contains(':') && t.split(':').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'_'));
+    binary || underscored || sexagesimal
 }
 
 /// One multi-document stream, each document headed by a `# Source:` comment.

@@ -126,6 +126,15 @@ impl StateError {
                     format!("aws s3 cp s3://{bucket}/{key}.backup ./{name}.backup && karpctl state push ./{name}.backup")
                 }
             }),
+            StateError::Corrupt { location: Some(location), backup: false, .. } => Some(match location {
+                Location::Local { path } => format!(
+                    "mv {p} {p}.corrupt   # keeps it; the next `karpctl up` observes what exists and records it again",
+                    p = path.display()
+                ),
+                Location::S3 { bucket, key } => format!(
+                    "aws s3 mv s3://{bucket}/{key} s3://{bucket}/{key}.corrupt   # keeps it; the next `karpctl up` observes what exists and records it again"
+                ),
+            }),
             StateError::Conflict { .. } => Some("re-run the same command: it reads the newer state first".into()),
             StateError::LockUnreadable { location, lock, .. } => Some(match location {
                 Location::Local { .. } => format!("rm {lock}   # once no karpctl run is using {location}"),

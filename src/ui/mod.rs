@@ -14,6 +14,29 @@ use std::sync::OnceLock;
 use comfy_table::{ContentArrangement, Table};
 
 use crate::cli::ColorChoice;
+
+/// `eprintln!` that never panics: a closed or full stderr (`karpctl … 2>&1 | head`)
+/// must not turn an error report into a crash.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+pub(crate) use say;
+
+/// Error text can quote the user's files (a state file's unknown field, a
+/// name): control characters other than newlines and tabs are shown escaped so
+/// they cannot drive the terminal.
+fn clean(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escape = (c.is_control() && c != '\n' && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            let v: Vec<char> = if escape { c.escape_default().collect() } else { vec![c] };
+            v
+        })
+        .collect()
+}
+
 use crate::config::{ConfigErrors, Diagnostic, Severity};
 
 static COLOR: OnceLock<ColorChoice> = OnceLock::new();
@@ -49,15 +72,18 @@ fn paint(code: &str, s: &str) -> String {
     }
 }
 
-/// Writes to standard output; a closed pipe (`karpctl render | head`) is not an error.
-pub fn out(s: &str) {
+/// Writes to standard output; a closed pipe (`karpctl render | head`) is not an
+/// error, any other failure (a full disk behind `> file`) is returned.
+pub fn out(s: &str) -> std::io::Result<()> {
     let mut o = std::io::stdout().lock();
-    let _ = o.write_all(s.as_bytes());
-    let _ = o.flush();
+    match o.write_all(s.as_bytes()).and_then(|()| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 pub fn note(s: &str) {
-    eprintln!("{} {s}", paint("1;36", "note:"));
+    say!("{} {}", paint("1;36", "note:"), clean(s));
 }
 
 pub fn diagnostic(d: &Diagnostic) {
@@ -65,10 +91,10 @@ pub fn diagnostic(d: &Diagnostic) {
         Severity::Error => ("error", "1;31"),
         Severity::Warning => ("warning", "1;33"),
     };
-    eprintln!("{}: {}: {}", paint(code, label), paint("1", &d.field), d.message);
-    eprintln!("  {} {}:{}:{}", paint("34", "-->"), d.file.display(), d.line, d.column);
+    say!("{}: {}: {}", paint(code, label), paint("1", &d.field), d.message);
+    say!("  {} {}:{}:{}", paint("34", "-->"), clean(&d.file.display().to_string()), d.line, d.column);
     if let Some(h) = &d.help {
-        eprintln!("  {} {h}", paint("1;36", "help:"));
+        say!("  {} {h}", paint("1;36", "help:"));
     }
 }
 
@@ -85,19 +111,24 @@ pub fn config_errors(e: &ConfigErrors, format: crate::cli::OutputFormat) {
                 file: Some(e.file.clone()),
                 diagnostics: Some(e.diagnostics.clone()),
                 help: vec![],
+                omitted: (e.omitted > 0).then_some(e.omitted),
             },
         };
-        out(&crate::output::encode(&doc, format).unwrap_or_default());
+        let _ = out(&crate::output::encode(&doc, format).unwrap_or_default());
         return;
     }
     for d in &e.diagnostics {
         diagnostic(d);
     }
     let n = e.errors().count();
-    eprintln!(
+    if e.omitted > 0 {
+        say!("… and {} more error{} not shown", e.omitted, if e.omitted == 1 { "" } else { "s" });
+    }
+    let n = n + e.omitted;
+    say!(
         "{} {} has {n} error{}; nothing was changed",
         paint("1;31", "error:"),
-        e.file.display(),
+        clean(&e.file.display().to_string()),
         if n == 1 { "" } else { "s" }
     );
 }
@@ -118,14 +149,15 @@ pub fn error(e: &anyhow::Error, format: crate::cli::OutputFormat, help: &[String
                 file: None,
                 diagnostics: None,
                 help: help.to_vec(),
+                omitted: None,
             },
         };
-        out(&crate::output::encode(&doc, format).unwrap_or_default());
+        let _ = out(&crate::output::encode(&doc, format).unwrap_or_default());
         return;
     }
-    eprintln!("{} {e}", paint("1;31", "error:"));
+    say!("{} {}", paint("1;31", "error:"), clean(&e.to_string()));
     for cause in e.chain().skip(1) {
-        eprintln!("  {} {cause}", paint("34", "caused by:"));
+        say!("  {} {}", paint("34", "caused by:"), clean(&cause.to_string()));
     }
     for h in help {
         help_line(h);
@@ -133,7 +165,7 @@ pub fn error(e: &anyhow::Error, format: crate::cli::OutputFormat, help: &[String
 }
 
 pub fn help_line(s: &str) {
-    eprintln!("  {} {s}", paint("1;36", "help:"));
+    say!("  {} {}", paint("1;36", "help:"), clean(s));
 }
 
 

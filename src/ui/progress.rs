@@ -9,12 +9,14 @@ through here via `StepCx::progress`.
 #![allow(clippy::print_stderr)]
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+
 use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::say;
 use crate::engine::{Event, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,12 +132,12 @@ impl Progress {
                     if let Event::Progress { .. } = e {
                         v["elapsed_ms"] = serde_json::json!(elapsed);
                     }
-                    eprintln!("{v}");
+                    say!("{v}");
                 }
             }
             Style::Lines | Style::Verbose => match &e {
                 Event::Started { step, why } => {
-                    eprintln!("{} {step}: {}", Self::stamp(), started_text(why));
+                    say!("{} {step}: {}", Self::stamp(), started_text(why));
                 }
                 Event::Progress { step, message } => {
                     let shape: String = message.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
@@ -148,12 +150,12 @@ impl Progress {
                     };
                     if due {
                         last.insert(step.clone(), (shape, now));
-                        eprintln!("{} {step}: {message}", Self::stamp());
+                        say!("{} {step}: {message}", Self::stamp());
                     }
                 }
                 Event::Finished { step, outcome, elapsed_ms } => {
                     if *outcome != Outcome::Fresh || self.style == Style::Verbose {
-                        eprintln!("{} {step}: {} after {:.1}s", Self::stamp(), outcome_text(outcome), *elapsed_ms as f64 / 1000.0);
+                        say!("{} {step}: {} after {:.1}s", Self::stamp(), outcome_text(outcome), *elapsed_ms as f64 / 1000.0);
                     }
                 }
             },

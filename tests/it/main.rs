@@ -12,6 +12,7 @@ mod engine;
 mod faults;
 mod golden;
 mod helm;
+mod hostile;
 mod invalid;
 mod output;
 mod kube_client;
