@@ -467,6 +467,20 @@ impl Helm {
     }
 
     /// Uninstalls `name`; `Ok(false)` when there was no such release.
+    /// `helm rollback` to the revision before the current one: how Helm gets out of
+    /// a `pending-upgrade`/`pending-rollback` that a killed helm left behind.
+    pub async fn rollback(&self, name: &str, namespace: &str) -> Result<(), HelmError> {
+        let a = args(["rollback", name, "--namespace", namespace, "--timeout", &go_duration(self.change_timeout)]);
+        let call = Call {
+            args: a,
+            cluster: true,
+            changes: true,
+            timeout: self.change_timeout + GRACE,
+            about: About { release: Some((name, namespace)), chart: None },
+        };
+        self.run(call).await.map(|_| ())
+    }
+
     pub async fn uninstall(&self, name: &str, namespace: &str) -> Result<bool, HelmError> {
         let a = args(["uninstall", name, "--namespace", namespace, "--timeout", &go_duration(self.change_timeout)]);
         let call = Call {

@@ -179,12 +179,20 @@ pub struct StepCx<'a> {
     pub upstream: &'a BTreeMap<String, Value>,
     /// This step's outputs from its last completed run, if any.
     pub previous: Option<&'a Value>,
+    /// This step's last attempt was cut off while it applied (killed, or the run
+    /// interrupted): what it was doing may be half done, and only this step knows how
+    /// to finish or undo it.
+    pub resumed: bool,
     events: Events<'a>,
 }
 
 impl<'a> StepCx<'a> {
     pub fn new(step: &'a str, upstream: &'a BTreeMap<String, Value>, previous: Option<&'a Value>, events: Events<'a>) -> Self {
-        StepCx { step, upstream, previous, events }
+        StepCx { step, upstream, previous, resumed: false, events }
+    }
+    pub fn resumed(mut self, resumed: bool) -> Self {
+        self.resumed = resumed;
+        self
     }
     /// Outputs of a dependency (as recorded or just produced).
     pub fn output(&self, step: &str) -> Option<&Value> {

@@ -378,6 +378,7 @@ impl<'a> Runner<'a> {
                         finish(&id, Outcome::NeedsApproval { summary: change.summary.clone() }, Some(started), &mut report, &mut finished);
                         continue;
                     }
+                    let resumed = state.steps.get(&id).is_some_and(|r| r.status == StepStatus::InProgress);
                     // Persist in_progress before touching anything.
                     let rec = state.steps.entry(id.clone()).or_insert_with(|| blank_record(step.kind(), StepStatus::InProgress));
                     rec.status = StepStatus::InProgress;
@@ -389,7 +390,7 @@ impl<'a> Runner<'a> {
                     let events = self.events;
                     let action = change.action;
                     running.push(Box::pin(async move {
-                        let cx = StepCx::new(&id, &desired.upstream, previous.as_ref(), events);
+                        let cx = StepCx::new(&id, &desired.upstream, previous.as_ref(), events).resumed(resumed);
                         let result = step.apply(&cx, &observed, &change).await;
                         Phase::Applied { id, result, action, started, desired }
                     }));

@@ -166,6 +166,20 @@ impl Step for HelmRelease {
                 observed["release"]["revision"].clone()
             } else {
                 let helm = self.conn.helm(facts).await?;
+                // karpctl's own earlier run was stopped while helm wrote this release (kill -9
+                // takes helm along): Helm refuses any operation until that is undone. A pending
+                // release karpctl did not leave is someone else's, and helm's error says so.
+                let status = observed["release"]["status"].as_str().unwrap_or_default();
+                if cx.resumed && status.starts_with("pending-") {
+                    let revision = observed["release"]["revision"].as_u64().unwrap_or(1);
+                    if status == "pending-install" || revision <= 1 {
+                        cx.progress(format!("an earlier run stopped during helm's install of {}: uninstalling the unfinished release", self.release));
+                        helm.uninstall(&self.release, &self.namespace).await.map_err(helm_error)?;
+                    } else {
+                        cx.progress(format!("an earlier run stopped during helm's {status} of {}: rolling it back first", self.release));
+                        helm.rollback(&self.release, &self.namespace).await.map_err(helm_error)?;
+                    }
+                }
                 cx.progress(format!("helm upgrade --install {} ({})", self.release, self.chart));
                 json!(helm.upgrade_install(&self.release, &self.namespace, &self.chart, values).await.map_err(helm_error)?.revision)
             };

@@ -586,3 +586,62 @@ fn verify_reports_why_when_no_node_comes() {
     assert!(out.contains("FAILED") && out.contains("no node from pool default"), "{out}");
     assert!(out.contains("NodePool: ") && out.contains("NodeClassReady=False"), "the pool's conditions explain it: {out}");
 }
+
+/// Marks the latest Helm record of `release` as `status` (what a helm killed in the
+/// middle of writing leaves), in the Secret's label and in the record itself.
+fn mark_release(sb: &Sandbox, ns: &str, release: &str, status: &str) {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let list = sb.kubectl_json(&["-n", ns, "get", "secrets", "-l", &format!("owner=helm,name={release}")]);
+    let latest = list["items"].as_array().unwrap().iter().max_by_key(|s| s["metadata"]["labels"]["version"].as_str().unwrap().parse::<u64>().unwrap()).unwrap().clone();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let data = b64.decode(latest["data"]["release"].as_str().unwrap()).unwrap();
+    let mut record = karpctl::kube::helm_store::decode(&data).unwrap();
+    record["info"]["status"] = json!(status);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&serde_json::to_vec(&record).unwrap()).unwrap();
+    let encoded = b64.encode(b64.encode(gz.finish().unwrap()));
+    let name = latest["metadata"]["name"].as_str().unwrap();
+    let patch = json!({"metadata": {"labels": {"status": status}}, "data": {"release": encoded}}).to_string();
+    let o = sb.kubectl(&["-n", ns, "patch", "secret", name, "--type", "merge", "-p", &patch]);
+    assert!(o.status.success(), "{}", show(&o));
+}
+
+/// A kill -9 during `helm upgrade` leaves the release pending, which Helm refuses to
+/// touch. When karpctl's own record says its last attempt did not finish, `up` undoes
+/// the pending operation and carries on; a pending release karpctl did not leave is
+/// reported with helm's help instead.
+#[test]
+fn a_release_left_pending_by_a_killed_run_is_recovered_and_anyone_elses_is_reported() {
+    let Some(sb) = Sandbox::start("up-pending", &[]) else { return };
+    sb.write_config(&sandbox_config());
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    let step = "helm-release/kube-system/karpenter";
+    // A second revision (same values), so that a pending upgrade has one to go back to.
+    let o = Command::new(sb.bin.join("helm")).arg("--kubeconfig").arg(sb.kube.kubeconfig())
+        .args(["upgrade", "karpenter"]).arg(sb.dir.join("charts/karpenter")).args(["-n", "kube-system", "--reuse-values", "--skip-crds"]).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+
+    // Someone else's pending upgrade: reported, not touched.
+    mark_release(&sb, "kube-system", "karpenter", "pending-upgrade");
+    let refresh = sb.karpctl(&["up", "--refresh"]);
+    assert_eq!(refresh.status.code(), Some(1), "{}", show(&refresh));
+    assert!(show(&refresh).contains("another operation (install/upgrade/rollback) is in progress"), "{}", show(&refresh));
+    assert!(show(&refresh).contains("helm rollback karpenter -n kube-system"), "{}", show(&refresh));
+
+    // karpctl's own: its record says the step did not finish (as after a kill -9).
+    let path = sb.dir.join("state.json");
+    let mut st: Value = serde_json::from_str(&read(&path)).unwrap();
+    st["steps"][step]["status"] = json!("in_progress");
+    std::fs::write(&path, serde_json::to_vec_pretty(&st).unwrap()).unwrap();
+    let resumed = sb.karpctl(&["up"]);
+    assert!(resumed.status.success(), "{}", show(&resumed));
+    assert!(show(&resumed).contains("rolling it back first"), "{}", show(&resumed));
+    let after = sb.helm_list();
+    let karpenter = after.as_array().unwrap().iter().find(|r| r["name"] == "karpenter").unwrap();
+    assert_eq!(karpenter["status"], "deployed", "{after}");
+    let revision = karpenter["revision"].as_str().map(|r| r.parse::<u64>().unwrap()).or_else(|| karpenter["revision"].as_u64()).unwrap();
+    assert!(revision >= 3, "revision 2 was pending; a rollback (3) was written first: {after}");
+    assert_eq!(sb.state("state.json")["steps"][step]["status"], "done");
+}
