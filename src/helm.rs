@@ -466,31 +466,27 @@ impl Helm {
         }
     }
 
-    /// Uninstalls `name`; `Ok(false)` when there was no such release.
+    /// `helm <verb> <name> --namespace <namespace>`: a call that changes the release,
+    /// under the change deadline.
+    fn release_change<'a>(&self, verb: &str, name: &'a str, namespace: &'a str) -> Call<'a> {
+        Call {
+            args: args([verb, name, "--namespace", namespace, "--timeout", &go_duration(self.change_timeout)]),
+            cluster: true,
+            changes: true,
+            timeout: self.change_timeout + GRACE,
+            about: About { release: Some((name, namespace)), chart: None },
+        }
+    }
+
     /// `helm rollback` to the revision before the current one: how Helm gets out of
     /// a `pending-upgrade`/`pending-rollback` that a killed helm left behind.
     pub async fn rollback(&self, name: &str, namespace: &str) -> Result<(), HelmError> {
-        let a = args(["rollback", name, "--namespace", namespace, "--timeout", &go_duration(self.change_timeout)]);
-        let call = Call {
-            args: a,
-            cluster: true,
-            changes: true,
-            timeout: self.change_timeout + GRACE,
-            about: About { release: Some((name, namespace)), chart: None },
-        };
-        self.run(call).await.map(|_| ())
+        self.run(self.release_change("rollback", name, namespace)).await.map(|_| ())
     }
 
+    /// Uninstalls `name`; `Ok(false)` when there was no such release.
     pub async fn uninstall(&self, name: &str, namespace: &str) -> Result<bool, HelmError> {
-        let a = args(["uninstall", name, "--namespace", namespace, "--timeout", &go_duration(self.change_timeout)]);
-        let call = Call {
-            args: a,
-            cluster: true,
-            changes: true,
-            timeout: self.change_timeout + GRACE,
-            about: About { release: Some((name, namespace)), chart: None },
-        };
-        match self.run(call).await {
+        match self.run(self.release_change("uninstall", name, namespace)).await {
             Ok(_) => Ok(true),
             Err(HelmError::Failed { stderr, .. }) if release_not_found(&stderr) => Ok(false),
             Err(e) => Err(e),

@@ -5,7 +5,7 @@
 //! reading the beds: the emulator's nodegroup, IAM, EKS and EC2 state and request
 //! counter, the API server's objects and request metrics, the state file.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -229,25 +229,7 @@ impl Drop for NodegroupKubelet {
 
 /// The binary as `Sandbox::karpctl` runs it, as a child we can kill.
 fn spawn(sb: &Sandbox, args: &[&str]) -> std::process::Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_karpctl"));
-    cmd.args(args).current_dir(&sb.dir).env("NO_COLOR", "1").env("CI", "1");
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("AWS_") || k.starts_with("KARPCTL_") || k == "KUBECONFIG" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("AWS_ENDPOINT_URL", &sb.aws.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-west-2")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("KARPCTL_KUBECONFIG", sb.kube.kubeconfig())
-        .env("KARPCTL_HELM", sb.bin.join("helm"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    crate::crash::command(sb, args).spawn().unwrap()
 }
 
 fn ok(o: &Output) {
