@@ -497,7 +497,7 @@ def report(res):
     w("")
     w("Two numbers per command, maxima over all its runs. *Incl. children* is the maximum resident set "
       "size from GNU `/usr/bin/time -f %M` (wait4's ru_maxrss): the largest of karpctl and every process it "
-      "waited for — `up` runs `helm version` in its preflight and `helm` for releases, so this is often "
+      "waited for — `up` runs `helm` when it installs or upgrades a release, so for a cold `up` this is often "
       "helm's number. *karpctl alone* is the VmHWM high-water mark read from `/proc/<pid>/status` while it "
       "runs: every 2 ms in separate untimed runs (3 per command, `scripts/bench/peakrss.py`) for the fast "
       "commands, every 100 ms inside the timed runs for the slow ones.")
@@ -577,7 +577,7 @@ def report(res):
     withc = [rss_withc[k] for k in keys if rss_withc[k]]
     if alone:
         w(f"| peak RSS ≤64 MB (render {big} pools, no-op `up`) | karpctl alone {max(alone) / 1024:.1f} MB; "
-          f"incl. the `helm version` child of the preflight {max(withc) / 1024:.1f} MB | {verdict(max(alone) <= 64 * 1024)} "
+          f"incl. children {max(withc) / 1024:.1f} MB | {verdict(max(alone) <= 64 * 1024)} "
           f"(karpctl alone){'' if max(withc) <= 64 * 1024 else '; with its helm child over 64 MB'} |")
     others = {k: v for k, v in rss_alone.items() if k not in keys and v}
     if others:
