@@ -77,25 +77,8 @@ pub struct Cut {
 
 /// karpctl as `Sandbox::karpctl` runs it, in a process group of its own.
 pub fn command(sb: &Sandbox, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_karpctl"));
-    cmd.args(args).current_dir(&sb.dir).env("NO_COLOR", "1").env("CI", "1");
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("AWS_") || k.starts_with("KARPCTL_") || k == "KUBECONFIG" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("AWS_ENDPOINT_URL", &sb.aws.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-west-2")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("KARPCTL_KUBECONFIG", sb.kube.kubeconfig())
-        .env("KARPCTL_HELM", sb.bin.join("helm"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    let mut cmd = sb.karpctl_command(args);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     cmd
 }
 
