@@ -162,18 +162,24 @@ pub fn next_steps(report: &RunReport, command: &str) -> Vec<String> {
     help
 }
 
+/// A plan's exit code: an error when a step failed, else `CHANGES` for
+/// `--detailed-exitcode` when something would change.
+pub fn plan_exit(report: &RunReport, detailed_exitcode: bool) -> i32 {
+    if !report.failed().is_empty() {
+        exit::ERROR
+    } else if detailed_exitcode && report.changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    }
+}
+
 pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     if args.rollback {
         return super::rollback::plan(g, args).await;
     }
     let w = walk(g, Mode::Plan, WalkOptions { refresh: args.refresh, targets: args.target.targets.clone(), ..Default::default() }).await?;
-    let exit = if !w.report.failed().is_empty() {
-        exit::ERROR
-    } else if args.detailed_exitcode && w.report.changes() {
-        exit::CHANGES
-    } else {
-        exit::OK
-    };
+    let exit = plan_exit(&w.report, args.detailed_exitcode);
     Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, ..Default::default() })
 }
 

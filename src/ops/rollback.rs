@@ -200,12 +200,6 @@ pub async fn rollback(g: &Global, args: &RollbackArgs) -> anyhow::Result<Report>
 pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     let o = Options { purge: args.purge, force: false, delete_crds: args.delete_crds, wait_timeout: None, targets: args.target.targets.clone() };
     let w = walk(g, Mode::Plan, o).await?;
-    let exit = if !w.report.failed().is_empty() {
-        exit::ERROR
-    } else if args.detailed_exitcode && w.report.changes() {
-        exit::CHANGES
-    } else {
-        exit::OK
-    };
+    let exit = super::plan::plan_exit(&w.report, args.detailed_exitcode);
     Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, ..Default::default() })
 }
