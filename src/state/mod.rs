@@ -16,12 +16,12 @@ mod codec;
 mod error;
 mod local;
 mod lock;
+#[cfg(feature = "cli")]
 mod s3;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,7 @@ pub use codec::{decode, encode};
 pub use error::{S3Failure, StateError};
 pub use local::LocalStore;
 pub use lock::LockInfo;
+#[cfg(feature = "cli")]
 pub use s3::S3Store;
 
 /// The schema version this karpctl writes (and the newest it reads).
@@ -126,11 +127,13 @@ impl fmt::Display for Location {
 }
 
 /// The one interface the engine and `ops` use, whatever the storage.
+#[cfg(feature = "cli")]
 pub enum Backend {
     Local(LocalStore),
     S3(S3Store),
 }
 
+#[cfg(feature = "cli")]
 impl Backend {
     /// The stored state, or `None` when none has been written yet.
     pub async fn load(&self) -> Result<Option<State>, StateError> {
@@ -154,7 +157,7 @@ impl Backend {
     pub async fn lock(
         &self,
         info: &LockInfo,
-        timeout: Duration,
+        timeout: std::time::Duration,
         on_wait: &(dyn Fn(&LockInfo) + Sync),
     ) -> Result<(), StateError> {
         match self {
