@@ -58,6 +58,17 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The first character YAML takes for a line break that a `\n`-counting editor
+/// does not (a lone CR, NEL, LS, PS), with its byte offset.
+fn stray_line_break(text: &str) -> Option<(usize, char)> {
+    let bytes = text.as_bytes();
+    text.char_indices().find(|&(i, c)| match c {
+        '\r' => bytes.get(i + 1) != Some(&b'\n'),
+        '\u{85}' | '\u{2028}' | '\u{2029}' => true,
+        _ => false,
+    })
+}
+
 /// Validates config bytes that came from `path` (used by `load` and by tests).
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
     if bytes.len() > MAX_CONFIG_BYTES {
@@ -90,6 +101,25 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.contains('\0') {
         return Err(ConfigErrors::single(path, 1, 1, "(file)", "the file contains NUL bytes; is it a binary file?".into(), None));
+    }
+    if let Some((at, ch)) = stray_line_break(text) {
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let (what, escape) = match ch {
+            '\r' => ("a carriage return (\\r) not followed by a newline", "\\r"),
+            '\u{85}' => ("a U+0085 NEXT LINE character", "\\N"),
+            '\u{2028}' => ("a U+2028 LINE SEPARATOR character", "\\L"),
+            _ => ("a U+2029 PARAGRAPH SEPARATOR character", "\\P"),
+        };
+        return Err(ConfigErrors::single(
+            path,
+            line,
+            col,
+            "(file)",
+            format!("the file contains {what}: YAML reads it as a line break where editors and grep do not, so line numbers would disagree"),
+            Some(format!("save the file with \\n or \\r\\n line endings; a value that needs the character can write it as {escape} in a double-quoted string")),
+        ));
     }
     let yaml: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(v) => v,

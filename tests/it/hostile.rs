@@ -257,6 +257,11 @@ fn cases() -> Vec<Case> {
         bad("encoded-surrogate", [b"apiVersion: karpctl.io/v1alpha1\ncluster: {name: \"\xed\xa0\x80\"}\n".as_slice()].concat(), "(file)", "not valid UTF-8", Line(2)),
         bad("truncated-multibyte-at-end", [BASE.as_bytes(), b"# \xe2\x82"].concat(), "(file)", "not valid UTF-8", Line(10)),
         bad("nul-byte-line-3", BASE.replacen("  name: hostile", "  name: host\0ile", 1).into_bytes(), "(file)", "NUL bytes", Line(1)),
+        // Line breaks YAML counts and editors do not: positions would disagree (found by fuzzing).
+        bad("lone-cr-in-comment", [BASE.as_bytes(), b"# one\rtwo\r\rthree\n".as_slice()].concat(), "(file)", "carriage return (\\r) not followed by a newline", Line(10)),
+        bad("old-mac-line-endings", BASE.replace('\n', "\r").into_bytes(), "(file)", "carriage return", Line(1)),
+        bad("line-separator-in-value", sub("name: hostile", "name: host\u{2028}ile"), "(file)", "U+2028 LINE SEPARATOR", Text("name: host")),
+        bad("next-line-in-comment", [BASE.as_bytes(), "# a\u{85}b\n".as_bytes()].concat(), "(file)", "U+0085 NEXT LINE", Line(10)),
         bad("escaped-nul-in-name", sub("name: hostile", "name: \"host\\0ile\""), "cluster.name", "is not a valid EKS cluster name", Text("name:")),
         bad("terminal-escape-in-key", pool("    \"\\e]0;pwned\\a\\e[31m\": 1"), "nodePools[0][\"\\u{1b}]0;pwned\\u{7}\\u{1b}[31m\"]", "unknown field", Text("pwned")),
         bad("bidi-override-in-name", sub("name: general", "name: \"gen\u{202e}lareneg\""), "nodePools[0].name", "is not a valid Kubernetes object name", Text("name: \"gen")),
