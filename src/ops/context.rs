@@ -61,7 +61,7 @@ pub async fn backend(c: &Config, g: &Global) -> anyhow::Result<Backend> {
         let key = s3.key.clone().unwrap_or_else(|| format!("karpctl/{}.state.json", c.cluster.name));
         let region = s3.region.as_deref().or(c.cluster.region.as_deref());
         let cfg = crate::aws::sdk_config(g, region).await;
-        return Ok(Backend::S3(S3Store::new(crate::aws::s3(&cfg, g), s3.bucket.clone(), key)));
+        return Ok(Backend::S3(S3Store::new(crate::aws::s3(&cfg, g), s3.bucket.clone(), key).with_default_errored_copies()));
     }
     let path = c.state.path.as_ref().map(PathBuf::from).unwrap_or_else(|| default_state_path(c));
     Ok(Backend::Local(LocalStore::new(path)))

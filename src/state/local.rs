@@ -169,11 +169,8 @@ fn failed(location: Location, cause: StateError, errored: &Path, path: &Path, da
     if let StateError::NewerVersion { .. } = cause {
         return cause; // nothing was attempted; there is nothing to recover
     }
-    let fallback = std::env::temp_dir().join(format!(
-        "karpctl-{}.errored",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into())
-    ));
-    let errored = [errored.to_path_buf(), fallback].into_iter().find(|p| write_atomic(p, data, MODE).is_ok());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
+    let errored = super::keep_unsaved(&[errored.to_path_buf(), super::errored_in_temp_dir(&name)], data);
     StateError::WriteFailed { location, cause: Box::new(cause), errored }
 }
 

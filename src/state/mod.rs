@@ -110,6 +110,19 @@ impl State {
     }
 }
 
+/// Writes a state that could not be saved to the first of `candidates` that
+/// takes it (privately, atomically) and returns that path, so the user can
+/// `karpctl state push` it; `None` when none could be written.
+pub(crate) fn keep_unsaved(candidates: &[PathBuf], data: &[u8]) -> Option<PathBuf> {
+    candidates.iter().find(|p| crate::fsutil::write_atomic(p, data, 0o600).is_ok()).cloned()
+}
+
+/// `karpctl-<name>.errored` in the temp directory: the last place to keep an
+/// unsaved state when the usual one cannot be written.
+pub(crate) fn errored_in_temp_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("karpctl-{name}.errored"))
+}
+
 /// Where a state is kept; errors name it with these fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {

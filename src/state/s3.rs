@@ -16,7 +16,6 @@ use tokio::sync::Mutex;
 use super::codec::{self, Problem};
 use super::lock::{self, Attempt};
 use super::{LockInfo, Location, S3Failure, State, StateError};
-use crate::fsutil::write_atomic;
 
 pub struct S3Store {
     client: Client,
@@ -24,7 +23,8 @@ pub struct S3Store {
     key: String,
     /// What the last load or save saw; the next save is conditional on it.
     seen: Mutex<Seen>,
-    errored_copy: Option<PathBuf>,
+    /// Where to keep a state whose write failed: the first that can be written.
+    errored_copy: Vec<PathBuf>,
 }
 
 enum Seen {
@@ -46,14 +46,23 @@ enum Fetched {
 
 impl S3Store {
     pub fn new(client: Client, bucket: impl Into<String>, key: impl Into<String>) -> S3Store {
-        S3Store { client, bucket: bucket.into(), key: key.into(), seen: Mutex::new(Seen::Unknown), errored_copy: None }
+        S3Store { client, bucket: bucket.into(), key: key.into(), seen: Mutex::new(Seen::Unknown), errored_copy: Vec::new() }
     }
 
     /// Where to keep a local copy of a state whose write to S3 failed
-    /// (otherwise it is only in memory and the error says so).
+    /// (otherwise it is only in memory and the error says so). Called again,
+    /// adds a fallback for when the earlier places cannot be written.
     pub fn with_errored_copy(mut self, path: PathBuf) -> S3Store {
-        self.errored_copy = Some(path);
+        self.errored_copy.push(path);
         self
+    }
+
+    /// The local copies karpctl itself asks for: `./<name>.errored` in the
+    /// working directory (where the user ran the command), else
+    /// `$TMPDIR/karpctl-<name>.errored`; `<name>` is the key's last segment.
+    pub fn with_default_errored_copies(self) -> S3Store {
+        let name = self.key.rsplit('/').next().filter(|n| !n.is_empty() && *n != "." && *n != "..").unwrap_or("state").to_string();
+        self.with_errored_copy(PathBuf::from(format!("{name}.errored"))).with_errored_copy(super::errored_in_temp_dir(&name))
     }
 
     pub fn bucket(&self) -> &str {
@@ -128,7 +137,7 @@ impl S3Store {
                 Err(match e {
                     StateError::Conflict { .. } => e,
                     cause => {
-                        let errored = self.errored_copy.clone().filter(|p| write_atomic(p, &data, 0o600).is_ok());
+                        let errored = super::keep_unsaved(&self.errored_copy, &data);
                         StateError::WriteFailed { location: self.location(), cause: Box::new(cause), errored }
                     }
                 })

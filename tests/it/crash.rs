@@ -824,6 +824,71 @@ fn a_state_write_that_fails_mid_up_is_recovered_with_state_push() {
     sb.assert_second_up_writes_nothing("after the failed write");
 }
 
+/// The same with the state in S3: S3 starts refusing writes mid-run. The run stops
+/// with S3's error, keeps the unsaved state in the working directory (named after
+/// the key, private) and says `help: karpctl state push <file>`; once S3 is back,
+/// that push and a re-run converge to exactly the expected resources.
+#[test]
+fn a_state_write_that_s3_refuses_mid_up_is_kept_locally_and_recovered_with_state_push() {
+    let Some(sb) = Sandbox::start("crash-s3-write", &[]) else { return };
+    let store = Store::s3(&sb);
+    sb.write_config(&store.config());
+    let seed_doc = sb.aws.handle["seed"].clone();
+    let mut tagged: Vec<String> = seed_doc["subnet_ids"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    tagged.push(seed_doc["cluster_security_group_id"].as_str().unwrap().to_string());
+    let template = template_types(&sb);
+    let (base_aws, base_kube) = (aws_inventory(&sb), kube_inventory(&sb));
+    let name = KEY.rsplit('/').next().unwrap();
+    let kept = sb.dir.join(format!("{name}.errored"));
+
+    let mut child = command(&sb, &["up"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let recorded = || store.get(&sb, "").and_then(|b| karpctl::state::decode(&b).ok()).map_or(0, |s| s.steps.len());
+    while recorded() < 3 {
+        assert!(child.try_wait().unwrap().is_none(), "up ended before S3 could refuse a write");
+        assert!(Instant::now() < deadline, "no state written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every S3 write but DeleteObject (the emulator may file a conditional PUT under
+    // another operation name than PutObject); reads and the unlock still work.
+    sb.aws.control("POST", "faults", Some(&serde_json::json!({"operation": "s3:[!GDHL]*", "kind": "5xx"})));
+    let out = child.wait_with_output().unwrap();
+    sb.aws.control("DELETE", "faults", None);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains(&format!("could not save the state to s3://{BUCKET}/{KEY}")) && err.contains("InternalError"), "{err}");
+    assert!(err.contains(&format!("was saved to {name}.errored")), "{err}");
+    assert!(err.contains(&format!("help: karpctl state push {name}.errored")), "{err}");
+    let unsaved = karpctl::state::decode(&std::fs::read(&kept).unwrap()).expect("the unsaved state parses");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o600, "the kept copy is private");
+    let stored = karpctl::state::decode(&store.get(&sb, "").unwrap()).unwrap();
+    assert!(unsaved.steps.len() > stored.steps.len() || unsaved.steps != stored.steps, "the kept copy holds what S3 refused");
+
+    // The faults reach the unlock too (the emulator may file DeleteObject under
+    // another name); then the run says so and the lock is stale once S3 is back.
+    if store.get(&sb, ".lock").is_some() {
+        assert!(err.contains("could not release the state lock either"), "{err}");
+        let refused = sb.karpctl(&["up", "--lock-timeout", "0"]);
+        let text = String::from_utf8_lossy(&refused.stderr).to_string();
+        assert!(text.contains("stale lock: process "), "{text}");
+        let id = text.lines().find_map(|l| l.trim().strip_prefix("help: karpctl state unlock ")).unwrap_or_else(|| panic!("no unlock help: {text}"));
+        let unlocked = sb.karpctl(&["state", "unlock", id.trim()]);
+        assert!(unlocked.status.success(), "{}", show(&unlocked));
+    }
+    // S3 is back: push what was kept (as the help line says), then run again.
+    let pushed = sb.karpctl(&["state", "push", &format!("{name}.errored")]);
+    assert!(pushed.status.success(), "{}", show(&pushed));
+    let now = karpctl::state::decode(&store.get(&sb, "").unwrap()).unwrap();
+    assert_eq!(now.steps, unsaved.steps, "what was pushed is the state");
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}", show(&up));
+    let instances = base_aws["running_instances"][0].parse::<usize>().unwrap();
+    assert_inventory("after the refused S3 write", &expected_kube_after_up(&base_kube), &kube_inventory(&sb));
+    let have = aws_inventory(&sb);
+    assert_inventory("after the refused S3 write", &expected_aws_after_up(&base_aws, &have, &template, instances, &tagged), &have);
+}
+
 // ------------------------------------------------------------------------------ Ctrl-C, early
 
 /// Ctrl-C the moment the lock is taken — before any step has started — still ends
