@@ -111,7 +111,7 @@ pub async fn state(g: &Global, cmd: &StateCommand) -> anyhow::Result<Report> {
             let mut incoming: State = crate::state::decode(&bytes).with_context(|| format!("reading {}", file.display()))?;
             incoming.check_identity(&c.cluster.name)?;
             let info = LockInfo::for_this_process("state push");
-            backend.lock(&info, Duration::from_secs(30), &|h| crate::ui::note(&format!("waiting for the state lock held by {h}"))).await?;
+            backend.lock(&info, Duration::from_secs(g.lock_timeout), &|h| crate::ui::note(&format!("waiting for the state lock held by {h}"))).await?;
             let current = backend.load().await;
             let result = async {
                 if let Ok(Some(cur)) = &current {

@@ -1050,4 +1050,17 @@ fn pushing_over_a_corrupt_state_keeps_it_as_corrupt_and_foreign_lineage_is_refus
     assert_eq!(o.status.code(), Some(1), "{}", text_of(&o));
     assert!(text(&o.stderr).contains("belongs to another installation"), "{}", text_of(&o));
     assert_eq!(snapshot(&d), before_foreign, "a refused push changes nothing");
+
+    // A push waits for a live run's lock only as long as --lock-timeout says, then
+    // names the holder; the state is untouched.
+    let holder = karpctl::state::LockInfo::for_this_process("up");
+    std::fs::write(d.join(format!("{STATE}.lock")), serde_json::to_vec(&holder).unwrap()).unwrap();
+    let before = snapshot(&d);
+    let t = std::time::Instant::now();
+    let o = karpctl(&d, "http://127.0.0.1:9", &["-c", CONFIG, "--lock-timeout", "1", "state", "push", "good.json"], None);
+    let waited = t.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", text_of(&o));
+    assert!(text(&o.stderr).contains(&format!("is locked by process {}", holder.pid)), "{}", text_of(&o));
+    assert!(waited < std::time::Duration::from_secs(20), "waited {waited:?}: --lock-timeout 1 was not honoured (the old fixed wait was 30 s)");
+    assert_eq!(snapshot(&d), before, "a push that did not get the lock changes nothing");
 }
