@@ -69,11 +69,27 @@ pub fn trust_policy(mode: IdentityMode, namespace: &str, facts: &Value) -> anyho
                 }}
             }]})
         }
-        _ => json!({"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Service": "pods.eks.amazonaws.com"},
-            "Action": ["sts:AssumeRole", "sts:TagSession"]
-        }]}),
+        // Pod Identity passes the pod's cluster, namespace and service account as
+        // session tags; requiring them keeps every other association in the
+        // account (another cluster, another service account) from assuming the role.
+        _ => {
+            let cluster = facts["arn"]
+                .as_str()
+                .and_then(|arn| arn.split_once(":cluster/"))
+                .map(|(_, name)| name)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("cannot read the cluster name from the cluster ARN"))?;
+            json!({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": "pods.eks.amazonaws.com"},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+                "Condition": {"StringEquals": {
+                    "aws:RequestTag/eks-cluster-name": cluster,
+                    "aws:RequestTag/kubernetes-namespace": namespace,
+                    "aws:RequestTag/kubernetes-service-account": SERVICE_ACCOUNT,
+                }}
+            }]})
+        }
     })
 }
 
@@ -155,7 +171,10 @@ impl Step for ControllerIdentity {
                     if let Some(a) = list.associations.unwrap_or_default().into_iter().next() {
                         let id = a.association_id.unwrap_or_default();
                         let d = self.eks.describe_pod_identity_association().cluster_name(&self.cluster).association_id(&id).send().await.map_err(|e| AwsError::from_sdk("eks:DescribePodIdentityAssociation", &e))?;
-                        association = json!({"id": id, "roleArn": d.association.and_then(|a| a.role_arn)});
+                        let a = d.association;
+                        // The trust requires the session tags: an association with them off could not assume the role.
+                        let session_tags = !a.as_ref().and_then(|a| a.disable_session_tags).unwrap_or(false);
+                        association = json!({"id": id, "roleArn": a.and_then(|a| a.role_arn), "sessionTags": session_tags});
                     }
                 }
             }
@@ -186,6 +205,9 @@ impl Step for ControllerIdentity {
         }
         if o["mode"] == "pod-identity" && o["association"]["roleArn"] != o["roleArn"] {
             fields.push(FieldChange { field: "pod identity association".into(), old: o["association"]["roleArn"].clone(), new: o["roleArn"].clone() });
+        }
+        if o["mode"] == "pod-identity" && o["association"]["sessionTags"] == false {
+            fields.push(FieldChange { field: "pod identity session tags".into(), old: json!("disabled"), new: json!("enabled (the role's trust requires them)") });
         }
         if o["mode"] == "irsa" && o["oidcProvider"].is_null() {
             fields.push(FieldChange { field: "OIDC provider".into(), old: Value::Null, new: "created".into() });
@@ -245,11 +267,20 @@ impl Step for ControllerIdentity {
                 };
                 out["oidcProviderArn"] = Value::String(provider);
             } else {
+                let tags_on = o["association"]["sessionTags"] != false;
                 let assoc = match (o["association"]["id"].as_str(), o["association"]["roleArn"].as_str()) {
-                    (Some(id), Some(r)) if r == role_arn => id.to_string(),
+                    (Some(id), Some(r)) if r == role_arn && tags_on => id.to_string(),
                     (Some(id), _) => {
                         cx.progress("UpdatePodIdentityAssociation");
-                        self.eks.update_pod_identity_association().cluster_name(&self.cluster).association_id(id).role_arn(&role_arn).send().await.map_err(|e| AwsError::from_sdk("eks:UpdatePodIdentityAssociation", &e))?;
+                        self.eks
+                            .update_pod_identity_association()
+                            .cluster_name(&self.cluster)
+                            .association_id(id)
+                            .role_arn(&role_arn)
+                            .disable_session_tags(false)
+                            .send()
+                            .await
+                            .map_err(|e| AwsError::from_sdk("eks:UpdatePodIdentityAssociation", &e))?;
                         id.to_string()
                     }
                     (None, _) => {

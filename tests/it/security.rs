@@ -392,7 +392,7 @@ fn the_unscoped_allowlist_matches_the_official_policy_and_no_statement_is_invent
 }
 
 #[test]
-fn controller_role_trust_is_pod_identity_or_the_clusters_oidc_provider_for_one_service_account() {
+fn controller_role_trust_is_pinned_to_this_clusters_service_account_for_pod_identity_and_irsa() {
     use karpctl::steps::identity::trust_policy;
     let facts = json!({"arn": "arn:aws:eks:eu-west-1:111122223333:cluster/demo", "oidcIssuer": "https://oidc.eks.eu-west-1.amazonaws.com/id/ABCDEF0123"});
     let host = "oidc.eks.eu-west-1.amazonaws.com/id/ABCDEF0123";
@@ -410,10 +410,24 @@ fn controller_role_trust_is_pod_identity_or_the_clusters_oidc_provider_for_one_s
         );
         for mode in [IdentityMode::PodIdentity, IdentityMode::Auto] {
             let pi = trust_policy(mode, ns, &facts).unwrap();
-            assert_eq!(pi, json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"}, "Action": ["sts:AssumeRole", "sts:TagSession"]}]}));
+            assert_eq!(
+                pi,
+                json!({"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Service": "pods.eks.amazonaws.com"},
+                    "Action": ["sts:AssumeRole", "sts:TagSession"],
+                    "Condition": {"StringEquals": {
+                        "aws:RequestTag/eks-cluster-name": "demo",
+                        "aws:RequestTag/kubernetes-namespace": ns,
+                        "aws:RequestTag/kubernetes-service-account": "karpenter",
+                    }}
+                }]}),
+                "Pod Identity trust must pin the cluster, namespace and service account (the session tags EKS passes)"
+            );
         }
     }
     assert!(trust_policy(IdentityMode::Irsa, "kube-system", &json!({"arn": facts["arn"]})).is_err(), "no issuer, no IRSA trust");
+    assert!(trust_policy(IdentityMode::PodIdentity, "kube-system", &json!({})).is_err(), "no cluster ARN, no Pod Identity trust");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -286,6 +286,36 @@ fn the_aws_half_converges_and_records_what_later_steps_need() {
     assert!(skip.status.success());
     let c = counts(&emu);
     assert_eq!(c["total"], 1, "without preflight only the cluster's facts are read: {c}");
+
+    // The role trusts Pod Identity only with this cluster's session tags for
+    // kube-system/karpenter, so an association with session tags turned off (by
+    // hand, or adopted that way) is planned and put back.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cfg = rt.block_on(emu.sdk_config("us-west-2"));
+    let (iam, eks) = (aws_sdk_iam::Client::new(&cfg), aws_sdk_eks::Client::new(&cfg));
+    let role = rt.block_on(iam.get_role().role_name("KarpenterControllerRole-karpctl-sandbox").send()).unwrap().role.unwrap();
+    let doc = role.assume_role_policy_document.unwrap();
+    let trust: Value = serde_json::from_str(&percent_encoding::percent_decode_str(&doc).decode_utf8().unwrap()).unwrap();
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringEquals"],
+        serde_json::json!({"aws:RequestTag/eks-cluster-name": "karpctl-sandbox", "aws:RequestTag/kubernetes-namespace": "kube-system", "aws:RequestTag/kubernetes-service-account": "karpenter"}),
+        "{trust}"
+    );
+    let id = identity["associationId"].as_str().unwrap();
+    let tags_disabled = || {
+        rt.block_on(eks.describe_pod_identity_association().cluster_name("karpctl-sandbox").association_id(id).send()).unwrap().association.unwrap().disable_session_tags
+    };
+    rt.block_on(eks.update_pod_identity_association().cluster_name("karpctl-sandbox").association_id(id).disable_session_tags(true).send()).unwrap();
+    assert_eq!(tags_disabled(), Some(true));
+    // Drift behind karpctl's back is found by a refresh (a plain run trusts its records).
+    let plan = karpctl(&d, &emu, &["plan", "--refresh"]);
+    assert!(text(&plan.stdout).contains("pod identity session tags"), "{}", text(&plan.stdout));
+    counts(&emu);
+    let up = karpctl(&d, &emu, &["up", "--refresh"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let c = counts(&emu);
+    assert_eq!((c["counts"]["eks:UpdatePodIdentityAssociation"].as_u64(), c["mutating"].as_u64()), (Some(1), Some(1)), "{c}");
+    assert_eq!(tags_disabled(), Some(false), "session tags are on again");
 }
 
 /// IRSA: the OIDC provider is ensured and the trust names exactly our service
