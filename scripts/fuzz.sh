@@ -54,6 +54,8 @@ for t in "${targets[@]}"; do
   artifacts="$work/artifacts-$t"
   mkdir -p "$corpus" "$artifacts"
   seeds="$(mktemp -d)"
+  # Findings are the artifacts this run writes (earlier ones stay for reference).
+  touch "$seeds/.started"
   # Seeds are copied at run time, never committed.
   case "$t" in
     state)
@@ -68,11 +70,11 @@ for t in "${targets[@]}"; do
     -max_total_time="$seconds" "${seed[@]}" -max_len=65536 -rss_limit_mb=4096 -artifact_prefix="$artifacts/" -print_final_stats=1 >"$log" 2>&1
   rc=$?
   set -e
+  findings=$(find "$artifacts" -type f -newer "$seeds/.started" | wc -l)
   rm -rf "$seeds"
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 || true)
-  findings=$(find "$artifacts" -type f | wc -l)
   printf '%s: %s executions, %s exec/s, corpus %s files, %s, findings %s (rc %s)\n' \
     "$t" "$execs" "$rate" "$(find "$corpus" -type f | wc -l)" "${cov:-cov: ?}" "$findings" "$rc"
   if [ "$rc" -ne 0 ] || [ "$findings" -gt 0 ]; then
