@@ -80,6 +80,14 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(AwsError::is_transient))
 }
 
+/// Whether an error (anywhere in its chain) is AWS refusing a create because the
+/// thing exists: after a retried create, usually what the first attempt made
+/// (its answer was lost), so the step should look again rather than fail.
+pub fn is_already_exists(e: &anyhow::Error) -> bool {
+    const CODES: &[&str] = &["EntityAlreadyExists", "ResourceInUseException", "AlreadyExistsException", "ResourceAlreadyExistsException"];
+    e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(|a| CODES.contains(&a.code.as_str())))
+}
+
 /// Error codes AWS services use for throttling and for their own failures.
 const TRANSIENT_CODES: &[&str] = &[
     "Throttling",

@@ -389,9 +389,27 @@ impl<'a> Runner<'a> {
                     persist.save(state).await.map_err(RunnerError::Persist)?;
                     let events = self.events;
                     let action = change.action;
+                    let approve = self.approve;
                     running.push(Box::pin(async move {
                         let cx = StepCx::new(&id, &desired.upstream, previous.as_ref(), events).resumed(resumed);
-                        let result = step.apply(&cx, &observed, &change).await;
+                        let mut result = step.apply(&cx, &observed, &change).await;
+                        // A create AWS carried out whose answer was lost is retried by the SDK and
+                        // refused as "already exists": look again and go on from what is there, as
+                        // the next run would (a few times: a step may make several things).
+                        for _ in 0..3 {
+                            if !result.as_ref().is_err_and(crate::aws::is_already_exists) {
+                                break;
+                            }
+                            let Ok(now) = step.observe(&cx).await else { break };
+                            let again = step.diff(&now, &cx);
+                            if again.action == Action::None {
+                                result = Ok(step.outputs_from(&now));
+                            } else if !again.destructive || approve {
+                                result = step.apply(&cx, &now, &again).await;
+                            } else {
+                                break;
+                            }
+                        }
                         Phase::Applied { id, result, action, started, desired }
                     }));
                 }

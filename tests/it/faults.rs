@@ -106,6 +106,32 @@ fn twenty_percent_aws_5xx_converges_in_one_run() {
     transient_faults_converge("5xx", 11);
 }
 
+/// Creates that AWS carried out but whose answers were lost (a 5xx after the fact):
+/// the SDK's retry is refused as "already exists", and the step looks again and
+/// goes on from what is there, so one `up` converges with nothing made twice.
+#[test]
+fn creates_whose_answers_were_lost_converge_in_the_same_run() {
+    let Some(mut sb) = Sandbox::start("faults-lost", &[]) else { return };
+    sb.write_config(&sandbox_config());
+    let creates = ["iam:CreateRole", "eks:CreatePodIdentityAssociation", "eks:CreateAccessEntry", "iam:CreateServiceLinkedRole"];
+    add_faults(&sb, Value::Array(creates.iter().map(|op| json!({"operation": op, "kind": "lost-response", "count": 1})).collect()));
+    take_counts(&sb);
+    let up = sb.karpctl(&["up"]);
+    let counts = take_counts(&sb);
+    eprintln!("measured: lost answers on {creates:?}: exit {:?}; calls {}", up.status.code(), counts["counts"]);
+    assert!(up.status.success(), "one up converges through lost answers:\n{}", show(&up));
+    for op in creates {
+        // The lost attempt and the SDK's retry that met what it made; nothing more.
+        assert_eq!(count(&counts, op), 2, "{op}: {counts}");
+    }
+    assert_eq!(fault_counters(&sb).1, creates.len() as u64, "every lost answer was injected");
+    for (id, status) in steps_status(&sb).as_object().unwrap() {
+        assert_eq!(status, "done", "{id}");
+    }
+    clear_faults(&sb);
+    sb.assert_second_up_writes_nothing("after the lost answers");
+}
+
 #[test]
 fn a_permanent_aws_failure_is_recorded_and_up_resumes_without_redoing_finished_steps() {
     let Some(sb) = Sandbox::start("faults-permanent", &[]) else { return };

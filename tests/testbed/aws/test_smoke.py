@@ -538,6 +538,20 @@ def test_5xx_faults_and_wildcards(testbed):
     assert status == 400 and "kind" in body["error"]
 
 
+def test_a_lost_response_is_carried_out_and_answered_with_a_5xx(testbed):
+    testbed.add_fault(operation="iam:CreateRole", kind="lost-response", rate=1.0, count=1)
+    iam = testbed.client("iam", retries=3)
+    trust = '{"Version": "2012-10-17", "Statement": []}'
+    with pytest.raises(ClientError) as exc:
+        iam.create_role(RoleName="lost-once", AssumeRolePolicyDocument=trust)
+    # The first attempt created the role; the SDK's retry meets it.
+    assert err(exc) == (409, "EntityAlreadyExists")
+    assert iam.get_role(RoleName="lost-once")["Role"]["RoleName"] == "lost-once"
+    stats = testbed.requests()
+    assert stats["counts"]["iam:CreateRole"] == 2 and stats["faults_injected"] == {"iam:CreateRole": 1}
+    assert [(e["status"], e["fault"]) for e in stats["log"] if e["operation"] == "iam:CreateRole"] == [(500, "lost-response"), (409, None)]
+
+
 def test_request_counter_counts_exactly_what_was_called(testbed):
     eks, ssm, ec2 = testbed.client("eks"), testbed.client("ssm"), testbed.client("ec2")
     assert testbed.requests()["total"] == 0

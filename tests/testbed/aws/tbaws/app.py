@@ -225,6 +225,9 @@ class TestbedApp:
 
         rule = self.faults.draw(key)
         if rule is not None:
+            if rule.kind == "lost-response":
+                # Carried out for real; only the answer is lost.
+                self._forward(environ, lambda *_a: (lambda _d: None), info, body, key, record=False)
             with self._stats_lock:
                 self._injected[key] += 1
             status, headers, payload = fault_response(info.service, info.style, rule.kind)
@@ -233,7 +236,10 @@ class TestbedApp:
                 payload = b""
             start_response(_status_line(status), headers + [("Content-Length", str(len(payload)))])
             return [payload]
+        return self._forward(environ, start_response, info, body, key)
 
+    def _forward(self, environ, start_response, info, body: bytes, key: str, record: bool = True):
+        """Serves the request: the EKS operations moto lacks here, everything else by moto."""
         after = None
         if info.service == "eks":
             from moto.eks.models import eks_backends
@@ -254,7 +260,8 @@ class TestbedApp:
                 else:
                     data = json.dumps(payload).encode()
                     headers = [("Content-Type", "application/json"), ("x-amzn-RequestId", str(uuid.uuid4()))]
-                self._record(key, status, None)
+                if record:
+                    self._record(key, status, None)
                 start_response(_status_line(status), headers + [("Content-Length", str(len(data)))])
                 return [data]
 
@@ -281,7 +288,8 @@ class TestbedApp:
         if after is not None:
             after()
         status = int(captured["status"].split(" ", 1)[0])
-        self._record(key, status, None)
+        if record:
+            self._record(key, status, None)
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         if environ.get("REQUEST_METHOD") != "HEAD":
             headers.append(("Content-Length", str(len(data))))

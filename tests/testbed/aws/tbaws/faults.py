@@ -5,6 +5,9 @@ A rule is ``{"operation": "eks:CreateAccessEntry" | "eks:*" | "*", "kind": "thro
 pattern (shell-style, case-sensitive), the rule draws from its own ``random.Random(seed)``; if the draw is below
 ``rate`` and the rule still has budget (``count`` is null = unlimited, else the number of faults left), the request
 is answered with the fault instead of reaching moto. Rules are evaluated in the order they were added.
+``lost-response`` is the other way round: the request *is* carried out, then its answer is replaced by the
+``5xx`` error below, as when AWS did the work and the response was lost (the client's retry then meets what the
+first attempt created).
 
 The error bodies follow each protocol so that the AWS SDKs classify them the way they classify the real thing:
 
@@ -28,7 +31,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-KINDS = ("throttle", "5xx", "unavailable")
+KINDS = ("throttle", "5xx", "unavailable", "lost-response")
 
 
 class FaultSpecError(ValueError):
@@ -178,6 +181,8 @@ def error_response(service: str, style: str, status: int, code: str, message: st
 
 
 def fault_response(service: str, style: str, kind: str):
+    if kind == "lost-response":
+        kind = "5xx"
     if kind == "throttle":
         if style == "json":
             return error_response(service, style, 400, "ThrottlingException", "Rate exceeded")
