@@ -100,6 +100,12 @@ impl Step for ControllerIdentity {
     fn kind(&self) -> &'static str {
         "controller-identity"
     }
+    /// 2: the Pod Identity trust requires the session tags. An install made by an
+    /// older karpctl has its role checked again on the next `up`, not only under
+    /// `--refresh`.
+    fn schema_version(&self) -> u32 {
+        2
+    }
     fn deps(&self) -> Vec<String> {
         vec![self.cluster_step.clone(), self.stack_step.clone()]
     }

@@ -316,6 +316,27 @@ fn the_aws_half_converges_and_records_what_later_steps_need() {
     let c = counts(&emu);
     assert_eq!((c["counts"]["eks:UpdatePodIdentityAssociation"].as_u64(), c["mutating"].as_u64()), (Some(1), Some(1)), "{c}");
     assert_eq!(tags_disabled(), Some(false), "session tags are on again");
+
+    // An install from a karpctl before the narrowed trust: the role trusts any Pod
+    // Identity association and the record carries the fingerprint of the step's
+    // schema version 1. A plain `up` (no --refresh) checks the role again and narrows it.
+    let old_trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"pods.eks.amazonaws.com"},"Action":["sts:AssumeRole","sts:TagSession"]}]}"#;
+    rt.block_on(iam.update_assume_role_policy().role_name("KarpenterControllerRole-karpctl-sandbox").policy_document(old_trust).send()).unwrap();
+    let path = d.join(".karpctl/karpctl-sandbox.state.json");
+    let mut st = state(&d);
+    let rec = &mut st["steps"]["identity/KarpenterControllerRole-karpctl-sandbox"];
+    use karpctl::engine::fingerprint::fingerprint;
+    assert_eq!(rec["fingerprint"], fingerprint("controller-identity", 2, &rec["inputs"]), "recorded under schema version 2");
+    rec["fingerprint"] = Value::String(fingerprint("controller-identity", 1, &rec["inputs"]));
+    std::fs::write(&path, serde_json::to_vec_pretty(&st).unwrap()).unwrap();
+    counts(&emu);
+    let up = karpctl(&d, &emu, &["up"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let c = counts(&emu);
+    assert_eq!((c["counts"]["iam:UpdateAssumeRolePolicy"].as_u64(), c["mutating"].as_u64()), (Some(1), Some(1)), "{c}");
+    let doc = rt.block_on(iam.get_role().role_name("KarpenterControllerRole-karpctl-sandbox").send()).unwrap().role.unwrap().assume_role_policy_document.unwrap();
+    let now: Value = serde_json::from_str(&percent_encoding::percent_decode_str(&doc).decode_utf8().unwrap()).unwrap();
+    assert_eq!(now, trust, "the older install's role has the narrowed trust again");
 }
 
 /// IRSA: the OIDC provider is ensured and the trust names exactly our service
