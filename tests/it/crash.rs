@@ -367,6 +367,41 @@ pub fn expected_kube_after_rollback(base: &Inventory) -> Inventory {
     base.clone()
 }
 
+/// What the sandbox holds before the first `up`, to check both beds against
+/// what a finished `up` must add to it.
+pub struct Baseline {
+    aws: Inventory,
+    kube: Inventory,
+    template: BTreeMap<String, usize>,
+    /// The seeded subnets and the cluster security group, which `up` tags for discovery.
+    tagged: Vec<String>,
+    /// Running instances before `up` (the nodegroup's).
+    instances: usize,
+}
+
+impl Baseline {
+    pub fn take(sb: &Sandbox) -> Baseline {
+        let seed_doc = &sb.aws.handle["seed"];
+        let mut tagged: Vec<String> = seed_doc["subnet_ids"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        tagged.push(seed_doc["cluster_security_group_id"].as_str().unwrap().to_string());
+        let aws = aws_inventory(sb);
+        let instances = aws["running_instances"][0].parse::<usize>().unwrap();
+        Baseline { template: template_types(sb), kube: kube_inventory(sb), aws, tagged, instances }
+    }
+
+    /// Both beds hold exactly what a finished `up` leaves, with `instances` running.
+    pub fn assert_after_up_with(&self, sb: &Sandbox, label: &str, instances: usize) {
+        assert_inventory(label, &expected_kube_after_up(&self.kube), &kube_inventory(sb));
+        let have = aws_inventory(sb);
+        assert_inventory(label, &expected_aws_after_up(&self.aws, &have, &self.template, instances, &self.tagged), &have);
+    }
+
+    /// The same, with the instances that ran before `up`.
+    pub fn assert_after_up(&self, sb: &Sandbox, label: &str) {
+        self.assert_after_up_with(sb, label, self.instances);
+    }
+}
+
 /// Resource types and counts in the stack's template, from `karpctl render`.
 fn template_types(sb: &Sandbox) -> BTreeMap<String, usize> {
     let o = sb.karpctl(&["render", "--only", "template", "-o", "json"]);
@@ -532,20 +567,14 @@ fn up_and_rollback_killed_anywhere_resume_to_exactly_the_expected_resources() {
     sb.write_config(&sandbox_config());
     let bed = Bed::new(&sb);
     let kubelet = NodegroupKubelet::start(&sb, &bed);
-    let seed_doc = &sb.aws.handle["seed"];
-    // up tags the seeded subnets and the cluster security group for discovery.
-    let mut tagged: Vec<String> = seed_doc["subnet_ids"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
-    tagged.push(seed_doc["cluster_security_group_id"].as_str().unwrap().to_string());
-    let template = template_types(&sb);
-    let base_aws = aws_inventory(&sb);
-    let base_kube = kube_inventory(&sb);
+    let base = Baseline::take(&sb);
     let log = std::env::var_os("KARPCTL_CRASH_LOG").map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap());
     let mut rng = Rng(seed);
     let mut m = Matrix { lineage: None, log, seed };
     let (mut up, mut rb) = (Tally::default(), Tally::default());
     // Boundaries of a full run: a guess, lowered when a first point lies beyond a run's end.
     let (mut up_span, mut rb_span) = (28usize, 20usize);
-    let mut instances = base_aws["running_instances"][0].parse::<usize>().unwrap();
+    let mut instances = base.instances;
     let started = Instant::now();
     let mut cycle = 0;
     while up.killed < want_kills || rb.killed < want_kills {
@@ -556,9 +585,7 @@ fn up_and_rollback_killed_anywhere_resume_to_exactly_the_expected_resources() {
         if let Some(n) = m.chain(&sb, "up", UP, &up_points, &mut up, cycle) {
             up_span = n.max(2); // a full run has fewer boundaries than guessed
         }
-        assert_inventory(&format!("seed {seed} cycle {cycle} after up"), &expected_kube_after_up(&base_kube), &kube_inventory(&sb));
-        let have = aws_inventory(&sb);
-        assert_inventory(&format!("seed {seed} cycle {cycle} after up"), &expected_aws_after_up(&base_aws, &have, &template, instances, &tagged), &have);
+        base.assert_after_up_with(&sb, &format!("seed {seed} cycle {cycle} after up"), instances);
         assert_rerun_writes_nothing(&mut sb, UP, &format!("seed {seed} cycle {cycle}: up after up"));
 
         let rb_points = points(&mut rng, 1 + (cycle * stride(rb_span)) % rb_span, chain);
@@ -566,8 +593,8 @@ fn up_and_rollback_killed_anywhere_resume_to_exactly_the_expected_resources() {
             rb_span = n.max(2);
         }
         instances = instances.max(3); // rollback.nodegroups: desired 3
-        assert_inventory(&format!("seed {seed} cycle {cycle} after rollback"), &expected_kube_after_rollback(&base_kube), &kube_inventory(&sb));
-        assert_inventory(&format!("seed {seed} cycle {cycle} after rollback"), &expected_aws_after_rollback(&base_aws, instances), &aws_inventory(&sb));
+        assert_inventory(&format!("seed {seed} cycle {cycle} after rollback"), &expected_kube_after_rollback(&base.kube), &kube_inventory(&sb));
+        assert_inventory(&format!("seed {seed} cycle {cycle} after rollback"), &expected_aws_after_rollback(&base.aws, instances), &aws_inventory(&sb));
         assert_rerun_writes_nothing(&mut sb, ROLLBACK, &format!("seed {seed} cycle {cycle}: rollback after rollback"));
         cycle += 1;
     }
@@ -645,11 +672,7 @@ fn two_ups_race(name: &str, s3: bool) {
     let config = store.config();
     assert_ne!(s3, config == sandbox_config(), "the S3 config differs from the local one");
     sb.write_config(&config);
-    let seed_doc = sb.aws.handle["seed"].clone();
-    let mut tagged: Vec<String> = seed_doc["subnet_ids"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
-    tagged.push(seed_doc["cluster_security_group_id"].as_str().unwrap().to_string());
-    let template = template_types(&sb);
-    let (base_aws, base_kube) = (aws_inventory(&sb), kube_inventory(&sb));
+    let base = Baseline::take(&sb);
 
     let args = ["up", "--lock-timeout", "2"];
     let (a, b) = (command(&sb, &args).spawn().unwrap(), command(&sb, &args).spawn().unwrap());
@@ -680,10 +703,7 @@ fn two_ups_race(name: &str, s3: bool) {
     assert!(shown.status.success(), "{}", show(&shown));
     assert_eq!(karpctl::state::decode(&shown.stdout).unwrap(), state, "karpctl reads the same state");
 
-    let instances = base_aws["running_instances"][0].parse::<usize>().unwrap();
-    assert_inventory(&format!("{name}: after the race"), &expected_kube_after_up(&base_kube), &kube_inventory(&sb));
-    let have = aws_inventory(&sb);
-    assert_inventory(&format!("{name}: after the race"), &expected_aws_after_up(&base_aws, &have, &template, instances, &tagged), &have);
+    base.assert_after_up(&sb, &format!("{name}: after the race"));
     if s3 {
         // With the state in S3 a run writes the lock object and deletes it again: those two
         // calls are the only writes a second `up` may make (the emulator's route table files
@@ -773,11 +793,7 @@ fn a_state_write_that_fails_mid_up_is_recovered_with_state_push() {
     let Some(mut sb) = Sandbox::start("crash-write", &[]) else { return };
     let name = format!("write-{}.state.json", std::process::id());
     sb.write_config(&sandbox_config().replace("  path: state.json", &format!("  path: st/{name}")));
-    let seed_doc = sb.aws.handle["seed"].clone();
-    let mut tagged: Vec<String> = seed_doc["subnet_ids"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
-    tagged.push(seed_doc["cluster_security_group_id"].as_str().unwrap().to_string());
-    let template = template_types(&sb);
-    let (base_aws, base_kube) = (aws_inventory(&sb), kube_inventory(&sb));
+    let base = Baseline::take(&sb);
     let dir = sb.dir.join("st");
     let fallback = std::env::temp_dir().join(format!("karpctl-{name}.errored"));
     let _ = std::fs::remove_file(&fallback);
@@ -817,10 +833,7 @@ fn a_state_write_that_fails_mid_up_is_recovered_with_state_push() {
     let _ = std::fs::remove_file(&fallback);
     let up = sb.karpctl(&["up"]);
     assert!(up.status.success(), "{}", show(&up));
-    let instances = base_aws["running_instances"][0].parse::<usize>().unwrap();
-    assert_inventory("after the failed write", &expected_kube_after_up(&base_kube), &kube_inventory(&sb));
-    let have = aws_inventory(&sb);
-    assert_inventory("after the failed write", &expected_aws_after_up(&base_aws, &have, &template, instances, &tagged), &have);
+    base.assert_after_up(&sb, "after the failed write");
     sb.assert_second_up_writes_nothing("after the failed write");
 }
 
@@ -833,11 +846,7 @@ fn a_state_write_that_s3_refuses_mid_up_is_kept_locally_and_recovered_with_state
     let Some(sb) = Sandbox::start("crash-s3-write", &[]) else { return };
     let store = Store::s3(&sb);
     sb.write_config(&store.config());
-    let seed_doc = sb.aws.handle["seed"].clone();
-    let mut tagged: Vec<String> = seed_doc["subnet_ids"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
-    tagged.push(seed_doc["cluster_security_group_id"].as_str().unwrap().to_string());
-    let template = template_types(&sb);
-    let (base_aws, base_kube) = (aws_inventory(&sb), kube_inventory(&sb));
+    let base = Baseline::take(&sb);
     let name = KEY.rsplit('/').next().unwrap();
     let kept = sb.dir.join(format!("{name}.errored"));
 
@@ -883,10 +892,7 @@ fn a_state_write_that_s3_refuses_mid_up_is_kept_locally_and_recovered_with_state
     assert_eq!(now.steps, unsaved.steps, "what was pushed is the state");
     let up = sb.karpctl(&["up"]);
     assert!(up.status.success(), "{}", show(&up));
-    let instances = base_aws["running_instances"][0].parse::<usize>().unwrap();
-    assert_inventory("after the refused S3 write", &expected_kube_after_up(&base_kube), &kube_inventory(&sb));
-    let have = aws_inventory(&sb);
-    assert_inventory("after the refused S3 write", &expected_aws_after_up(&base_aws, &have, &template, instances, &tagged), &have);
+    base.assert_after_up(&sb, "after the refused S3 write");
 }
 
 // ------------------------------------------------------------------------------ Ctrl-C, early
