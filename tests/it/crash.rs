@@ -675,10 +675,25 @@ fn two_ups_race(name: &str, s3: bool) {
     sb.write_config(&config);
     let base = Baseline::take(&sb);
 
+    // With the simulator stopped, whichever run takes the lock cannot finish (the controller
+    // Deployment never becomes available), so it still holds the lock when the other one's
+    // two seconds are up, however late the machine lets that one start. The simulator comes
+    // back once the first run has ended. (Left running, a winner that finished within the
+    // loser's timeout let both succeed on a loaded CI machine.)
+    sb.stop_sim();
     let args = ["up", "--lock-timeout", "2"];
     let (a, b) = (command(&sb, &args).spawn().unwrap(), command(&sb, &args).spawn().unwrap());
     let (pa, pb) = (a.id(), b.id());
-    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (label, child) in [('A', a), ('B', b)] {
+        let tx = tx.clone();
+        std::thread::spawn(move || tx.send((label, child.wait_with_output().unwrap())).unwrap());
+    }
+    let first = rx.recv_timeout(Duration::from_secs(300)).expect("one of the racing ups ends while the other waits for the controller");
+    assert!(!first.1.status.success(), "the run that ended first is the one refused the lock: {}", show(&first.1));
+    sb.start_sim();
+    let second = rx.recv_timeout(Duration::from_secs(600)).expect("the other up ends once the simulator is back");
+    let (oa, ob) = if first.0 == 'A' { (first.1, second.1) } else { (second.1, first.1) };
     let (winner, loser, winner_pid) = match (oa.status.success(), ob.status.success()) {
         (true, false) => (&oa, &ob, pa),
         (false, true) => (&ob, &oa, pb),
