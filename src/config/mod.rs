@@ -18,7 +18,7 @@ pub use diag::{ConfigErrors, Diagnostic, Severity};
 pub use types::Config;
 
 use diag::Diags;
-use source::{FieldPath, SourceMap};
+use source::{FieldPath, Pos, SourceMap};
 
 /// Larger config files are refused before parsing (a real one is a few KiB).
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
@@ -84,13 +84,13 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            let good = &bytes[..e.valid_up_to()];
-            let line = good.iter().filter(|b| **b == b'\n').count() + 1;
-            let col = good.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            // Everything before `valid_up_to` is UTF-8 by definition.
+            let good = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+            let at = Pos::after(good);
             return Err(ConfigErrors::single(
                 path,
-                line,
-                col,
+                at.line,
+                at.col,
                 "(file)",
                 "the file is not valid UTF-8".into(),
                 Some("save it as UTF-8 text".into()),
@@ -103,9 +103,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
         return Err(ConfigErrors::single(path, 1, 1, "(file)", "the file contains NUL bytes; is it a binary file?".into(), None));
     }
     if let Some((at, ch)) = stray_line_break(text) {
-        let before = &text[..at];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let at = Pos::after(&text[..at]);
         let (what, escape) = match ch {
             '\r' => ("a carriage return (\\r) not followed by a newline", "\\r"),
             '\u{85}' => ("a U+0085 NEXT LINE character", "\\N"),
@@ -114,8 +112,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
         };
         return Err(ConfigErrors::single(
             path,
-            line,
-            col,
+            at.line,
+            at.col,
             "(file)",
             format!("the file contains {what}: YAML reads it as a line break where editors and grep do not, so line numbers would disagree"),
             Some(format!("save the file with \\n or \\r\\n line endings; a value that needs the character can write it as {escape} in a double-quoted string")),
@@ -129,7 +127,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
             if msg.contains(" as u128,") || msg.contains(" as i128,") {
                 // An integer beyond 64 bits: name the field, not a YAML internals message.
                 let map = SourceMap::build(text);
-                let at = map.path_at(source::Pos { line, col }).unwrap_or_default();
+                let at = map.path_at(Pos { line, col }).unwrap_or_default();
                 let mut diags = Diags::new(path, &map);
                 diags.error_help(&at, "the number is too large (at most 64-bit integers)", "write a smaller value");
                 return Err(finish(path, diags));

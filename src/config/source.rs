@@ -85,6 +85,16 @@ pub struct Pos {
     pub col: usize,
 }
 
+impl Pos {
+    /// Where the character after `before` sits: `\n` ends a line, and the column
+    /// counts characters, as an editor shows them (not bytes).
+    pub fn after(before: &str) -> Pos {
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Pos { line, col }
+    }
+}
+
 impl From<Marker> for Pos {
     fn from(m: Marker) -> Self {
         // yaml-rust2 lines are 1-based, columns 0-based.
@@ -274,6 +284,14 @@ mod tests {
         // A missing field falls back to its nearest parent.
         let missing = FieldPath::root().key("a").key("nope");
         assert_eq!(m.value_pos(&missing).map(|p| p.line), Some(2));
+    }
+
+    #[test]
+    fn a_position_after_text_counts_characters_and_newlines_only() {
+        assert_eq!(Pos::after(""), Pos { line: 1, col: 1 });
+        assert_eq!(Pos::after("ab\n"), Pos { line: 2, col: 1 });
+        assert_eq!(Pos::after("ab\r\ncaf\u{e9} \u{2603}"), Pos { line: 2, col: 7 });
+        assert_eq!(Pos::after("a\rb"), Pos { line: 1, col: 4 }, "a lone CR is not a line break here");
     }
 
     #[test]

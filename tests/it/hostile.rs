@@ -65,6 +65,8 @@ enum At {
     /// The reported line contains this text.
     Text(&'static str),
     Line(usize),
+    /// The reported line and column (the column counts characters).
+    LineCol(usize, usize),
 }
 
 /// How the config reaches karpctl.
@@ -242,7 +244,9 @@ fn cases() -> Vec<Case> {
             let at = b.windows(2).position(|w| w == [0xc3, 0xa9]).unwrap();
             b.splice(at..at + 2, [0xe9]);
             b
-        }, "(file)", "not valid UTF-8", Line(5)),
+        }, "(file)", "not valid UTF-8", LineCol(5, 6)),
+        // The column counts characters: three bytes per snowman, one column each.
+        bad("latin1-after-multibyte", [BASE.as_bytes(), "# \u{2603}\u{2603}".as_bytes(), b"\xe9\n"].concat(), "(file)", "not valid UTF-8", LineCol(10, 5)),
         bad("utf16le-bom", {
             let mut b = vec![0xff, 0xfe];
             b.extend(BASE.encode_utf16().flat_map(|u| u.to_le_bytes()));
@@ -258,7 +262,7 @@ fn cases() -> Vec<Case> {
         bad("truncated-multibyte-at-end", [BASE.as_bytes(), b"# \xe2\x82"].concat(), "(file)", "not valid UTF-8", Line(10)),
         bad("nul-byte-line-3", BASE.replacen("  name: hostile", "  name: host\0ile", 1).into_bytes(), "(file)", "NUL bytes", Line(1)),
         // Line breaks YAML counts and editors do not: positions would disagree (found by fuzzing).
-        bad("lone-cr-in-comment", [BASE.as_bytes(), b"# one\rtwo\r\rthree\n".as_slice()].concat(), "(file)", "carriage return (\\r) not followed by a newline", Line(10)),
+        bad("lone-cr-in-comment", [BASE.as_bytes(), b"# one\rtwo\r\rthree\n".as_slice()].concat(), "(file)", "carriage return (\\r) not followed by a newline", LineCol(10, 6)),
         bad("old-mac-line-endings", BASE.replace('\n', "\r").into_bytes(), "(file)", "carriage return", Line(1)),
         bad("line-separator-in-value", sub("name: hostile", "name: host\u{2028}ile"), "(file)", "U+2028 LINE SEPARATOR", Text("name: host")),
         bad("next-line-in-comment", [BASE.as_bytes(), "# a\u{85}b\n".as_bytes()].concat(), "(file)", "U+0085 NEXT LINE", Line(10)),
@@ -439,16 +443,23 @@ fn check_run(case: &Case, cmd: &str, cfg: &str, o: &Output, json_mode: bool, pro
             let Some(pos) = pointer.trim().strip_prefix(&format!("--> {cfg}:")) else {
                 return fail(format!("finding is not followed by `--> {cfg}:LINE:COL`: {pointer:?}"));
             };
-            let n: usize = pos.split(':').next().and_then(|l| l.parse().ok()).unwrap_or(0);
+            let mut parts = pos.split(':').map(|p| p.trim().parse::<usize>().unwrap_or(0));
+            let (n, col) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
             let ok = match (at, &case.src) {
                 (At::Line(want), _) => n == *want,
+                (At::LineCol(l, c), _) => (n, col) == (*l, *c),
                 (At::Text(t), Src::File(bytes)) => {
                     String::from_utf8_lossy(bytes).lines().nth(n.wrapping_sub(1)).is_some_and(|l| l.contains(t))
                 }
                 (At::Text(_), _) => false,
             };
             if !ok {
-                fail(format!("points at line {n}, want {}", match at { At::Line(l) => l.to_string(), At::Text(t) => format!("the line with {t:?}") }));
+                let want = match at {
+                    At::Line(l) => l.to_string(),
+                    At::LineCol(l, c) => format!("{l}:{c}"),
+                    At::Text(t) => format!("the line with {t:?}"),
+                };
+                fail(format!("points at {n}:{col}, want {want}"));
             }
             if !err.contains("nothing was changed") {
                 fail("no `nothing was changed` summary".into());
@@ -1063,4 +1074,5 @@ fn pushing_over_a_corrupt_state_keeps_it_as_corrupt_and_foreign_lineage_is_refus
     assert!(text(&o.stderr).contains(&format!("is locked by process {}", holder.pid)), "{}", text_of(&o));
     assert!(waited < std::time::Duration::from_secs(20), "waited {waited:?}: --lock-timeout 1 was not honoured (the old fixed wait was 30 s)");
     assert_eq!(snapshot(&d), before, "a push that did not get the lock changes nothing");
+
 }
