@@ -36,9 +36,26 @@ pub fn interrupt() -> Interrupt {
     })
 }
 
+/// Runs `body` under the state lock `hold` describes (taken with `--lock-timeout`,
+/// released afterwards whatever the outcome), or without the lock when `hold` is
+/// `None` (a plan). `body` gets the Ctrl-C future, armed before the lock was asked for.
+pub async fn locked<T>(
+    b: &Backend,
+    g: &Global,
+    hold: Option<LockInfo>,
+    body: impl AsyncFnOnce(Interrupt) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut interrupt = interrupt();
+    let Some(info) = hold else { return body(interrupt).await };
+    lock_or_interrupt(b, &info, Duration::from_secs(g.lock_timeout), &mut interrupt).await?;
+    let result = body(interrupt).await;
+    release(b, &info.id, result.is_err()).await?;
+    result
+}
+
 /// Takes the state lock for a run (waiting up to `timeout`, saying whom for), unless
 /// Ctrl-C comes first: then the run ends as interrupted, with no lock of its own left.
-pub async fn lock_or_interrupt(b: &Backend, info: &LockInfo, timeout: Duration, interrupt: &mut Interrupt) -> anyhow::Result<()> {
+async fn lock_or_interrupt(b: &Backend, info: &LockInfo, timeout: Duration, interrupt: &mut Interrupt) -> anyhow::Result<()> {
     tokio::select! {
         r = b.lock(info, timeout, &|h| crate::ui::note(&format!("waiting for the state lock held by {h}"))) => Ok(r?),
         _ = interrupt.as_mut() => {
@@ -70,7 +87,7 @@ pub async fn backend(c: &Config, g: &Global) -> anyhow::Result<Backend> {
 /// Releases the lock a run took. When the run already failed, a failure to release
 /// is only noted: the run's own error (a failed state write and its `help:` line)
 /// is the one to show, and the lock left behind is reported as stale next time.
-pub async fn release(b: &Backend, id: &str, run_failed: bool) -> anyhow::Result<()> {
+async fn release(b: &Backend, id: &str, run_failed: bool) -> anyhow::Result<()> {
     match b.unlock(id).await {
         Ok(()) => Ok(()),
         Err(e) if run_failed => {

@@ -83,12 +83,8 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
             anyhow::bail!(msg);
         }
     }
-    let lock = LockInfo::for_this_process(if mode == Mode::Apply { "up" } else { "plan" });
-    let mut interrupt = super::context::interrupt();
-    if mode == Mode::Apply {
-        super::context::lock_or_interrupt(&backend, &lock, Duration::from_secs(g.lock_timeout), &mut interrupt).await?;
-    }
-    let result = async {
+    let hold = (mode == Mode::Apply).then(|| LockInfo::for_this_process("up"));
+    super::context::locked(&backend, g, hold, async |interrupt| {
         let mut state = super::context::load_state(&backend, c).await?;
         crate::steps::crds::refuse_recorded_downgrade(&state, &c.karpenter.version)?;
         if mode == Mode::Apply {
@@ -118,13 +114,9 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
         };
         let mut cancel = interrupt;
         let report = runner.run(&mut state, &backend, cancel.as_mut()).await.context(if mode == Mode::Apply { "applying" } else { "planning" })?;
-        anyhow::Ok(Walk { report, total: steps.len(), warnings: loaded.warnings.clone() })
-    }
-    .await;
-    if mode == Mode::Apply {
-        super::context::release(&backend, &lock.id, result.is_err()).await?;
-    }
-    result
+        Ok(Walk { report, total: steps.len(), warnings: loaded.warnings.clone() })
+    })
+    .await
 }
 
 fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {

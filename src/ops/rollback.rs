@@ -45,12 +45,8 @@ async fn walk(g: &Global, mode: Mode, o: Options) -> anyhow::Result<Walk> {
     let loaded = config::load(&g.config)?;
     let c = &loaded.config;
     let backend = super::context::backend(c, g).await?;
-    let lock = LockInfo::for_this_process(if mode == Mode::Apply { "rollback" } else { "plan --rollback" });
-    let mut interrupt = super::context::interrupt();
-    if mode == Mode::Apply {
-        super::context::lock_or_interrupt(&backend, &lock, Duration::from_secs(g.lock_timeout), &mut interrupt).await?;
-    }
-    let result = async {
+    let hold = (mode == Mode::Apply).then(|| LockInfo::for_this_process("rollback"));
+    super::context::locked(&backend, g, hold, async |interrupt| {
         let mut state = super::context::load_state(&backend, c).await?;
         let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
         let env = crate::rollback::Env {
@@ -95,13 +91,9 @@ async fn walk(g: &Global, mode: Mode, o: Options) -> anyhow::Result<Walk> {
                 .collect()
         };
         let (removed, kept) = if mode == Mode::Apply { (of("removed", true), of("kept", false)) } else { (Vec::new(), Vec::new()) };
-        anyhow::Ok(Walk { report, sequence, removed, kept, forgotten, warnings: loaded.warnings.clone() })
-    }
-    .await;
-    if mode == Mode::Apply {
-        super::context::release(&backend, &lock.id, result.is_err()).await?;
-    }
-    result
+        Ok(Walk { report, sequence, removed, kept, forgotten, warnings: loaded.warnings.clone() })
+    })
+    .await
 }
 
 fn ok(o: &Outcome) -> bool {

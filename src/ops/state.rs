@@ -110,10 +110,10 @@ pub async fn state(g: &Global, cmd: &StateCommand) -> anyhow::Result<Report> {
             let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let mut incoming: State = crate::state::decode(&bytes).with_context(|| format!("reading {}", file.display()))?;
             incoming.check_identity(&c.cluster.name)?;
-            let info = LockInfo::for_this_process("state push");
-            backend.lock(&info, Duration::from_secs(g.lock_timeout), &|h| crate::ui::note(&format!("waiting for the state lock held by {h}"))).await?;
-            let current = backend.load().await;
-            let result = async {
+            // Ctrl-C while waiting for the lock ends it cleanly; once held, the push (one
+            // read, one atomic write) runs to its end.
+            super::context::locked(&backend, g, Some(LockInfo::for_this_process("state push")), async |_interrupt| {
+                let current = backend.load().await;
                 if let Ok(Some(cur)) = &current {
                     if cur.lineage != incoming.lineage {
                         bail!(
@@ -131,10 +131,8 @@ pub async fn state(g: &Global, cmd: &StateCommand) -> anyhow::Result<Report> {
                     OutputFormat::Text => format!("pushed {} to {} (serial {})\n", file.display(), backend.describe(), incoming.serial),
                     f => encode(&change(StateAction::Push, None, Some(file.clone()), Some(incoming.serial)), f)?,
                 })
-            }
-            .await;
-            super::context::release(&backend, &info.id, result.is_err()).await?;
-            result?
+            })
+            .await?
         }
     };
     Ok(Report { stdout, warnings: loaded.warnings, ..Default::default() })

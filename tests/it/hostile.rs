@@ -325,21 +325,7 @@ fn text(b: &[u8]) -> String {
 
 /// karpctl in `dir` with the AWS emulator (or a closed port) as its endpoint.
 fn karpctl(dir: &Path, endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_karpctl"));
-    cmd.args(args).current_dir(dir).env("NO_COLOR", "1").env("CI", "1");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("AWS_") || k.to_string_lossy().starts_with("KARPCTL_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-west-2")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("KUBECONFIG", dir.join("no-kubeconfig"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = karpctl_command(dir, endpoint, args);
     match stdin {
         None => {
             cmd.stdin(Stdio::null());
@@ -357,6 +343,26 @@ fn karpctl(dir: &Path, endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> O
             out
         }
     }
+}
+
+/// The command `karpctl()` runs, for a test that spawns it; stdout and stderr piped.
+fn karpctl_command(dir: &Path, endpoint: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_karpctl"));
+    cmd.args(args).current_dir(dir).env("NO_COLOR", "1").env("CI", "1");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") || k.to_string_lossy().starts_with("KARPCTL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-west-2")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("KUBECONFIG", dir.join("no-kubeconfig"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 /// Every file under `dir` with its bytes (symlinks as their target).
@@ -1075,4 +1081,19 @@ fn pushing_over_a_corrupt_state_keeps_it_as_corrupt_and_foreign_lineage_is_refus
     assert!(waited < std::time::Duration::from_secs(20), "waited {waited:?}: --lock-timeout 1 was not honoured (the old fixed wait was 30 s)");
     assert_eq!(snapshot(&d), before, "a push that did not get the lock changes nothing");
 
+    // Ctrl-C while it waits ends the push as interrupted (exit 130): the holder's lock
+    // and the state are as they were, and no lock of the push's is left.
+    let mut waiting = karpctl_command(&d, "http://127.0.0.1:9", &["-c", CONFIG, "--lock-timeout", "300", "state", "push", "good.json"]);
+    let mut child = waiting.stdin(Stdio::null()).spawn().unwrap();
+    let mut seen = String::new();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap());
+    while std::io::BufRead::read_line(&mut lines, &mut seen).unwrap() > 0 && !seen.contains("waiting for the state lock held by") {}
+    assert!(seen.contains(&format!("waiting for the state lock held by process {}", holder.pid)), "{seen}");
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut lines, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("interrupted"), "{seen}{rest}");
+    assert_eq!(snapshot(&d), before, "an interrupted push changes nothing");
 }
