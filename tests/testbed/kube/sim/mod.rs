@@ -1151,8 +1151,12 @@ async fn create_claim(c: &Client, pool: &DynamicObject, (labels, taints): (BTree
 // ---------------------------------------------------------------------------------------------
 
 async fn kubelet(c: &Client, pass: &mut Pass) -> Result<()> {
+    // Pods first, then nodes: provisioning (run concurrently) creates a node before it binds
+    // a pod to it, so every node a listed pod is bound to is in the later node list. The
+    // other order let a pod bound in between look orphaned, and pod GC deleted it.
+    let pods = Api::<Pod>::all(c.clone()).list(&ListParams::default()).await?.items;
     let nodes: HashMap<String, Node> = Api::<Node>::all(c.clone()).list(&ListParams::default()).await?.items.into_iter().map(|n| (n.name_any(), n)).collect();
-    for pod in Api::<Pod>::all(c.clone()).list(&ListParams::default()).await?.items {
+    for pod in pods {
         let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()) else { continue };
         let ns = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
