@@ -80,6 +80,25 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<AwsError>().is_some_and(AwsError::is_transient))
 }
 
+/// The fields of an ARN, `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE` (the
+/// resource keeps any further colons). Parsing does not check the values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arn<'a> {
+    pub partition: &'a str,
+    pub service: &'a str,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub resource: &'a str,
+}
+
+impl<'a> Arn<'a> {
+    /// `None` when `s` has fewer than six colon-separated fields.
+    pub fn parse(s: &'a str) -> Option<Arn<'a>> {
+        let mut f = s.splitn(6, ':').skip(1);
+        Some(Arn { partition: f.next()?, service: f.next()?, region: f.next()?, account: f.next()?, resource: f.next()? })
+    }
+}
+
 /// Whether an error (anywhere in its chain) is AWS refusing a create because the
 /// thing exists: after a retried create, usually what the first attempt made
 /// (its answer was lost), so the step should look again rather than fail.
@@ -179,4 +198,20 @@ pub fn iam(cfg: &SdkConfig) -> aws_sdk_iam::Client {
 
 pub fn sts(cfg: &SdkConfig) -> aws_sdk_sts::Client {
     aws_sdk_sts::Client::new(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Arn;
+
+    #[test]
+    fn an_arn_splits_into_its_six_fields_and_the_resource_keeps_its_colons() {
+        let a = Arn::parse("arn:aws-cn:eks:cn-north-1:123456789012:cluster/prod").unwrap();
+        assert_eq!((a.partition, a.service, a.region, a.account, a.resource), ("aws-cn", "eks", "cn-north-1", "123456789012", "cluster/prod"));
+        let iam = Arn::parse("arn:aws:iam::1:role/x").unwrap();
+        assert_eq!((iam.region, iam.account, iam.resource), ("", "1", "role/x"));
+        assert_eq!(Arn::parse("arn:aws:logs:us-east-1:1:log-group:g:*").unwrap().resource, "log-group:g:*");
+        assert_eq!(Arn::parse("arn:aws:iam::1"), None);
+        assert_eq!(Arn::parse(""), None);
+    }
 }

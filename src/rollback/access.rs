@@ -45,8 +45,8 @@ pub fn without(map_roles: Option<&str>, role_arn: &str) -> anyhow::Result<(Strin
 
 /// `arn:aws:eks:us-west-2:111:cluster/x` → `arn:aws:iam::111:role/<role>`.
 fn role_arn_from_cluster(cluster_arn: &str, role: &str) -> Option<String> {
-    let parts: Vec<&str> = cluster_arn.split(':').collect();
-    (parts.len() >= 6).then(|| format!("arn:{}:iam::{}:role/{role}", parts[1], parts[4]))
+    let a = crate::aws::Arn::parse(cluster_arn)?;
+    Some(format!("arn:{}:iam::{}:role/{role}", a.partition, a.account))
 }
 
 /// The stack's outputs as the `up` identity step reads them, or None when there is no stack.

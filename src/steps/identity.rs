@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
-use crate::aws::AwsError;
+use crate::aws::{Arn, AwsError};
 use crate::config::types::IdentityMode;
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
 
@@ -34,18 +34,17 @@ pub fn id(role: &str) -> String {
     format!("identity/{role}")
 }
 
-/// `arn:<partition>:eks:<region>:<account>:cluster/<name>` → (partition, account).
-fn partition_account(cluster_arn: &str) -> Option<(String, String)> {
-    let parts: Vec<&str> = cluster_arn.split(':').collect();
-    (parts.len() >= 6).then(|| (parts[1].to_string(), parts[4].to_string()))
-}
-
 /// The controller policy ARNs the stack exports.
 pub fn stack_policies(stack_outputs: Option<&Value>) -> BTreeSet<String> {
     stack_outputs
         .and_then(|o| o["outputs"].as_object())
         .map(|m| m.iter().filter(|(k, _)| k.ends_with("PolicyArn")).filter_map(|(_, v)| v.as_str().map(String::from)).collect())
         .unwrap_or_default()
+}
+
+/// `arn:<partition>:eks:<region>:<account>:cluster/<name>` from the cluster facts.
+fn cluster_arn(facts: &Value) -> Option<Arn<'_>> {
+    Arn::parse(facts["arn"].as_str()?)
 }
 
 /// The controller role's trust policy: Pod Identity's service principal, or for
@@ -57,8 +56,8 @@ pub fn trust_policy(mode: IdentityMode, namespace: &str, facts: &Value) -> anyho
         IdentityMode::Irsa => {
             let issuer = facts["oidcIssuer"].as_str().ok_or_else(|| anyhow::anyhow!("IRSA needs the cluster's OIDC issuer; the cluster has none"))?;
             let host = issuer.trim_start_matches("https://");
-            let (partition, account) = partition_account(facts["arn"].as_str().unwrap_or_default())
-                .ok_or_else(|| anyhow::anyhow!("cannot read the account from the cluster ARN"))?;
+            let Arn { partition, account, .. } =
+                cluster_arn(facts).ok_or_else(|| anyhow::anyhow!("cannot read the account from the cluster ARN"))?;
             json!({"Version": "2012-10-17", "Statement": [{
                 "Effect": "Allow",
                 "Principal": {"Federated": format!("arn:{partition}:iam::{account}:oidc-provider/{host}")},
@@ -73,10 +72,8 @@ pub fn trust_policy(mode: IdentityMode, namespace: &str, facts: &Value) -> anyho
         // session tags; requiring them keeps every other association in the
         // account (another cluster, another service account) from assuming the role.
         _ => {
-            let cluster = facts["arn"]
-                .as_str()
-                .and_then(|arn| arn.split_once(":cluster/"))
-                .map(|(_, name)| name)
+            let cluster = cluster_arn(facts)
+                .and_then(|a| a.resource.strip_prefix("cluster/"))
                 .filter(|n| !n.is_empty())
                 .ok_or_else(|| anyhow::anyhow!("cannot read the cluster name from the cluster ARN"))?;
             json!({"Version": "2012-10-17", "Statement": [{

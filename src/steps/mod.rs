@@ -213,11 +213,10 @@ fn kubernetes_steps(c: &Config, env: &Env, steps: &mut Vec<Box<dyn Step>>) {
 /// the role ARN the identity step made.
 fn controller_values(c: &Config, cluster: Option<&serde_json::Value>, identity: Option<&serde_json::Value>) -> anyhow::Result<serde_json::Value> {
     let role_arn = identity.and_then(|i| i["roleArn"].as_str());
-    // arn:PARTITION:iam::ACCOUNT:role/NAME
-    let parts: Vec<&str> = role_arn.map(|a| a.split(':').collect()).unwrap_or_default();
+    let arn = role_arn.and_then(crate::aws::Arn::parse);
     let facts = crate::render::Facts {
-        account_id: parts.get(4).map(|s| s.to_string()),
-        partition: parts.get(1).map(|s| s.to_string()),
+        account_id: arn.map(|a| a.account.to_string()),
+        partition: arn.map(|a| a.partition.to_string()),
         cluster_endpoint: cluster.and_then(|f| f["endpoint"].as_str()).map(String::from),
         irsa: identity.and_then(|i| i["mode"].as_str()).map(|m| m == "irsa"),
     };
