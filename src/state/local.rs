@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use super::codec::{self, Problem};
 use super::lock::{self, Attempt};
-use super::{LockInfo, Location, State, StateError};
+use super::{LockInfo, Location, State, StateError, MODE};
 use crate::fsutil::{create_private_dir_all, remove_orphaned_temps, write_atomic};
-
-const MODE: u32 = 0o600;
 
 pub struct LocalStore {
     path: PathBuf,

@@ -110,11 +110,14 @@ impl State {
     }
 }
 
+/// The mode of every file karpctl writes a state, backup, lock or unsaved copy to.
+pub(crate) const MODE: u32 = 0o600;
+
 /// Writes a state that could not be saved to the first of `candidates` that
 /// takes it (privately, atomically) and returns that path, so the user can
 /// `karpctl state push` it; `None` when none could be written.
 pub(crate) fn keep_unsaved(candidates: &[PathBuf], data: &[u8]) -> Option<PathBuf> {
-    candidates.iter().find(|p| crate::fsutil::write_atomic(p, data, 0o600).is_ok()).cloned()
+    candidates.iter().find(|p| crate::fsutil::write_atomic(p, data, MODE).is_ok()).cloned()
 }
 
 /// `karpctl-<name>.errored` in the temp directory: the last place to keep an
