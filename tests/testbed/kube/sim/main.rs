@@ -1,9 +1,13 @@
 //! The test bed's controller simulator as a process (see mod.rs for what it fakes).
 //!
 //!   cargo run --example testbed-sim -- --kubeconfig .sandbox/kube/kubeconfig [--interval-ms 300] [--eks-cluster NAME]
+//!       [--real-karpenter scripts/testbed-karpenter.sh --work-dir DIR]
 //!
 //! With `--eks-cluster`, it also reads that cluster's managed nodegroups from the AWS API
 //! (the emulator, through AWS_ENDPOINT_URL) and joins nodes as their desired size grows.
+//! With `--real-karpenter`, the real Karpenter controller (the binaries that script builds)
+//! runs for every Karpenter Deployment instead of the simulator's stand-in; it talks to the
+//! AWS emulator at AWS_ENDPOINT_URL in AWS_REGION and keeps its logs under `--work-dir`.
 //!
 //! Runs until SIGTERM or Ctrl-C; logs every change it makes to stderr.
 #![allow(clippy::print_stderr)]
@@ -16,11 +20,21 @@ use std::time::Duration;
 #[allow(dead_code)] // shared with tests/it/sim.rs, which uses more of it
 mod sim;
 
-const USAGE: &str = "usage: testbed-sim --kubeconfig FILE [--interval-ms N] [--eks-cluster NAME]";
+const USAGE: &str =
+    "usage: testbed-sim --kubeconfig FILE [--interval-ms N] [--eks-cluster NAME] [--real-karpenter SCRIPT --work-dir DIR]";
 
-fn parse() -> Result<(PathBuf, Duration, Option<String>), String> {
+struct Args {
+    kubeconfig: PathBuf,
+    interval: Duration,
+    eks_cluster: Option<String>,
+    real_karpenter: Option<(PathBuf, PathBuf)>,
+}
+
+fn parse() -> Result<Args, String> {
     let mut kubeconfig = None;
     let mut eks_cluster = None;
+    let mut script = None;
+    let mut work_dir = None;
     let mut interval = Duration::from_millis(300);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -37,11 +51,18 @@ fn parse() -> Result<(PathBuf, Duration, Option<String>), String> {
                 interval = Duration::from_millis(ms.max(10));
             }
             "--eks-cluster" => eks_cluster = Some(value()?),
+            "--real-karpenter" => script = Some(PathBuf::from(value()?)),
+            "--work-dir" => work_dir = Some(PathBuf::from(value()?)),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument: {other}\n{USAGE}")),
         }
     }
-    Ok((kubeconfig.ok_or(format!("--kubeconfig is required\n{USAGE}"))?, interval, eks_cluster))
+    let real_karpenter = match (script, work_dir) {
+        (Some(s), Some(w)) => Some((s, w)),
+        (None, None) => None,
+        _ => return Err(format!("--real-karpenter and --work-dir go together\n{USAGE}")),
+    };
+    Ok(Args { kubeconfig: kubeconfig.ok_or(format!("--kubeconfig is required\n{USAGE}"))?, interval, eks_cluster, real_karpenter })
 }
 
 async fn client(path: &PathBuf) -> anyhow::Result<kube::Client> {
@@ -70,7 +91,7 @@ async fn nodegroups(client: kube::Client, cluster: String, interval: Duration, s
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let (kubeconfig, interval, eks_cluster) = match parse() {
+    let Args { kubeconfig, interval, eks_cluster, real_karpenter } = match parse() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("{e}");
@@ -99,6 +120,28 @@ async fn main() -> ExitCode {
     if let Some(cluster) = eks_cluster {
         tokio::spawn(nodegroups(client.clone(), cluster, interval, rx.clone()));
     }
-    sim::run(client, interval, rx).await;
+    let mut opts = sim::Options::default();
+    if let Some((script, work_dir)) = real_karpenter {
+        let env = |k: &str| std::env::var(k).map_err(|_| anyhow::anyhow!("--real-karpenter needs {k} (source the AWS emulator's env)"));
+        let runner = async {
+            let spec = sim::controller::ControllerSpec::from_kubeconfig(
+                &kubeconfig,
+                sim::controller::binaries_from_script(script),
+                env("AWS_ENDPOINT_URL")?,
+                env("AWS_REGION")?,
+                work_dir,
+            )?;
+            sim::controller::Runner::new(spec).await
+        };
+        match runner.await {
+            Ok(r) => opts.karpenter = sim::Karpenter::Real(std::sync::Arc::new(r)),
+            Err(e) => {
+                eprintln!("testbed-sim: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+        eprintln!("testbed-sim: the real Karpenter controller runs for every Karpenter Deployment");
+    }
+    sim::run_with(client, interval, rx, opts).await;
     ExitCode::SUCCESS
 }

@@ -59,6 +59,25 @@ pub const NOT_READY_TAG: &str = "karpctl.testbed/not-ready";
 /// How many pods the simulator puts on one node before launching another.
 pub const PODS_PER_NODE: usize = 10;
 
+pub mod controller;
+
+/// Who plays the Karpenter controller.
+#[derive(Clone, Default)]
+pub enum Karpenter {
+    /// The simulator's own stand-in (the functions under "Karpenter" below).
+    #[default]
+    Simulated,
+    /// The real controller, run as a process for each Karpenter Deployment ([`controller`]);
+    /// the simulator then plays only the cluster's own controllers and kubelets.
+    Real(std::sync::Arc<controller::Runner>),
+}
+
+/// What the simulator plays.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub karpenter: Karpenter,
+}
+
 const MANAGER: &str = "karpctl-testbed-sim";
 const POOL_LABEL: &str = "karpenter.sh/nodepool";
 const CLASS_LABEL: &str = "karpenter.k8s.aws/ec2nodeclass";
@@ -105,7 +124,12 @@ pub fn ec2_node_class_resource() -> ApiResource {
 /// (0 once the bed has converged). Every step runs even when an earlier one failed; the
 /// failures are returned together afterwards.
 pub async fn tick(client: &Client) -> Result<usize> {
-    let (a, b) = tokio::join!(workloads(client), karpenter(client));
+    tick_with(client, &Options::default()).await
+}
+
+/// [`tick`] with the given roles.
+pub async fn tick_with(client: &Client, opts: &Options) -> Result<usize> {
+    let (a, b) = tokio::join!(workloads(client, opts), karpenter_role(client, opts));
     let mut pass = a;
     pass.changed += b.changed;
     pass.errors.extend(b.errors);
@@ -116,17 +140,31 @@ pub async fn tick(client: &Client) -> Result<usize> {
 /// controllers and the kubelets). Independent of [`karpenter`]: listing a Karpenter kind
 /// right after its CRD appeared can stall while the API server builds its watch cache,
 /// and a real cluster's controllers would not wait for that.
-async fn workloads(client: &Client) -> Pass {
+async fn workloads(client: &Client, opts: &Options) -> Pass {
     let mut pass = Pass::default();
     let r = namespaces(client, &mut pass).await;
     pass.step("namespaces", r);
-    let r = deployments(client, &mut pass).await;
+    if let Karpenter::Real(runner) = &opts.karpenter {
+        match runner.reconcile(client).await {
+            Ok(did) => did.into_iter().for_each(|d| pass.did(d)),
+            Err(e) => pass.fail("karpenter controller", e),
+        }
+    }
+    let r = deployments(client, opts, &mut pass).await;
     pass.step("deployments", r);
     let r = kubelet(client, &mut pass).await;
     pass.step("pods", r);
     let r = daemon_sets(client, &mut pass).await;
     pass.step("daemonsets", r);
     pass
+}
+
+/// The Karpenter role: the stand-in below, or nothing when the real controller runs.
+async fn karpenter_role(client: &Client, opts: &Options) -> Pass {
+    match opts.karpenter {
+        Karpenter::Simulated => karpenter(client).await,
+        Karpenter::Real(_) => Pass::default(),
+    }
 }
 
 /// What the Karpenter controller does: node classes, pools, claims, its nodes, and
@@ -193,10 +231,18 @@ pub async fn nodegroup_nodes(c: &Client, nodegroup: &str, desired: usize) -> Res
 /// list does not hold up the other. Errors are logged (the same one at most every 30 s) and
 /// the loops go on: the API server may be restarting.
 pub async fn run(client: Client, interval: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+    run_with(client, interval, stop, Options::default()).await
+}
+
+/// [`run`] with the given roles; a real controller is stopped when the loops end.
+pub async fn run_with(client: Client, interval: Duration, stop: tokio::sync::watch::Receiver<bool>, opts: Options) {
     tokio::join!(
-        control_loop(&client, interval, stop.clone(), Controllers::Workloads),
-        control_loop(&client, interval, stop, Controllers::Karpenter),
+        control_loop(&client, &opts, interval, stop.clone(), Controllers::Workloads),
+        control_loop(&client, &opts, interval, stop, Controllers::Karpenter),
     );
+    if let Karpenter::Real(runner) = &opts.karpenter {
+        runner.shutdown().await;
+    }
     log("stopped");
 }
 
@@ -206,13 +252,13 @@ enum Controllers {
     Karpenter,
 }
 
-async fn control_loop(client: &Client, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>, which: Controllers) {
+async fn control_loop(client: &Client, opts: &Options, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>, which: Controllers) {
     let mut last_error: Option<(String, Instant)> = None;
     let stopped = |stop: &tokio::sync::watch::Receiver<bool>| *stop.borrow() || stop.has_changed().is_err();
     let pass = || async {
         match which {
-            Controllers::Workloads => workloads(client).await,
-            Controllers::Karpenter => karpenter(client).await,
+            Controllers::Workloads => workloads(client, opts).await,
+            Controllers::Karpenter => karpenter_role(client, opts).await,
         }
         .result()
     };
@@ -384,7 +430,7 @@ async fn finish_namespace(c: &Client, ns: &Namespace, pass: &mut Pass) -> Result
 // Deployments and their ReplicaSets
 // ---------------------------------------------------------------------------------------------
 
-async fn deployments(c: &Client, pass: &mut Pass) -> Result<()> {
+async fn deployments(c: &Client, opts: &Options, pass: &mut Pass) -> Result<()> {
     let deploys = Api::<Deployment>::all(c.clone()).list(&ListParams::default()).await?.items;
     let sets = Api::<ReplicaSet>::all(c.clone()).list(&ListParams::default()).await?.items;
     // The garbage collector's part: ReplicaSets whose Deployment is gone.
@@ -406,14 +452,19 @@ async fn deployments(c: &Client, pass: &mut Pass) -> Result<()> {
         if stuck || d.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        if let Err(e) = deployment(c, d, &sets, pass).await {
+        // A Deployment whose pod really runs is available only while its process is ready.
+        let ready = match &opts.karpenter {
+            Karpenter::Real(runner) => runner.ready(d).unwrap_or(true),
+            Karpenter::Simulated => true,
+        };
+        if let Err(e) = deployment(c, d, &sets, ready, pass).await {
             pass.fail(format!("deployment {}/{}", d.namespace().unwrap_or_default(), d.name_any()), e);
         }
     }
     Ok(())
 }
 
-async fn deployment(c: &Client, d: &Deployment, sets: &[ReplicaSet], pass: &mut Pass) -> Result<()> {
+async fn deployment(c: &Client, d: &Deployment, sets: &[ReplicaSet], ready: bool, pass: &mut Pass) -> Result<()> {
     let ns = d.namespace().unwrap_or_default();
     let name = d.name_any();
     let uid = d.metadata.uid.clone().unwrap_or_default();
@@ -453,10 +504,12 @@ async fn deployment(c: &Client, d: &Deployment, sets: &[ReplicaSet], pass: &mut 
             rs
         }
     };
+    // Pods of a Deployment whose process is not ready yet are there but not ready.
+    let up = if ready { replicas } else { 0 };
     let rs_status = json!({"observedGeneration": rs.metadata.generation.unwrap_or(1), "replicas": replicas,
-        "fullyLabeledReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas});
+        "fullyLabeledReplicas": replicas, "readyReplicas": up, "availableReplicas": up});
     if set_status(&rs_api, &rs_name, &serde_json::to_value(&rs.status)?, rs_status).await? {
-        pass.did(format!("replicaset {ns}/{rs_name}: {replicas} ready"));
+        pass.did(format!("replicaset {ns}/{rs_name}: {up}/{replicas} ready"));
     }
     for old in owned.iter().filter(|rs| rs.name_any() != rs_name) {
         let old_name = old.name_any();
@@ -471,20 +524,26 @@ async fn deployment(c: &Client, d: &Deployment, sets: &[ReplicaSet], pass: &mut 
         }
     }
 
+    let available = if ready {
+        cond("Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability.")
+    } else {
+        cond("Available", false, "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+    };
     let mut conditions = [
-        cond("Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability."),
+        available,
         cond("Progressing", true, "NewReplicaSetAvailable", &format!("ReplicaSet \"{rs_name}\" has successfully progressed.")),
     ];
     for c in &mut conditions {
         c["lastUpdateTime"] = Value::Null; // filled in when written
     }
     let want = json!({
-        "observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas,
-        "availableReplicas": replicas, "unavailableReplicas": null, "conditions": conditions,
+        "observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": up,
+        "availableReplicas": up, "unavailableReplicas": if up < replicas { json!(replicas - up) } else { Value::Null },
+        "conditions": conditions,
     });
     let api = Api::<Deployment>::namespaced(c.clone(), &ns);
     if set_status(&api, &name, &serde_json::to_value(&d.status)?, want).await? {
-        pass.did(format!("deployment {ns}/{name}: {replicas}/{replicas} available (generation {gen})"));
+        pass.did(format!("deployment {ns}/{name}: {up}/{replicas} available (generation {gen})"));
     }
     Ok(())
 }
