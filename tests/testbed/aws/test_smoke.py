@@ -632,3 +632,126 @@ def test_iam_ec2_and_sts_behave_like_aws(testbed):
     assert "karpenter.sh/nodepool" not in {t["Key"] for t in tags}
     assert ec2.terminate_instances(InstanceIds=[node])["TerminatingInstances"][0]["CurrentState"]["Name"] in (
         "shutting-down", "terminated")
+
+
+# ------------------------------------------------------------------------------------------------- Karpenter's pricing
+
+
+def _on_demand(pricing, region: str, **fields) -> dict[str, float]:
+    filters = [{"Field": "regionCode", "Type": "TERM_MATCH", "Value": region}] + [
+        {"Field": k, "Type": "TERM_MATCH", "Value": v} for k, v in fields.items()]
+    out = {}
+    for page in pricing.get_paginator("get_products").paginate(ServiceCode="AmazonEC2", Filters=filters, MaxResults=100):
+        assert len(page["PriceList"]) <= 100
+        for raw in page["PriceList"]:
+            item = json.loads(raw)
+            attrs = item["product"]["attributes"]
+            top = {"productFamily": item["product"]["productFamily"], "serviceCode": item["serviceCode"]}
+            for k, v in fields.items():
+                assert top.get(k, attrs.get(k)) == v, (k, item)
+            (term,) = item["terms"]["OnDemand"].values()
+            (dim,) = term["priceDimensions"].values()
+            out[attrs["instanceType"]] = float(dim["pricePerUnit"]["USD"])
+    return out
+
+
+def test_pricing_get_products_answers_karpenters_queries(testbed):
+    # Karpenter's two on-demand queries (shared compute and dedicated bare metal), with its filters.
+    pricing = testbed.client("pricing", region_name="us-east-1")
+    common = {"serviceCode": "AmazonEC2", "preInstalledSw": "NA", "operatingSystem": "Linux",
+              "capacitystatus": "Used", "marketoption": "OnDemand"}
+    shared = _on_demand(pricing, "us-west-2", tenancy="Shared", productFamily="Compute Instance", **common)
+    metal = _on_demand(pricing, "us-west-2", tenancy="Dedicated", productFamily="Compute Instance (bare metal)", **common)
+    assert len(shared) > 1000 and len(metal) > 100
+    assert all(t.endswith("metal") or "metal-" in t for t in metal)
+    assert shared["m5.large"] == 0.096  # anchored on the real m5.large price
+    # Every family Karpenter users pick exists, and bigger or accelerated costs more.
+    for t in ("c5.large", "m5.large", "r5.large", "g4dn.xlarge", "g5.xlarge", "p4d.24xlarge", "p5.48xlarge",
+              "inf2.xlarge", "trn1.2xlarge"):
+        assert shared[t] > 0, t
+    assert shared["c5.large"] < shared["m5.large"] < shared["r5.large"] < shared["m5.xlarge"]
+    assert shared["m5.xlarge"] < shared["g4dn.xlarge"] < shared["g5.xlarge"] < shared["p4d.24xlarge"]
+    assert shared["m6g.large"] < shared["m5.large"]  # Graviton is cheaper
+    # Deterministic, and the same instance type costs more on Windows.
+    assert _on_demand(pricing, "us-west-2", tenancy="Shared", productFamily="Compute Instance", **common) == shared
+    win = _on_demand(pricing, "us-west-2", instanceType="m5.large", operatingSystem="Windows", tenancy="Shared")
+    assert win["m5.large"] > shared["m5.large"]
+    assert testbed.requests()["counts"]["pricing:GetProducts"] >= 20
+
+
+def test_pricing_errors_have_the_api_shapes(testbed):
+    pricing = testbed.client("pricing", region_name="us-east-1")
+    with pytest.raises(ClientError) as exc:
+        pricing.get_products(ServiceCode="AmazonS3")
+    assert err(exc) == (404, "NotFoundException")
+    with pytest.raises(ClientError) as exc:
+        pricing.get_products(ServiceCode="AmazonEC2", MaxResults=101)
+    assert err(exc) == (400, "InvalidParameterException")
+    with pytest.raises(ClientError) as exc:
+        pricing.get_products(ServiceCode="AmazonEC2", NextToken="bogus")
+    assert err(exc) == (400, "InvalidNextTokenException")
+    first = pricing.get_products(ServiceCode="AmazonEC2", MaxResults=5,
+                                 Filters=[{"Field": "regionCode", "Type": "TERM_MATCH", "Value": "us-west-2"}])
+    assert len(first["PriceList"]) == 5 and first["NextToken"]
+    with pytest.raises(ClientError) as exc:  # a token only continues the query it came from
+        pricing.get_products(ServiceCode="AmazonEC2", MaxResults=5, NextToken=first["NextToken"])
+    assert err(exc) == (400, "InvalidNextTokenException")
+
+
+def test_spot_prices_are_a_deterministic_fraction_of_on_demand_per_zone(testbed):
+    ec2 = testbed.client("ec2")
+    rows = [r for page in ec2.get_paginator("describe_spot_price_history").paginate(
+        ProductDescriptions=["Linux/UNIX", "Linux/UNIX (Amazon VPC)"], MaxResults=2000) for r in page["SpotPriceHistory"]]
+    assert len(rows) > 4000
+    assert {r["ProductDescription"] for r in rows} == {"Linux/UNIX"}
+    m5 = {r["AvailabilityZone"]: float(r["SpotPrice"]) for r in rows if r["InstanceType"] == "m5.large"}
+    assert {"us-west-2a", "us-west-2b", "us-west-2c"} <= set(m5)
+    assert all(0.25 * 0.096 <= p <= 0.70 * 0.096 for p in m5.values()), m5
+    assert len(set(m5.values())) > 1  # zones differ
+    again = ec2.describe_spot_price_history(InstanceTypes=["m5.large"], ProductDescriptions=["Linux/UNIX"],
+                                            Filters=[{"Name": "availability-zone", "Values": ["us-west-2a"]}])
+    assert [float(r["SpotPrice"]) for r in again["SpotPriceHistory"]] == [m5["us-west-2a"]]
+    assert testbed.requests()["counts"]["ec2:DescribeSpotPriceHistory"] >= 4
+
+
+def test_placement_groups_and_capacity_reservations_are_stateful(testbed):
+    ec2 = testbed.client("ec2")
+    # What Karpenter asks when nothing is selected: empty lists, not errors.
+    assert ec2.describe_placement_groups(Filters=[{"Name": "state", "Values": ["available"]}])["PlacementGroups"] == []
+    assert ec2.describe_capacity_reservations(Filters=[{"Name": "state", "Values": ["active"]}],
+                                              MaxResults=1000)["CapacityReservations"] == []
+    pg = ec2.create_placement_group(GroupName="efa", Strategy="cluster", TagSpecifications=[
+        {"ResourceType": "placement-group", "Tags": [{"Key": "team", "Value": "ml"}]}])["PlacementGroup"]
+    assert pg["GroupId"].startswith("pg-") and pg["State"] == "available"
+    with pytest.raises(ClientError) as exc:
+        ec2.create_placement_group(GroupName="efa", Strategy="cluster")
+    assert err(exc) == (400, "InvalidPlacementGroup.Duplicate")
+    found = ec2.describe_placement_groups(Filters=[{"Name": "tag:team", "Values": ["ml"]}])["PlacementGroups"]
+    assert [g["GroupName"] for g in found] == ["efa"]
+    assert ec2.describe_placement_groups(GroupIds=[pg["GroupId"]])["PlacementGroups"][0]["Strategy"] == "cluster"
+    ec2.delete_placement_group(GroupName="efa")
+    with pytest.raises(ClientError) as exc:
+        ec2.describe_placement_groups(GroupNames=["efa"])
+    assert err(exc) == (400, "InvalidPlacementGroup.Unknown")
+
+    cr = ec2.create_capacity_reservation(InstanceType="g5.xlarge", InstancePlatform="Linux/UNIX",
+                                         AvailabilityZone="us-west-2a", InstanceCount=2, InstanceMatchCriteria="targeted",
+                                         TagSpecifications=[{"ResourceType": "capacity-reservation",
+                                                             "Tags": [{"Key": "karpenter", "Value": "yes"}]}])["CapacityReservation"]
+    assert cr["State"] == "active" and cr["AvailableInstanceCount"] == 2 and cr["OwnerId"] == ACCOUNT
+    by_tag = ec2.describe_capacity_reservations(Filters=[{"Name": "state", "Values": ["active"]},
+                                                         {"Name": "tag:karpenter", "Values": ["yes"]},
+                                                         {"Name": "instance-match-criteria", "Values": ["targeted"]}])
+    assert [c["CapacityReservationId"] for c in by_tag["CapacityReservations"]] == [cr["CapacityReservationId"]]
+    ec2.cancel_capacity_reservation(CapacityReservationId=cr["CapacityReservationId"])
+    assert ec2.describe_capacity_reservations(Filters=[{"Name": "state", "Values": ["active"]}])["CapacityReservations"] == []
+    with pytest.raises(ClientError) as exc:
+        ec2.describe_capacity_reservations(CapacityReservationIds=["cr-0123456789abcdef0"])
+    assert err(exc) == (400, "InvalidCapacityReservationId.NotFound")
+    with pytest.raises(ClientError) as exc:
+        ec2.create_capacity_reservation(InstanceType="m5.large", InstancePlatform="Linux/UNIX",
+                                        AvailabilityZone="us-west-2z", InstanceCount=1)
+    assert err(exc) == (400, "InvalidParameterValue")
+    # A reset forgets them, like the rest of moto's state.
+    testbed.reset()
+    assert ec2.describe_capacity_reservations()["CapacityReservations"] == []

@@ -16,7 +16,7 @@ import uuid
 from collections import Counter, deque
 from contextlib import contextmanager
 
-from . import eks_ext
+from . import ec2_ext, eks_ext, pricing_ext
 from .faults import FaultRegistry, FaultSpecError, error_response, fault_response
 from .loopback import Loopback
 from .ops import OperationResolver, is_mutating
@@ -254,6 +254,8 @@ class TestbedApp:
     def _forward(self, environ, start_response, info, body: bytes, key: str, record: bool = True):
         """Serves the request: the EKS operations moto lacks here, everything else by moto."""
         after = None
+        if info.service == "pricing" or (info.service == "ec2" and info.operation in ec2_ext.OPERATIONS):
+            return self._serve_ext(start_response, info, body, key, record)
         if info.service == "eks":
             from moto.eks.models import eks_backends
             from moto.iam.models import get_account_id_from
@@ -309,6 +311,34 @@ class TestbedApp:
         else:
             headers.extend((k, v) for k, v in captured["headers"] if k.lower() == "content-length")
         start_response(captured["status"], headers)
+        return [data]
+
+    def _serve_ext(self, start_response, info, body: bytes, key: str, record: bool):
+        """The pricing API and the EC2 operations of tbaws.ec2_ext (moto lacks them or gets them wrong)."""
+        from moto.iam.models import get_account_id_from
+
+        account = get_account_id_from(info.access_key) if info.access_key else "123456789012"
+        region = info.region or self.opts.region
+        if info.service == "pricing":
+            status, result = pricing_ext.dispatch(info.operation, body)
+            if isinstance(result, pricing_ext.PricingError):
+                status, headers, data = error_response("pricing", "json", result.status, result.code, result.message)
+            else:
+                data = json.dumps(result).encode()
+                headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", str(uuid.uuid4()))]
+        else:
+            from moto.ec2.models import ec2_backends
+
+            status, result = ec2_ext.dispatch(info.operation, ec2_backends[account][region], account, region,
+                                              info.query, body)
+            if isinstance(result, ec2_ext.Ec2Error):
+                status, headers, data = error_response("ec2", "query", result.status, result.code, result.message)
+            else:
+                data = result
+                headers = [("Content-Type", "text/xml;charset=UTF-8"), ("x-amzn-RequestId", str(uuid.uuid4()))]
+        if record:
+            self._record(key, status, None)
+        start_response(_status_line(status), headers + [("Content-Length", str(len(data)))])
         return [data]
 
     # ------------------------------------------------------------------------------------------ control API
