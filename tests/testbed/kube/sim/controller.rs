@@ -27,19 +27,33 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The controller binary (kwok build) of a Karpenter version, e.g. "1.14.1".
-pub type BinaryFor = std::sync::Arc<dyn Fn(&str) -> Result<PathBuf> + Send + Sync>;
+/// A Karpenter release as the bed runs it: the kwok build of its controller and the module
+/// it was built from (for the kwok flavour's own manifests).
+pub struct Release {
+    pub binary: PathBuf,
+    pub module_dir: PathBuf,
+}
 
-/// Binaries from `scripts/testbed-karpenter.sh bin VERSION` (built and cached on first use).
+/// The [`Release`] of a Karpenter version, e.g. "1.14.1".
+pub type BinaryFor = std::sync::Arc<dyn Fn(&str) -> Result<Release> + Send + Sync>;
+
+/// Releases from `scripts/testbed-karpenter.sh bin|crds VERSION` (built and cached on first use).
 pub fn binaries_from_script(script: PathBuf) -> BinaryFor {
     std::sync::Arc::new(move |version: &str| {
-        let out = std::process::Command::new(&script)
-            .args(["bin", version])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("running {}", script.display()))?;
-        anyhow::ensure!(out.status.success(), "{} bin {version} failed", script.display());
-        Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+        let run = |cmd: &str| -> Result<PathBuf> {
+            let out = std::process::Command::new(&script)
+                .args([cmd, version])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("running {}", script.display()))?;
+            anyhow::ensure!(out.status.success(), "{} {cmd} {version} failed", script.display());
+            Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+        };
+        let binary = run("bin")?;
+        // `crds` prints <module>/pkg/apis/crds.
+        let crds = run("crds")?;
+        let module_dir = crds.ancestors().nth(3).context("the CRD directory is not inside a module")?.to_path_buf();
+        Ok(Release { binary, module_dir })
     })
 }
 
@@ -155,6 +169,7 @@ impl Runner {
         for k in gone {
             if let Some(p) = procs.remove(&k) {
                 stop(p).await;
+                remove_kwok_rbac(client).await?;
                 did.push(format!("karpenter controller for {k}: stopped (its deployment is gone or scaled to 0)"));
             }
         }
@@ -254,8 +269,9 @@ impl Runner {
         let container = controller_container(d).context("no controller container")?;
         let sa = service_account(d);
         let version = d.labels().get("app.kubernetes.io/version").cloned().context("no app.kubernetes.io/version label: which Karpenter is this?")?;
-        let binary = (self.spec.binary_for)(&version)?;
+        let Release { binary, module_dir } = (self.spec.binary_for)(&version)?;
         anyhow::ensure!(binary.is_file(), "the Karpenter {version} controller binary {} does not exist", binary.display());
+        kwok_rbac(client, &module_dir, &ns, &sa).await?;
         let mut env = resolve_env(client, &ns, &d.name_any(), &sa, container).await?;
         let creds = self.credentials(client, d).await?;
         let dir = self.spec.work_dir.join(key(d).replace('/', "_"));
@@ -264,6 +280,9 @@ impl Runner {
         let kubeconfig = dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, &self.spec.server, &self.spec.ca_pem, &token, &format!("system:serviceaccount:{ns}:{sa}"))?;
         env.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
+        // In a pod, controller-runtime reads the leader election namespace from the mounted
+        // service account's namespace file; out of cluster it has to be told.
+        env.entry("LEADER_ELECTION_NAMESPACE".into()).or_insert_with(|| ns.clone());
         env.insert("AWS_ENDPOINT_URL".into(), self.spec.aws_endpoint.clone());
         env.insert("AWS_REGION".into(), self.spec.region.clone());
         env.insert("AWS_DEFAULT_REGION".into(), self.spec.region.clone());
@@ -540,6 +559,64 @@ async fn readyz(port: u16) -> bool {
     };
     tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten().unwrap_or(false)
 }
+
+/// The kwok flavour keeps its fake instances in ConfigMaps and writes Nodes itself, which the
+/// chart's RBAC (made for the real controller) does not allow: its module ships a ClusterRole
+/// for that (`kwok/manifests/clusterrole.yaml`, applied beside the chart by upstream's kwok
+/// setup). The bed applies it, bound to the Deployment's ServiceAccount, while the controller
+/// runs, and removes it when the Deployment goes. Nothing karpctl installs is widened.
+async fn kwok_rbac(client: &Client, module_dir: &Path, ns: &str, sa: &str) -> Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let file = module_dir.join("kwok/manifests/clusterrole.yaml");
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let pp = kube::api::PatchParams::apply(KWOK_RBAC_MANAGER).force();
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: serde_json::Value = serde::Deserialize::deserialize(doc)?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    for mut v in docs {
+        v["metadata"]["name"] = KWOK_RBAC_NAME.into();
+        v["metadata"]["labels"] = json!({KWOK_RBAC_LABEL: "true"});
+        match v["kind"].as_str() {
+            Some("ClusterRole") => {
+                let api = Api::<ClusterRole>::all(client.clone());
+                api.patch(KWOK_RBAC_NAME, &pp, &kube::api::Patch::Apply(&v)).await?;
+            }
+            Some("ClusterRoleBinding") => {
+                v["roleRef"]["name"] = KWOK_RBAC_NAME.into();
+                v["subjects"] = json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]);
+                let api = Api::<ClusterRoleBinding>::all(client.clone());
+                api.patch(KWOK_RBAC_NAME, &pp, &kube::api::Patch::Apply(&v)).await?;
+            }
+            other => anyhow::bail!("{}: unexpected kind {other:?}", file.display()),
+        }
+    }
+    Ok(())
+}
+
+async fn remove_kwok_rbac(client: &Client) -> Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let dp = kube::api::DeleteParams::default();
+    for r in [
+        Api::<ClusterRoleBinding>::all(client.clone()).delete(KWOK_RBAC_NAME, &dp).await.map(|_| ()),
+        Api::<ClusterRole>::all(client.clone()).delete(KWOK_RBAC_NAME, &dp).await.map(|_| ()),
+    ] {
+        match r {
+            Ok(()) => {}
+            Err(e) if super::code(&e) == Some(404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+const KWOK_RBAC_NAME: &str = "testbed-kwok-karpenter-extra";
+const KWOK_RBAC_MANAGER: &str = "karpctl-testbed-kubelet";
+/// Marks what the bed adds for the kwok flavour (test inventories leave it out).
+pub const KWOK_RBAC_LABEL: &str = "karpctl.testbed/kwok";
 
 /// SIGTERM, up to 10 s to exit (leader election lets go on a clean stop), then SIGKILL.
 async fn stop(mut p: Proc) {
