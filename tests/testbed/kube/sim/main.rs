@@ -1,6 +1,12 @@
 //! The test bed's controller simulator as a process (see mod.rs for what it fakes).
 //!
 //!   cargo run --example testbed-sim -- --kubeconfig .sandbox/kube/kubeconfig [--interval-ms 300] [--eks-cluster NAME]
+//!       [--no-karpenter] [--scheduler | --no-scheduler]
+//!
+//! `--no-karpenter` leaves Karpenter's part to the real controller (scripts/testbed-karpenter.sh)
+//! and turns the scheduler on: pending pods are bound to Ready nodes they fit on or marked
+//! Unschedulable, which is what makes the real Karpenter provision. `--scheduler` /
+//! `--no-scheduler` set the scheduler explicitly (default: on exactly when Karpenter is off).
 //!
 //! With `--eks-cluster`, it also reads that cluster's managed nodegroups from the AWS API
 //! (the emulator, through AWS_ENDPOINT_URL) and joins nodes as their desired size grows.
@@ -16,11 +22,21 @@ use std::time::Duration;
 #[allow(dead_code)] // shared with tests/it/sim.rs, which uses more of it
 mod sim;
 
-const USAGE: &str = "usage: testbed-sim --kubeconfig FILE [--interval-ms N] [--eks-cluster NAME]";
+const USAGE: &str =
+    "usage: testbed-sim --kubeconfig FILE [--interval-ms N] [--eks-cluster NAME] [--no-karpenter] [--scheduler | --no-scheduler]";
 
-fn parse() -> Result<(PathBuf, Duration, Option<String>), String> {
+struct Args {
+    kubeconfig: PathBuf,
+    interval: Duration,
+    eks_cluster: Option<String>,
+    roles: sim::Roles,
+}
+
+fn parse() -> Result<Args, String> {
     let mut kubeconfig = None;
     let mut eks_cluster = None;
+    let mut karpenter = true;
+    let mut scheduler = None;
     let mut interval = Duration::from_millis(300);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -37,11 +53,19 @@ fn parse() -> Result<(PathBuf, Duration, Option<String>), String> {
                 interval = Duration::from_millis(ms.max(10));
             }
             "--eks-cluster" => eks_cluster = Some(value()?),
+            "--no-karpenter" => karpenter = false,
+            "--scheduler" => scheduler = Some(true),
+            "--no-scheduler" => scheduler = Some(false),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument: {other}\n{USAGE}")),
         }
     }
-    Ok((kubeconfig.ok_or(format!("--kubeconfig is required\n{USAGE}"))?, interval, eks_cluster))
+    Ok(Args {
+        kubeconfig: kubeconfig.ok_or(format!("--kubeconfig is required\n{USAGE}"))?,
+        interval,
+        eks_cluster,
+        roles: sim::Roles { karpenter, scheduler: scheduler.unwrap_or(!karpenter) },
+    })
 }
 
 async fn client(path: &PathBuf) -> anyhow::Result<kube::Client> {
@@ -70,7 +94,7 @@ async fn nodegroups(client: kube::Client, cluster: String, interval: Duration, s
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let (kubeconfig, interval, eks_cluster) = match parse() {
+    let Args { kubeconfig, interval, eks_cluster, roles } = match parse() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("{e}");
@@ -95,10 +119,10 @@ async fn main() -> ExitCode {
         // Keep the sender alive until the loop has seen the signal.
         std::future::pending::<()>().await;
     });
-    eprintln!("testbed-sim: simulating controllers against {} every {:?}", kubeconfig.display(), interval);
+    eprintln!("testbed-sim: simulating controllers against {} every {:?} ({roles:?})", kubeconfig.display(), interval);
     if let Some(cluster) = eks_cluster {
         tokio::spawn(nodegroups(client.clone(), cluster, interval, rx.clone()));
     }
-    sim::run(client, interval, rx).await;
+    sim::run_with(client, interval, rx, roles).await;
     ExitCode::SUCCESS
 }
