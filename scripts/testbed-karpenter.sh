@@ -8,6 +8,7 @@
 #   scripts/testbed-karpenter.sh crds  [VERSION]   print the directory holding that version's CRDs
 #   scripts/testbed-karpenter.sh versions          list the pinned versions
 #   scripts/testbed-karpenter.sh prune             delete cached builds that no pinned version uses
+#   scripts/testbed-karpenter.sh smoke [VERSION]   end to end: emulator + kube bed + controller + sim
 #
 # VERSION defaults to 1.14.1 (KARPCTL_KARPENTER_VERSION). See tests/testbed/README.md,
 # "Karpenter controller".
@@ -131,7 +132,8 @@ main() {
     crds) set_version "${1:-}"; crds_dir ;;
     versions) list_versions ;;
     prune) cmd_prune ;;
-    *) die "usage: $0 {build|bin|crds|versions|prune} [VERSION]" ;;
+    smoke) set_version "${1:-}"; cmd_build; bash "$SRC_ROOT/smoke.sh" "$VERSION" "$(bin_dir)/controller" "$(crds_dir)" ;;
+    *) die "usage: $0 {build|bin|crds|versions|prune|smoke} [VERSION]" ;;
   esac
 }
 
