@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The newcomer's sandbox: a seeded AWS emulator, a real kube-apiserver whose address
-# the emulated EKS cluster reports, and the controller simulator (testbed-sim) standing
-# in for kube-controller-manager, kubelets and Karpenter, so karpctl can run end to end.
+# the emulated EKS cluster reports, the controller simulator (testbed-sim) standing in
+# for kube-controller-manager, the scheduler and the kubelets, and the real Karpenter
+# controller (run by testbed-sim for the Deployment karpctl installs), so karpctl can
+# run end to end.
 #   ./scripts/sandbox.sh up      start all three (idempotent; builds/installs what is missing)
 #   ./scripts/sandbox.sh down    stop them
 #   ./scripts/sandbox.sh status  show what runs
@@ -46,19 +48,24 @@ up() {
   need go "to build kube-apiserver, etcd, kubectl and helm from Go modules"
   need openssl "to make the test bed's TLS certificates"
   mkdir -p "$sb/aws"
+  echo "== Charts: the real Karpenter and NVIDIA device plugin charts from their Go modules (cached)"
+  local name src
+  for name in karpenter nvidia-device-plugin; do
+    src="$("$repo/scripts/upstream.sh" path "$name")"
+    rm -rf "$sb/charts/$name.tmp"; mkdir -p "$sb/charts"
+    cp -r "$src" "$sb/charts/$name.tmp"
+    rm -rf "$sb/charts/$name"; mv "$sb/charts/$name.tmp" "$sb/charts/$name"
+  done
   echo "== Kubernetes: building (cached after the first run) and starting"
   "$repo/scripts/testbed-kube.sh" build
-  if ! compgen -G "$repo/tests/testbed/kube/charts/karpenter/crds/*.yaml" >/dev/null; then
-    echo "error: the fixture Karpenter chart has no CRDs: the real ones are read from ../shared/reference/karpenter-crds" >&2
-    echo "help: set KARPCTL_CRDS_DIR to a directory with the Karpenter v1 CRD files and run this again" >&2
-    exit 1
-  fi
   # No CRDs: karpctl installs them from the chart, as it would on a fresh cluster.
   "$repo/scripts/testbed-kube.sh" start --dir "$kube_dir" --no-crds
   server=$(sed -n 's/^server=//p' "$kube_dir/state")
   echo "== AWS emulator: installing (cached) and starting"
   "$repo/scripts/testbed-aws.sh" install
-  "$repo/scripts/testbed-aws.sh" start --handle "$aws_handle" --cluster "$cluster" \
+  # The emulated EKS cluster runs the Kubernetes minor of the API server it points at.
+  minor=$(sed -n 's/.*"kubernetes_version": *"v\([0-9]*\.[0-9]*\).*/\1/p' "$kube_dir/handle.json")
+  "$repo/scripts/testbed-aws.sh" start --handle "$aws_handle" --cluster "$cluster" --k8s-version "$minor" \
     --cluster-endpoint "$server" --cluster-ca-file "$kube_dir/pki/ca.crt"
   {
     echo "# karpctl sandbox: source this file"
@@ -69,13 +76,16 @@ up() {
     echo "export KARPCTL_KUBECONFIG='$kube_dir/kubeconfig'"
   } > "$sb/env.tmp"
   mv "$sb/env.tmp" "$sb/env"
+  echo "== Karpenter controller: the real one (kwok build) from its Go module (cached after the first build)"
+  "$repo/scripts/testbed-karpenter.sh" build
   echo "== Controller simulator: building (cargo, cached) and (re)starting"
   (cd "$repo" && cargo build --example testbed-sim)
   stop_sim # a running one may hold the token of an earlier bed
   # With the emulator's address, it also joins nodes to the managed nodegroup as it scales.
   ( eval "$("$repo/scripts/testbed-aws.sh" env --handle "$aws_handle")"
     exec setsid "$CARGO_TARGET_DIR/debug/examples/testbed-sim" --kubeconfig "$kube_dir/kubeconfig" \
-      --eks-cluster "$cluster" </dev/null >>"$sim_log" 2>&1 ) &
+      --eks-cluster "$cluster" --real-karpenter "$repo/scripts/testbed-karpenter.sh" --work-dir "$sb/controller" \
+      </dev/null >>"$sim_log" 2>&1 ) &
   echo $! > "$sim_pid"
   sleep 0.5
   sim_running || { tail -n 20 "$sim_log" >&2; echo "error: testbed-sim exited (log: $sim_log)" >&2; exit 1; }
@@ -86,11 +96,13 @@ Sandbox is up.
   karpctl validate && karpctl render | head      # config: examples/sandbox.yaml
   aws eks describe-cluster --name $cluster       # any AWS SDK or CLI honouring AWS_ENDPOINT_URL
   karpctl up && karpctl verify && karpctl status  # CRDs, chart, pools: karpctl installs them
-  kubectl get nodepools,nodeclaims,nodes         # Ready, as the simulator reports them
-Simulated: AWS is moto with karpctl's gap handlers (tests/testbed/README.md). The API server is real;
-testbed-sim (log: $sim_log) plays kube-controller-manager, kubelets and Karpenter: Deployments and
-DaemonSets become ready, EC2NodeClasses and NodePools Ready, and pending pods for a pool get a
-NodeClaim and a Node (no instances run, no images are pulled).
+  kubectl get nodepools,nodeclaims,nodes         # Ready, as the real controller reports them
+Real: the API server, etcd, helm, the Karpenter and NVIDIA charts, and the Karpenter controller
+(the kwok build of the pinned release: its EC2 fleet is in-process, launches become Node objects;
+every other AWS call goes to the emulator; log: $sb/controller/). Simulated: AWS is moto with
+karpctl's gap handlers (tests/testbed/README.md); testbed-sim (log: $sim_log) plays
+kube-controller-manager, the scheduler and the kubelets (Deployments and DaemonSets become
+ready, pods are bound and run; no containers run, no images are pulled).
 Stop it with: ./scripts/sandbox.sh down
 MSG
 }

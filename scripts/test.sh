@@ -17,6 +17,8 @@ done
 t0=$(date +%s)
 step() { printf '\n== %s (t+%ss)\n' "$*" "$(( $(date +%s) - t0 ))"; }
 
+step "upstream: the pinned Karpenter and NVIDIA device plugin charts and CRDs from Go modules (cached)"
+scripts/upstream.sh fetch
 step "test beds: AWS emulator venv (pinned, cached)"
 scripts/testbed-aws.sh install
 step "test beds: kube-apiserver, etcd, kubectl, helm from Go modules (cached after the first build)"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Kubernetes half of the karpctl test bed: a real etcd + kube-apiserver (built from
-# pinned Go modules), kubectl and helm, the real Karpenter CRDs, fixture charts.
+# pinned Go modules), kubectl and helm, and the real Karpenter CRDs (scripts/upstream.sh).
 #
-#   scripts/testbed-kube.sh build             build (or reuse) binaries in the cache; chart-crds
+#   scripts/testbed-kube.sh build             build (or reuse) binaries in the cache
 #   scripts/testbed-kube.sh start [--dir D] [--no-crds]
 #                                             start etcd + kube-apiserver, install CRDs (unless
 #                                             --no-crds: then whoever is tested installs them)
@@ -13,7 +13,6 @@
 #   scripts/testbed-kube.sh status [--dir D]  print the handle, exit 1 when not running
 #   scripts/testbed-kube.sh env   [--dir D]   print the env file (eval "$(... env)")
 #   scripts/testbed-kube.sh crds  [--dir D]   (re)apply the Karpenter CRDs
-#   scripts/testbed-kube.sh chart-crds        copy the CRDs into the fixture chart's crds/ (git-ignored)
 #   scripts/testbed-kube.sh smoke [--dir D]   end-to-end smoke test (starts the bed if needed)
 #   scripts/testbed-kube.sh bin               print the directory holding the binaries
 #   scripts/testbed-kube.sh prune             delete cached builds other than the current one
@@ -232,7 +231,6 @@ cmd_start() {
     if [[ "$a" == --no-crds ]]; then install_crds=0; else rest+=("$a"); fi
   done
   parse_dir "${rest[@]+"${rest[@]}"}"
-  cmd_chart_crds
   if is_running; then
     log "already running: $(state_get server) (dir $DIR)"
     return 0
@@ -421,7 +419,12 @@ cmd_env() {
 # ---------------------------------------------------------------------------------------
 # CRDs
 # ---------------------------------------------------------------------------------------
-crds_dir() { echo "${KARPCTL_CRDS_DIR:-$REPO/../shared/reference/karpenter-crds}"; }
+# The CRDs of the pinned Karpenter release (scripts/upstream.sh caches them from the Go
+# module), or KARPCTL_CRDS_DIR.
+crds_dir() {
+  if [[ -n "${KARPCTL_CRDS_DIR:-}" ]]; then echo "$KARPCTL_CRDS_DIR"; return; fi
+  "$REPO/scripts/upstream.sh" path karpenter "" crds
+}
 
 cmd_crds_in_dir() {
   local d; d="$(crds_dir)"
@@ -447,23 +450,6 @@ cmd_crds() {
   cmd_crds_in_dir
 }
 
-# The real chart ships its CRDs in crds/ (karpctl reads them with `helm show crds`), so the
-# fixture chart gets copies of the reference CRDs. They are test data from ../shared and are
-# git-ignored; each file is replaced atomically, so concurrent starts never see a partial one.
-cmd_chart_crds() {
-  local d out f tmp; d="$(crds_dir)"; out="$KUBE_SRC/charts/karpenter/crds"
-  if [[ ! -d "$d" ]] || ! compgen -G "$d/*.yaml" >/dev/null; then
-    log "Karpenter CRD directory $d is absent: fixture chart left without crds/"
-    return 0
-  fi
-  mkdir -p "$out"
-  for f in "$d"/*.yaml; do
-    cmp -s "$f" "$out/${f##*/}" && continue
-    tmp="$(mktemp "$out/.${f##*/}.XXXXXX")"
-    cp "$f" "$tmp" && chmod 644 "$tmp" && mv -f "$tmp" "$out/${f##*/}"
-  done
-}
-
 cmd_smoke() {
   local args=("$@")
   parse_dir "$@"
@@ -480,7 +466,7 @@ cmd_smoke() {
 main() {
   local cmd="${1:-}"; shift || true
   case "$cmd" in
-    build) cmd_build; cmd_chart_crds ;;
+    build) cmd_build ;;
     bin) cmd_build >&2; bin_dir ;;
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
@@ -488,10 +474,9 @@ main() {
     status) cmd_status "$@" ;;
     env) cmd_env "$@" ;;
     crds) cmd_crds "$@" ;;
-    chart-crds) cmd_chart_crds ;;
     smoke) cmd_smoke "$@" ;;
     prune) cmd_prune ;;
-    *) die "usage: $0 {build|bin|prune|start|stop|restart-apiserver|status|env|crds|chart-crds|smoke} [--dir DIR] [--no-crds]" ;;
+    *) die "usage: $0 {build|bin|prune|start|stop|restart-apiserver|status|env|crds|smoke} [--dir DIR] [--no-crds]" ;;
   esac
 }
 

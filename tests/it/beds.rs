@@ -110,11 +110,30 @@ impl AwsEmulator {
         serde_json::from_str(payload).unwrap_or(Value::Null)
     }
 
-    /// Request counts per `service:Operation`, and the mutating total.
+    /// The tool's own request counts per `service:Operation`, and the mutating total: only
+    /// requests signed with the tests' access key ([`CALLER`]), so that a Karpenter controller
+    /// running beside it (with its own credentials) is not counted.
     pub fn requests(&self) -> Value {
-        self.control("GET", "requests", None)
+        self.control("GET", &format!("requests?caller={CALLER}"), None)
+    }
+
+    /// Adds fault rules (one rule or a list) that hit only the tool's requests ([`CALLER`]).
+    pub fn add_faults(&self, rules: &Value) -> Value {
+        let with_caller = |r: &Value| {
+            let mut r = r.clone();
+            r["caller"] = CALLER.into();
+            r
+        };
+        let rules = match rules {
+            Value::Array(a) => Value::Array(a.iter().map(with_caller).collect()),
+            r => with_caller(r),
+        };
+        self.control("POST", "faults", Some(&rules))
     }
 }
+
+/// The access key id the tests give karpctl (and the AWS emulator counts by).
+pub const CALLER: &str = "testing";
 
 impl Drop for AwsEmulator {
     fn drop(&mut self) {

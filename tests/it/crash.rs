@@ -876,7 +876,7 @@ fn a_state_write_that_s3_refuses_mid_up_is_kept_locally_and_recovered_with_state
     }
     // Every S3 write but DeleteObject (the emulator may file a conditional PUT under
     // another operation name than PutObject); reads and the unlock still work.
-    sb.aws.control("POST", "faults", Some(&serde_json::json!({"operation": "s3:[!GDHL]*", "kind": "5xx"})));
+    sb.aws.add_faults(&serde_json::json!({"operation": "s3:[!GDHL]*", "kind": "5xx"}));
     let out = child.wait_with_output().unwrap();
     sb.aws.control("DELETE", "faults", None);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));

@@ -70,7 +70,7 @@ pub fn violations(crds: &[Crd], obj: &Value) -> Option<Vec<String>> {
 #[test]
 fn every_preset_manifest_fits_the_real_crds() {
     let Some(crds) = crds() else {
-        eprintln!("skipping: ../shared/reference/karpenter-crds not found (set KARPCTL_CRDS_DIR)");
+        eprintln!("skipping: the Karpenter CRDs could not be fetched (scripts/upstream.sh; or set KARPCTL_CRDS_DIR)");
         return;
     };
     let mut checked = 0;

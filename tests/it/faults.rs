@@ -17,7 +17,7 @@ const ACCESS_STEP: &str = "node-access/karpctl-sandbox";
 const TAGS_STEP: &str = "discovery-tags/karpctl-sandbox";
 
 fn add_faults(sb: &Sandbox, rules: Value) {
-    sb.aws.control("POST", "faults", Some(&rules));
+    sb.aws.add_faults(&rules);
 }
 
 fn clear_faults(sb: &Sandbox) {

@@ -1,5 +1,5 @@
 //! `karpctl::helm` against the real helm binary the kube bed builds, installing the
-//! fixture charts (tests/testbed/kube/charts) into the bed's kube-apiserver.
+//! real charts of the pinned releases (scripts/upstream.sh) into the bed's kube-apiserver.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use karpctl::helm::{write_kubeconfig, ChartRef, Conn, Helm, HelmError, ReleaseSt
 use serde_json::{json, Value};
 
 use crate::beds::KubeBed;
-use crate::support::{repo, scratch};
+use crate::support::{scratch, upstream};
 
 fn handle(bed: &KubeBed) -> Value {
     let text = std::fs::read_to_string(bed.dir.join("handle.json")).expect("the bed writes handle.json");
@@ -25,8 +25,13 @@ fn helm(bed: &KubeBed) -> Helm {
     Helm::with_bin(helm_bin(bed), Conn { kubeconfig: Some(bed.kubeconfig()), context: None })
 }
 
+/// The real chart of the pinned release (scripts/upstream.sh).
+fn chart_dir(name: &str) -> PathBuf {
+    upstream(name, "", "chart").expect("the pinned upstream charts can be fetched")
+}
+
 fn fixture(name: &str) -> ChartRef {
-    ChartRef::Local { path: repo().join("tests/testbed/kube/charts").join(name) }
+    ChartRef::Local { path: chart_dir(name) }
 }
 
 /// A namespace no other test (or earlier run on a shared bed) uses.
@@ -118,20 +123,20 @@ async fn version_chart_metadata_and_crds() {
 
     let meta = h.show_chart(&fixture("karpenter")).await.expect("show chart");
     let chart_yaml: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo().join("tests/testbed/kube/charts/karpenter/Chart.yaml")).unwrap()).unwrap();
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir("karpenter").join("Chart.yaml")).unwrap()).unwrap();
     assert_eq!(meta.name, "karpenter");
     assert_eq!(meta.version, chart_yaml["version"].as_str().unwrap());
     assert_eq!(meta.app_version.as_deref(), chart_yaml["appVersion"].as_str());
     assert_eq!(meta.kube_version.as_deref(), chart_yaml["kubeVersion"].as_str());
     // karpctl reads an unpacked chart itself; it must see what helm sees.
-    let dir_meta = karpctl::helm::chart_dir_meta(&repo().join("tests/testbed/kube/charts/karpenter")).unwrap();
+    let dir_meta = karpctl::helm::chart_dir_meta(&chart_dir("karpenter")).unwrap();
     assert_eq!(dir_meta, meta);
 
-    // A copy of the fixture with CRD files written the ways charts write them: with and
+    // A copy of the chart with CRD files written the ways charts write them: with and
     // without a leading `---`, several in one file, a comment-only document, and JSON.
     let dir = scratch("helm-crds");
     let chart = dir.join("karpenter");
-    copy_dir(&repo().join("tests/testbed/kube/charts/karpenter"), &chart);
+    copy_dir(&chart_dir("karpenter"), &chart);
     let crds = chart.join("crds");
     let _ = std::fs::remove_dir_all(&crds);
     std::fs::create_dir_all(&crds).unwrap();
@@ -204,7 +209,7 @@ async fn install_upgrade_read_back_and_uninstall() {
     let client = bed.client().await;
     assert_store_agrees(&client, &h, "karpenter", &ns).await;
     let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(client.clone(), &ns);
-    assert!(deploys.get_opt("karpenter").await.unwrap().is_some(), "the fixture's deployment exists");
+    assert!(deploys.get_opt("karpenter").await.unwrap().is_some(), "the chart's deployment exists");
 
     // Values that drop keys: the release holds exactly the new ones.
     let second = json!({"settings": {"clusterName": "beta"}});
@@ -238,7 +243,7 @@ async fn failures_carry_the_command_stderr_and_a_hint() {
     let ns = namespace("helm-fail");
     let kubeconfig = bed.kubeconfig().display().to_string();
 
-    // The fixture's validation template refuses config.name together with config.map.
+    // The chart's validation template refuses config.name together with config.map.
     let bad = json!({"config": {"name": "existing", "map": {"a": "version: v1\n"}}});
     let e = h.upgrade_install("nvdp", &ns, &fixture("nvidia-device-plugin"), &bad).await.unwrap_err();
     let HelmError::Failed { command, stderr, status, .. } = &e else { panic!("expected Failed, got {e:?}") };
@@ -246,9 +251,9 @@ async fn failures_carry_the_command_stderr_and_a_hint() {
     assert!(command.starts_with(&format!("{} upgrade --install nvdp ", helm_bin(&bed).display())), "{command}");
     assert!(command.contains(&format!("--namespace {ns} --create-namespace --skip-crds --reset-values --values ")), "{command}");
     assert!(command.ends_with(&format!("--kubeconfig {kubeconfig}")), "{command}");
-    assert!(stderr.contains("Only one of config.name or config.map may be set"), "{stderr}");
+    assert!(stderr.contains("Only one of 'config.name' or 'config.map' should ever be set"), "{stderr}");
     let shown = e.to_string();
-    assert!(shown.contains(command.as_str()) && shown.contains("Only one of config.name or config.map may be set"), "{shown}");
+    assert!(shown.contains(command.as_str()) && shown.contains("Only one of 'config.name' or 'config.map' should ever be set"), "{shown}");
     assert_eq!(h.release("nvdp", &ns).await.unwrap(), None, "a template failure records no release");
     let values_file = command.split("--values ").nth(1).and_then(|r| r.split(' ').next()).unwrap();
     assert!(values_file.contains("karpctl-values-"), "{command}");
@@ -259,7 +264,7 @@ async fn failures_carry_the_command_stderr_and_a_hint() {
     assert!(matches!(e, HelmError::ValuesNotAnObject { .. }), "{e:?}");
 
     // A chart path that does not exist.
-    let missing = ChartRef::Local { path: repo().join("tests/testbed/kube/charts/no-such-chart") };
+    let missing = ChartRef::Local { path: scratch("helm-missing").join("no-such-chart") };
     let e = h.upgrade_install("x", &ns, &missing, &json!({})).await.unwrap_err();
     assert!(e.to_string().contains("no-such-chart") && e.to_string().contains("not found"), "{e}");
 
@@ -290,8 +295,8 @@ async fn failures_carry_the_command_stderr_and_a_hint() {
     let r = h.upgrade_install("karpenter", &ns, &fixture("karpenter"), &json!({"settings": {"clusterName": "c"}})).await.expect("adopted");
     assert_eq!(r.status, ReleaseStatus::Deployed);
 
-    // A second release of the chart collides with the first one's fixed-name objects.
-    let e = h.upgrade_install("kbad", &ns, &fixture("karpenter"), &json!({"settings": {"clusterName": "c"}})).await.unwrap_err();
+    // A second release of the chart whose objects take the first one's names collides with them.
+    let e = h.upgrade_install("kbad", &ns, &fixture("karpenter"), &json!({"settings": {"clusterName": "c"}, "fullnameOverride": "karpenter"})).await.unwrap_err();
     let help = e.help().unwrap_or_else(|| panic!("no hint for {e}"));
     assert!(help.contains("belongs to release `karpenter`"), "{help}");
     assert!(help.contains("meta.helm.sh/release-name=kbad"), "{help}");

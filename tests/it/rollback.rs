@@ -496,7 +496,7 @@ fn purge_leaves_nothing_karpctl_or_karpenter_tagged() {
     assert!(!bed.ec2_tagged("karpenter.sh/discovery").is_empty(), "up tagged the subnets");
 
     // CloudFormation refuses the delete (every attempt the SDK makes): the stack step fails, the rest is done.
-    sb.aws.control("POST", "faults", Some(&json!({"operation": "cloudformation:DeleteStack", "kind": "5xx", "count": 50})));
+    sb.aws.add_faults(&json!({"operation": "cloudformation:DeleteStack", "kind": "5xx", "count": 50}));
     let first = sb.karpctl(&["rollback", "--purge"]);
     assert_eq!(first.status.code(), Some(1), "{}", show(&first));
     let out = text(&first.stdout);

@@ -21,10 +21,10 @@ pub(crate) mod model;
 
 /// Ticks until a pass changes nothing; panics on an error or after 20 passes.
 async fn converge(client: &Client) -> usize {
-    converge_with(client, model::Roles::default()).await
+    converge_with(client, &model::Options::default()).await
 }
 
-async fn converge_with(client: &Client, roles: model::Roles) -> usize {
+async fn converge_with(client: &Client, roles: &model::Options) -> usize {
     for pass in 1..=20 {
         match model::tick_with(client, roles).await {
             Ok(0) => return pass,
@@ -505,7 +505,7 @@ fn pod_requests_count_init_containers_sidecars_and_overhead() {
 async fn with_the_real_karpenter_the_sim_schedules_runs_kwok_nodes_and_collects_garbage() {
     let Some(bed) = bed_with_crds() else { return };
     let client = bed.client().await;
-    let roles = model::Roles::real_karpenter();
+    let roles = &model::Options::real_karpenter();
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     converge_with(&client, roles).await; // default ServiceAccount

@@ -11,15 +11,30 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The real Karpenter CRDs, present beside the repo in CI (../shared/reference).
+/// A directory of a pinned upstream artifact (`scripts/upstream.sh path NAME VERSION PART`):
+/// the real Karpenter chart and CRDs or NVIDIA's device plugin chart, fetched from the Go
+/// module proxy and cached. None (a skip) when it cannot be fetched, except under CI.
+pub fn upstream(name: &str, version: &str, part: &str) -> Option<PathBuf> {
+    let out = std::process::Command::new(repo().join("scripts/upstream.sh"))
+        .args(["path", name, version, part])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running scripts/upstream.sh: {e}"));
+    let ok = out.status.success();
+    assert!(ok || std::env::var_os("CI").is_none(), "CI=true but scripts/upstream.sh path {name} {version} {part} failed");
+    if !ok {
+        eprintln!("skipping: scripts/upstream.sh could not fetch {name} {version}");
+        return None;
+    }
+    Some(PathBuf::from(String::from_utf8(out.stdout).expect("a UTF-8 path").trim()))
+}
+
+/// The real Karpenter CRDs of the pinned release, or `KARPCTL_CRDS_DIR`.
 pub fn crds_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("KARPCTL_CRDS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/reference/karpenter-crds"));
-    let found = dir.join("karpenter.sh_nodepools.yaml").exists();
-    // In CI the CRDs sit beside the checkout; their absence there is a broken setup, not a skip.
-    assert!(found || std::env::var_os("CI").is_none(), "CI=true but the Karpenter CRDs are not at {}", dir.display());
-    found.then_some(dir)
+    match std::env::var_os("KARPCTL_CRDS_DIR") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => upstream("karpenter", "", "crds"),
+    }
 }
 
 pub fn preset_name(p: Preset) -> &'static str {

@@ -24,6 +24,13 @@ pub struct Sandbox {
     sim: Option<(std::thread::JoinHandle<()>, tokio::sync::watch::Sender<bool>)>,
 }
 
+/// The bed API server's Kubernetes `major.minor` ("1.36").
+pub fn bed_minor(kube: &KubeBed) -> String {
+    let handle: Value = serde_json::from_str(&read(&kube.dir.join("handle.json"))).unwrap();
+    let v = handle["kubernetes_version"].as_str().expect("the bed's handle has kubernetes_version");
+    v.trim_start_matches('v').splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -35,24 +42,25 @@ pub fn show(o: &Output) -> String {
 impl Sandbox {
     /// None when a bed is not installed (the test command installs both).
     pub fn start(name: &str, aws_args: &[&str]) -> Option<Sandbox> {
-        let crds = crds_dir()?;
+        let karpenter_chart = upstream("karpenter", "", "chart")?;
+        let device_plugin_chart = upstream("nvidia-device-plugin", "", "chart")?;
         let kube = KubeBed::start_with(&["--no-crds"])?;
         let state = read(&kube.dir.join("state"));
         let server = state.lines().find_map(|l| l.strip_prefix("server=")).expect("bed state has the server").to_string();
         let ca = kube.dir.join("pki/ca.crt");
+        // The emulated EKS cluster runs the Kubernetes minor of the API server it points at
+        // (the real controller reads the version there and looks AMIs up for it).
+        let minor = bed_minor(&kube);
         let mut args = vec!["--cluster", CLUSTER, "--cluster-endpoint", &server, "--cluster-ca-file", ca.to_str().unwrap()];
+        if !aws_args.contains(&"--k8s-version") {
+            args.extend(["--k8s-version", minor.as_str()]);
+        }
         args.extend_from_slice(aws_args);
         let aws = AwsEmulator::start(&args)?;
         let dir = scratch(name);
-        copy_dir(&repo().join("tests/testbed/kube/charts"), &dir.join("charts"));
-        let crd_dst = dir.join("charts/karpenter/crds");
-        std::fs::create_dir_all(&crd_dst).unwrap();
-        for e in std::fs::read_dir(&crds).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "yaml") {
-                std::fs::copy(&p, crd_dst.join(p.file_name().unwrap())).unwrap();
-            }
-        }
+        // The real charts of the pinned releases (copies: a test may edit them).
+        copy_dir(&karpenter_chart, &dir.join("charts/karpenter"));
+        copy_dir(&device_plugin_chart, &dir.join("charts/nvidia-device-plugin"));
         let handle: Value = serde_json::from_str(&read(&kube.dir.join("handle.json"))).unwrap();
         let bin = PathBuf::from(handle["bin_dir"].as_str().unwrap());
         let mut sb = Sandbox { kube, aws, dir, bin, sim: None };
@@ -60,23 +68,38 @@ impl Sandbox {
         Some(sb)
     }
 
-    /// Runs the controller simulator in the background (what a real cluster's controllers do).
+    /// Runs the controller simulator in the background (what a real cluster's controllers
+    /// and kubelets do), with the real Karpenter controller run for the Karpenter
+    /// Deployment that the real chart renders (tests/testbed/kube/sim/controller.rs).
     pub fn start_sim(&mut self) {
         if self.sim.is_some() {
             return;
         }
         let (tx, rx) = tokio::sync::watch::channel(false);
         let kubeconfig = self.kube.kubeconfig();
+        let endpoint = self.aws.endpoint.clone();
+        let work = self.dir.join("controller");
         let h = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+                use crate::sim::model::controller::{binaries_from_script, ControllerSpec, Runner};
+                let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
                 let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
                 let client = kube::Client::try_from(cfg).unwrap();
-                crate::sim::model::run(client, Duration::from_millis(200), rx).await;
+                let binaries = binaries_from_script(repo().join("scripts/testbed-karpenter.sh"));
+                let spec = ControllerSpec::from_kubeconfig(&kubeconfig, binaries, endpoint, "us-west-2".into(), work).unwrap();
+                let runner = Runner::new(spec).await.unwrap();
+                let opts = crate::sim::model::Options { karpenter: crate::sim::model::Karpenter::Real(std::sync::Arc::new(runner)), ..Default::default() };
+                crate::sim::model::run_with(client, Duration::from_millis(200), rx, opts).await;
             });
         });
         self.sim = Some((h, tx));
+    }
+
+    /// The real controller's log (for a failing test's message).
+    pub fn controller_log(&self) -> String {
+        let p = self.dir.join("controller/kube-system_karpenter/controller.log");
+        std::fs::read_to_string(&p).unwrap_or_else(|e| format!("(no log at {}: {e})", p.display()))
     }
 
     /// Stops the simulator (so mutation counts are karpctl's alone).
@@ -203,10 +226,10 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The sandbox preset pointed at the fixture charts in the scratch directory.
+/// The sandbox preset pointed at the charts in the scratch directory.
 pub fn sandbox_config() -> String {
     read(&repo().join("examples/sandbox.yaml"))
-        .replace("../tests/testbed/kube/charts/", "charts/")
+        .replace("../.sandbox/charts/", "charts/")
         .replace(".sandbox/karpctl.state.json", "state.json")
 }
 
@@ -290,7 +313,7 @@ fn a_pool_limit_edit_is_planned_and_applied_as_exactly_that_change() {
     assert_eq!(pool["spec"]["limits"]["cpu"], "200");
 }
 
-/// A preset from examples/, pointed at the sandbox cluster and the fixture charts.
+/// A preset from examples/, pointed at the sandbox cluster and the real charts.
 pub fn preset_config(name: &str) -> String {
     let mut v: serde_yaml::Value = serde_yaml::from_str(&read(&repo().join(format!("examples/{name}.yaml")))).unwrap();
     v["cluster"]["name"] = CLUSTER.into();
@@ -299,7 +322,7 @@ pub fn preset_config(name: &str) -> String {
         v["devicePlugin"] = serde_yaml::from_str("{}").unwrap();
     }
     v["devicePlugin"]["chartPath"] = "charts/nvidia-device-plugin".into();
-    // A local chart must carry the pinned version: pin the fixture's.
+    // A local chart must carry the pinned version: pin the copied chart's.
     v["devicePlugin"]["chartVersion"] = "0.17.4".into();
     v["state"] = serde_yaml::from_str("{path: state.json}").unwrap();
     serde_yaml::to_string(&v).unwrap()
@@ -363,16 +386,15 @@ fn planned_steps(doc: &Value) -> Vec<String> {
 #[test]
 fn a_karpenter_upgrade_plans_crds_then_policies_then_controller_and_a_downgrade_is_refused() {
     let Some(sb) = Sandbox::start("up-upgrade", &[]) else { return };
-    // Start on 1.11.0: a copy of the fixture chart with that version.
-    let old = sb.dir.join("charts/karpenter-1.11");
-    copy_dir(&sb.dir.join("charts/karpenter"), &old);
-    let chart = read(&old.join("Chart.yaml")).replace("version: 1.14.1", "version: 1.11.0").replace("appVersion: 1.14.1", "appVersion: 1.11.0");
-    std::fs::write(old.join("Chart.yaml"), chart).unwrap();
-    let v111 = sandbox_config().replace("version: 1.14.1", "version: 1.11.0").replace("path: charts/karpenter\n", "path: charts/karpenter-1.11\n");
-    sb.write_config(&v111);
+    // Start on 1.13.1 (the newest minor before the pin that supports the bed's Kubernetes
+    // 1.36): the real chart of that release, run by the real controller of that release.
+    let Some(old) = upstream("karpenter", "1.13.1", "chart") else { return };
+    copy_dir(&old, &sb.dir.join("charts/karpenter-1.13"));
+    let v113 = sandbox_config().replace("version: 1.14.1", "version: 1.13.1").replace("path: charts/karpenter\n", "path: charts/karpenter-1.13\n");
+    sb.write_config(&v113);
     let up = sb.karpctl(&["up"]);
-    assert!(up.status.success(), "{}", show(&up));
-    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.11.0");
+    assert!(up.status.success(), "{}\n{}", show(&up), sb.controller_log());
+    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.13.1");
 
     sb.write_config(&sandbox_config());
     let plan = sb.karpctl(&["plan", "-o", "json"]);
@@ -387,8 +409,8 @@ fn a_karpenter_upgrade_plans_crds_then_policies_then_controller_and_a_downgrade_
     let rel = sb.helm_list();
     assert!(rel.as_array().unwrap().iter().any(|r| r["name"] == "karpenter" && r["chart"] == "karpenter-1.14.1"), "{rel}");
 
-    // Back to 1.11.0: refused before any step, so the stack's policies stay too.
-    sb.write_config(&v111);
+    // Back to 1.13.1: refused before any step, so the stack's policies stay too.
+    sb.write_config(&v113);
     sb.aws_mutations();
     let before = sb.kube_writes();
     let down = sb.karpctl(&["up"]);

@@ -192,17 +192,19 @@ check "fake-ready.sh node creates a Ready Node" "$FAKE" node smoke-node-1 \
   karpenter.sh/nodepool=smoke-gpu karpenter.k8s.aws/instance-gpu-manufacturer=nvidia
 check "Node is Ready" k wait --for condition=Ready --timeout 10s node/smoke-node-1
 
-# --- Helm: fixture Karpenter chart --------------------------------------------------------
-CHARTS="$HERE/charts"
-check "helm lint of the fixture charts" \
-  helm lint "$CHARTS/karpenter" "$CHARTS/nvidia-device-plugin" --set settings.clusterName=lint --namespace lint
-check "helm package of the fixture charts" \
-  helm package "$CHARTS/karpenter" "$CHARTS/nvidia-device-plugin" -d "$WORK/pkg"
+# --- Helm: the real Karpenter chart (scripts/upstream.sh) ----------------------------------
+UPSTREAM="$HERE/../../../scripts/upstream.sh"
+KCHART="$("$UPSTREAM" path karpenter "" chart)"
+NCHART="$("$UPSTREAM" path nvidia-device-plugin "" chart)"
+check "helm lint of the real charts" \
+  helm lint "$KCHART" "$NCHART" --set settings.clusterName=lint --namespace lint
+check "helm package of the real charts" \
+  helm package "$KCHART" "$NCHART" -d "$WORK/pkg"
 KTGZ="$WORK/pkg/karpenter-1.14.1.tgz"
 NTGZ="$WORK/pkg/nvidia-device-plugin-0.17.4.tgz"
 
 reject "Karpenter chart refuses to install without settings.clusterName" \
-  "settings.clusterName is required" \
+  "without a valid settings.clusterName" \
   helm upgrade --install karpenter "$KTGZ" -n kube-system
 
 cat > "$WORK/karpenter-values.yaml" <<'EOF'
@@ -219,7 +221,7 @@ controller:
     requests: {cpu: "1", memory: 1Gi}
     limits: {cpu: "1", memory: 1Gi}
 EOF
-check "helm upgrade --install of the Karpenter fixture" \
+check "helm upgrade --install of the Karpenter chart" \
   helm upgrade --install karpenter "$KTGZ" -n kube-system -f "$WORK/karpenter-values.yaml"
 same "rendered CLUSTER_NAME" "smoke" envval kube-system karpenter CLUSTER_NAME
 same "rendered INTERRUPTION_QUEUE" "smoke-queue" envval kube-system karpenter INTERRUPTION_QUEUE
@@ -254,13 +256,14 @@ same "helm records revision 2" "2" \
 check "helm uninstall" helm uninstall karpenter -n kube-system
 reject "the Deployment is gone after uninstall" "NotFound" k get deployment karpenter -n kube-system
 
-# --- Helm: fixture NVIDIA device plugin ---------------------------------------------------
+# --- Helm: NVIDIA's device plugin chart ----------------------------------------------------
 reject "device-plugin chart refuses config.name together with config.map" \
-  "Only one of config.name or config.map may be set" \
+  "Only one of 'config.name' or 'config.map' should ever be set" \
   helm template nvdp "$NTGZ" -n nvidia-device-plugin --set config.name=existing \
   --set-string 'config.map.default=version: v1'
 cat > "$WORK/nvdp-values.yaml" <<'EOF'
 config:
+  default: default
   map:
     default: |-
       version: v1
@@ -280,7 +283,7 @@ tolerations:
     operator: Exists
     effect: NoSchedule
 EOF
-check "helm upgrade --install of the device-plugin fixture with a time-slicing config" \
+check "helm upgrade --install of the device-plugin chart with a time-slicing config" \
   helm upgrade --install nvdp "$NTGZ" -n nvidia-device-plugin --create-namespace -f "$WORK/nvdp-values.yaml"
 N=$((N + 1))
 cm="$(k get configmap nvdp-nvidia-device-plugin-configs -n nvidia-device-plugin -o jsonpath='{.data.default}' 2>&1)"

@@ -99,6 +99,9 @@ class TestbedApp:
         self._s3_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._counts: Counter = Counter()
+        # The same counts per caller (the request's access key id): the tool under test and,
+        # in the sandbox, the Karpenter controller sign with different keys.
+        self._by_caller: dict[str, Counter] = {}
         self._injected: Counter = Counter()
         self._log: deque = deque(maxlen=LOG_LIMIT)
         self._seq = 0
@@ -127,6 +130,7 @@ class TestbedApp:
     def _clear_stats(self) -> None:
         with self._stats_lock:
             self._counts.clear()
+            self._by_caller.clear()
             self._injected.clear()
             self._log.clear()
             self._seq = 0
@@ -168,9 +172,11 @@ class TestbedApp:
             fh.write("\n")
         os.replace(tmp, self.handle_path)
 
-    def stats(self, with_log: bool) -> dict:
+    def stats(self, with_log: bool, caller: str | None = None) -> dict:
+        """Request counts; with ``caller``, only the requests signed with that access key id."""
         with self._stats_lock:
-            counts = dict(sorted(self._counts.items()))
+            source = self._counts if caller is None else self._by_caller.get(caller, Counter())
+            counts = dict(sorted(source.items()))
             out = {
                 "counts": counts,
                 "total": sum(counts.values()),
@@ -180,8 +186,11 @@ class TestbedApp:
                 "classification": "read-only = operation name starts with Describe, Get, List or Head; "
                 "everything else is mutating",
             }
+            out["callers"] = {c: sum(n.values()) for c, n in sorted(self._by_caller.items())}
+            if caller is not None:
+                out["caller"] = caller
             if with_log:
-                out["log"] = list(self._log)
+                out["log"] = [e for e in self._log if caller is None or e.get("caller") == caller]
             return out
 
     # ------------------------------------------------------------------------------------------ WSGI
@@ -211,19 +220,23 @@ class TestbedApp:
         environ["CONTENT_LENGTH"] = str(len(body))
         return body
 
-    def _record(self, key: str, status: int, fault: str | None) -> None:
+    def _record(self, key: str, status: int, fault: str | None, caller: str = "") -> None:
         with self._stats_lock:
             self._seq += 1
-            self._log.append({"seq": self._seq, "operation": key, "status": status, "fault": fault, "t": round(time.time(), 3)})
+            self._log.append({"seq": self._seq, "operation": key, "status": status, "fault": fault, "caller": caller,
+                              "t": round(time.time(), 3)})
 
     def _aws(self, environ, start_response):
         body = self._read_body(environ)
         info = self.resolver.resolve(environ, body)
         key = info.key
+        caller = info.access_key or ""
+        environ["karpctl.testbed.caller"] = caller
         with self._stats_lock:
             self._counts[key] += 1
+            self._by_caller.setdefault(caller, Counter())[key] += 1
 
-        rule = self.faults.draw(key)
+        rule = self.faults.draw(key, caller)
         if rule is not None:
             if rule.kind == "lost-response":
                 # Carried out for real; only the answer is lost.
@@ -231,7 +244,7 @@ class TestbedApp:
             with self._stats_lock:
                 self._injected[key] += 1
             status, headers, payload = fault_response(info.service, info.style, rule.kind)
-            self._record(key, status, rule.kind)
+            self._record(key, status, rule.kind, caller)
             if environ.get("REQUEST_METHOD") == "HEAD":
                 payload = b""
             start_response(_status_line(status), headers + [("Content-Length", str(len(payload)))])
@@ -263,7 +276,7 @@ class TestbedApp:
                     data = json.dumps(payload).encode()
                     headers = [("Content-Type", "application/json"), ("x-amzn-RequestId", str(uuid.uuid4()))]
                 if record:
-                    self._record(key, status, None)
+                    self._record(key, status, None, environ.get("karpctl.testbed.caller", ""))
                 start_response(_status_line(status), headers + [("Content-Length", str(len(data)))])
                 return [data]
 
@@ -291,7 +304,7 @@ class TestbedApp:
             after()
         status = int(captured["status"].split(" ", 1)[0])
         if record:
-            self._record(key, status, None)
+            self._record(key, status, None, environ.get("karpctl.testbed.caller", ""))
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         if environ.get("REQUEST_METHOD") != "HEAD":
             headers.append(("Content-Length", str(len(data))))
@@ -349,7 +362,11 @@ class TestbedApp:
             return _json(200, self.handle(), start_response)
         if sub == "/requests":
             if method == "GET":
-                return _json(200, self.stats("log=1" in query or "log=true" in query), start_response)
+                from urllib.parse import parse_qs
+
+                q = parse_qs(query)
+                caller = q["caller"][0] if "caller" in q else None
+                return _json(200, self.stats("log=1" in query or "log=true" in query, caller), start_response)
             if method == "DELETE":
                 self._clear_stats()
                 return _json(200, {"cleared": True}, start_response)

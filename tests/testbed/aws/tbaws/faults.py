@@ -1,7 +1,8 @@
 """Fault injection rules and AWS-shaped error responses.
 
 A rule is ``{"operation": "eks:CreateAccessEntry" | "eks:*" | "*", "kind": "throttle" | "5xx" | "unavailable",
-"rate": 0.0-1.0, "count": null | N, "seed": int}``. For every request whose ``service:Operation`` matches the
+"rate": 0.0-1.0, "count": null | N, "seed": int, "caller": null | "<access key id>"}``; with ``caller`` it
+matches only requests signed with that access key id (the tool under test, not a controller beside it). For every request whose ``service:Operation`` matches the
 pattern (shell-style, case-sensitive), the rule draws from its own ``random.Random(seed)``; if the draw is below
 ``rate`` and the rule still has budget (``count`` is null = unlimited, else the number of faults left), the request
 is answered with the fault instead of reaching moto. Rules are evaluated in the order they were added.
@@ -46,6 +47,7 @@ class FaultRule:
     rate: float
     count: int | None
     seed: int
+    caller: str | None = None
     injected: int = 0
     matched: int = 0
     _rng: random.Random = field(default=None, repr=False)  # type: ignore[assignment]
@@ -61,6 +63,7 @@ class FaultRule:
             "rate": self.rate,
             "count": self.count,
             "seed": self.seed,
+            "caller": self.caller,
             "matched": self.matched,
             "injected": self.injected,
         }
@@ -75,7 +78,7 @@ class FaultRegistry:
     def add(self, spec: dict) -> FaultRule:
         if not isinstance(spec, dict):
             raise FaultSpecError("fault spec must be a JSON object")
-        unknown = set(spec) - {"operation", "kind", "rate", "count", "seed"}
+        unknown = set(spec) - {"operation", "kind", "rate", "count", "seed", "caller"}
         if unknown:
             raise FaultSpecError(f"unknown fault field(s): {sorted(unknown)}")
         op = spec.get("operation")
@@ -93,8 +96,11 @@ class FaultRegistry:
         seed = spec.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise FaultSpecError('"seed" must be an integer')
+        caller = spec.get("caller")
+        if caller is not None and (not isinstance(caller, str) or not caller):
+            raise FaultSpecError('"caller" must be null or an access key id')
         with self._lock:
-            rule = FaultRule(self._next_id, op, kind, float(rate), count, seed)
+            rule = FaultRule(self._next_id, op, kind, float(rate), count, seed, caller)
             self._next_id += 1
             self._rules.append(rule)
             return rule
@@ -107,11 +113,13 @@ class FaultRegistry:
         with self._lock:
             return [r.to_json() for r in self._rules]
 
-    def draw(self, key: str) -> FaultRule | None:
+    def draw(self, key: str, caller: str = "") -> FaultRule | None:
         """Return the rule that fires for this request, if any (and charge it)."""
         with self._lock:
             for rule in self._rules:
                 if rule.operation != "*" and not fnmatch.fnmatchcase(key, rule.operation):
+                    continue
+                if rule.caller is not None and rule.caller != caller:
                     continue
                 if rule.count is not None and rule.injected >= rule.count:
                     continue

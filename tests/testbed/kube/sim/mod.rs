@@ -34,13 +34,15 @@
 //!   reported Ready; the `node.kubernetes.io/not-ready` taint goes once a node is Ready.
 //! - **garbage collection** (own loop): NodeClaims whose owning NodePool is gone and Nodes whose
 //!   owning NodeClaim is gone are deleted (what deleting a NodePool relies on).
-//! - **scheduler** (only with [`Roles::scheduler`]): pending pods are bound to a Ready node
-//!   they fit on (nodeSelector, required node affinity, taints, requests against allocatable),
-//!   or marked `PodScheduled=False` reason `Unschedulable`.
+//! - **scheduler** (see [`Options::scheduler`]): pending pods are bound to a Ready node they
+//!   fit on (nodeSelector, required node affinity, taints, requests against allocatable), or
+//!   marked `PodScheduled=False` reason `Unschedulable`.
 //!
-//! [`Roles`] picks the parts: the default is the fake Karpenter without the scheduler (as it
-//! always was); [`Roles::real_karpenter`] turns the fake Karpenter off and the scheduler on, for
-//! a bed where the real controller runs (scripts/testbed-karpenter.sh).
+//! [`Options`] picks the parts: the default is the fake Karpenter without the scheduler (as it
+//! always was). With [`Karpenter::Real`] (the simulator runs the real controller for the
+//! Karpenter Deployment, [`controller`]) or [`Karpenter::External`] (someone else runs it, e.g.
+//! `scripts/testbed-karpenter.sh smoke`; [`Options::real_karpenter`]) the fake Karpenter is off
+//! and the scheduler on.
 //!
 //! Not simulated: pods for ReplicaSets/DaemonSets/Jobs, preemption, pod affinity and topology
 //! spread in the scheduler, PodDisruptionBudgets (an eviction of a pod a PDB covers is refused),
@@ -69,6 +71,48 @@ pub const STUCK_ANNOTATION: &str = "karpctl.testbed/stuck";
 pub const NOT_READY_TAG: &str = "karpctl.testbed/not-ready";
 /// How many pods the simulator puts on one node before launching another.
 pub const PODS_PER_NODE: usize = 10;
+
+pub mod controller;
+
+/// Who plays the Karpenter controller.
+#[derive(Clone, Default)]
+pub enum Karpenter {
+    /// The simulator's own stand-in (the functions under "Karpenter" below).
+    #[default]
+    Simulated,
+    /// The real controller, run as a process for each Karpenter Deployment ([`controller`]);
+    /// the simulator then plays only the cluster's own controllers and kubelets.
+    Real(std::sync::Arc<controller::Runner>),
+    /// The real controller, started by someone else against this bed (e.g.
+    /// `scripts/testbed-karpenter.sh smoke`); the simulator plays only the cluster's part.
+    External,
+}
+
+/// What the simulator plays. The cluster's own controllers (namespaces, deployments, daemon
+/// sets, node lifecycle, the garbage collector's part for Karpenter's kinds) and the kubelets
+/// (kwok nodes included) always run.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub karpenter: Karpenter,
+    /// A minimal kube-scheduler: binds pending pods to Ready nodes they fit on and marks the
+    /// others `PodScheduled=False` reason `Unschedulable` (what makes the real Karpenter
+    /// provision). None: on exactly when the stand-in Karpenter is not (it binds the pods it
+    /// launches nodes for itself).
+    pub scheduler: Option<bool>,
+}
+
+impl Options {
+    /// For a bed where the real controller runs, started by the caller: no stand-in
+    /// Karpenter, the scheduler on.
+    pub fn real_karpenter() -> Options {
+        Options { karpenter: Karpenter::External, scheduler: None }
+    }
+
+    /// Whether the scheduler runs.
+    pub fn scheduler_on(&self) -> bool {
+        self.scheduler.unwrap_or(!matches!(self.karpenter, Karpenter::Simulated))
+    }
+}
 
 const MANAGER: &str = "karpctl-testbed-sim";
 const POOL_LABEL: &str = "karpenter.sh/nodepool";
@@ -116,19 +160,13 @@ pub fn ec2_node_class_resource() -> ApiResource {
 /// (0 once the bed has converged). Every step runs even when an earlier one failed; the
 /// failures are returned together afterwards.
 pub async fn tick(client: &Client) -> Result<usize> {
-    tick_with(client, Roles::default()).await
+    tick_with(client, &Options::default()).await
 }
 
-/// [`tick`] with a choice of roles (e.g. [`Roles::real_karpenter`] when the real Karpenter
+/// [`tick`] with the given roles (e.g. [`Options::real_karpenter`] when the real Karpenter
 /// controller runs against the bed).
-pub async fn tick_with(client: &Client, roles: Roles) -> Result<usize> {
-    let (mut pass, b, gc) = tokio::join!(workloads(client, roles), async {
-        if roles.karpenter {
-            karpenter(client).await
-        } else {
-            Pass::default()
-        }
-    }, collector(client));
+pub async fn tick_with(client: &Client, opts: &Options) -> Result<usize> {
+    let (mut pass, b, gc) = tokio::join!(workloads(client, opts), karpenter_role(client, opts), collector(client));
     for other in [b, gc] {
         pass.changed += other.changed;
         pass.errors.extend(other.errors);
@@ -136,49 +174,28 @@ pub async fn tick_with(client: &Client, roles: Roles) -> Result<usize> {
     pass.result()
 }
 
-/// Which parts of a cluster the simulator plays. The cluster's own controllers (namespaces,
-/// deployments, daemon sets, node lifecycle, garbage collection of Karpenter's owned
-/// objects) and the kubelets always run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Roles {
-    /// The fake Karpenter controller: EC2NodeClass/NodePool status, provisioning (it binds the
-    /// pods it launches nodes for), NodeClaims. Off when the real controller runs.
-    pub karpenter: bool,
-    /// A minimal kube-scheduler: binds pending pods to Ready nodes they fit on, marks the others
-    /// `PodScheduled=False` reason `Unschedulable` (what makes the real Karpenter provision).
-    pub scheduler: bool,
-}
-
-impl Default for Roles {
-    /// What the simulator has always done: the fake Karpenter, no general scheduler.
-    fn default() -> Self {
-        Roles { karpenter: true, scheduler: false }
-    }
-}
-
-impl Roles {
-    /// For a bed where the real Karpenter controller runs: no fake Karpenter, a scheduler.
-    pub fn real_karpenter() -> Self {
-        Roles { karpenter: false, scheduler: true }
-    }
-}
-
 /// The controllers a cluster runs for itself (namespace, deployment, daemon set, node
-/// lifecycle controllers, the scheduler when asked for, and the kubelets, including the
-/// kubelet of the real Karpenter's kwok nodes). Independent of [`karpenter`]: listing a
-/// Karpenter kind right after its CRD appeared can stall while the API server builds its
-/// watch cache, and a real cluster's controllers would not wait for that.
-async fn workloads(client: &Client, roles: Roles) -> Pass {
+/// lifecycle controllers, the scheduler when on, and the kubelets, including the kubelet of
+/// the real Karpenter's kwok nodes). Independent of [`karpenter`]: listing a Karpenter kind
+/// right after its CRD appeared can stall while the API server builds its watch cache, and a
+/// real cluster's controllers would not wait for that.
+async fn workloads(client: &Client, opts: &Options) -> Pass {
     let mut pass = Pass::default();
     let r = namespaces(client, &mut pass).await;
     pass.step("namespaces", r);
-    let r = deployments(client, &mut pass).await;
+    if let Karpenter::Real(runner) = &opts.karpenter {
+        match runner.reconcile(client).await {
+            Ok(did) => did.into_iter().for_each(|d| pass.did(d)),
+            Err(e) => pass.fail("karpenter controller", e),
+        }
+    }
+    let r = deployments(client, opts, &mut pass).await;
     pass.step("deployments", r);
     let r = kwok_nodes(client, &mut pass).await;
     pass.step("kwok nodes", r);
     let r = node_lifecycle(client, &mut pass).await;
     pass.step("node lifecycle", r);
-    if roles.scheduler {
+    if opts.scheduler_on() {
         let r = scheduler(client, &mut pass).await;
         pass.step("scheduler", r);
     }
@@ -187,6 +204,14 @@ async fn workloads(client: &Client, roles: Roles) -> Pass {
     let r = daemon_sets(client, &mut pass).await;
     pass.step("daemonsets", r);
     pass
+}
+
+/// The Karpenter role: the stand-in below, or nothing when the real controller runs.
+async fn karpenter_role(client: &Client, opts: &Options) -> Pass {
+    match opts.karpenter {
+        Karpenter::Simulated => karpenter(client).await,
+        Karpenter::Real(_) | Karpenter::External => Pass::default(),
+    }
 }
 
 /// The garbage collector's part for Karpenter's kinds, in a loop of its own: it lists
@@ -260,37 +285,36 @@ pub async fn nodegroup_nodes(c: &Client, nodegroup: &str, desired: usize) -> Res
 /// list does not hold up the other. Errors are logged (the same one at most every 30 s) and
 /// the loops go on: the API server may be restarting.
 pub async fn run(client: Client, interval: Duration, stop: tokio::sync::watch::Receiver<bool>) {
-    run_with(client, interval, stop, Roles::default()).await;
+    run_with(client, interval, stop, Options::default()).await
 }
 
-/// [`run`] with a choice of roles; without the Karpenter role only the cluster's loop runs.
-pub async fn run_with(client: Client, interval: Duration, stop: tokio::sync::watch::Receiver<bool>, roles: Roles) {
+/// [`run`] with the given roles; a real controller is stopped when the loops end.
+pub async fn run_with(client: Client, interval: Duration, stop: tokio::sync::watch::Receiver<bool>, opts: Options) {
     tokio::join!(
-        control_loop(&client, interval, stop.clone(), Controllers::Workloads(roles)),
-        control_loop(&client, interval, stop.clone(), Controllers::Collector),
-        async {
-            if roles.karpenter {
-                control_loop(&client, interval, stop, Controllers::Karpenter).await;
-            }
-        }
+        control_loop(&client, &opts, interval, stop.clone(), Controllers::Workloads),
+        control_loop(&client, &opts, interval, stop.clone(), Controllers::Collector),
+        control_loop(&client, &opts, interval, stop, Controllers::Karpenter),
     );
+    if let Karpenter::Real(runner) = &opts.karpenter {
+        runner.shutdown().await;
+    }
     log("stopped");
 }
 
 #[derive(Clone, Copy)]
 enum Controllers {
-    Workloads(Roles),
+    Workloads,
     Karpenter,
     Collector,
 }
 
-async fn control_loop(client: &Client, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>, which: Controllers) {
+async fn control_loop(client: &Client, opts: &Options, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>, which: Controllers) {
     let mut last_error: Option<(String, Instant)> = None;
     let stopped = |stop: &tokio::sync::watch::Receiver<bool>| *stop.borrow() || stop.has_changed().is_err();
     let pass = || async {
         match which {
-            Controllers::Workloads(roles) => workloads(client, roles).await,
-            Controllers::Karpenter => karpenter(client).await,
+            Controllers::Workloads => workloads(client, opts).await,
+            Controllers::Karpenter => karpenter_role(client, opts).await,
             Controllers::Collector => collector(client).await,
         }
         .result()
@@ -463,7 +487,7 @@ async fn finish_namespace(c: &Client, ns: &Namespace, pass: &mut Pass) -> Result
 // Deployments and their ReplicaSets
 // ---------------------------------------------------------------------------------------------
 
-async fn deployments(c: &Client, pass: &mut Pass) -> Result<()> {
+async fn deployments(c: &Client, opts: &Options, pass: &mut Pass) -> Result<()> {
     let deploys = Api::<Deployment>::all(c.clone()).list(&ListParams::default()).await?.items;
     let sets = Api::<ReplicaSet>::all(c.clone()).list(&ListParams::default()).await?.items;
     // The garbage collector's part: ReplicaSets whose Deployment is gone.
@@ -485,14 +509,19 @@ async fn deployments(c: &Client, pass: &mut Pass) -> Result<()> {
         if stuck || d.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        if let Err(e) = deployment(c, d, &sets, pass).await {
+        // A Deployment whose pod really runs is available only while its process is ready.
+        let ready = match &opts.karpenter {
+            Karpenter::Real(runner) => runner.ready(d).unwrap_or(true),
+            Karpenter::Simulated | Karpenter::External => true,
+        };
+        if let Err(e) = deployment(c, d, &sets, ready, pass).await {
             pass.fail(format!("deployment {}/{}", d.namespace().unwrap_or_default(), d.name_any()), e);
         }
     }
     Ok(())
 }
 
-async fn deployment(c: &Client, d: &Deployment, sets: &[ReplicaSet], pass: &mut Pass) -> Result<()> {
+async fn deployment(c: &Client, d: &Deployment, sets: &[ReplicaSet], ready: bool, pass: &mut Pass) -> Result<()> {
     let ns = d.namespace().unwrap_or_default();
     let name = d.name_any();
     let uid = d.metadata.uid.clone().unwrap_or_default();
@@ -532,10 +561,12 @@ async fn deployment(c: &Client, d: &Deployment, sets: &[ReplicaSet], pass: &mut 
             rs
         }
     };
+    // Pods of a Deployment whose process is not ready yet are there but not ready.
+    let up = if ready { replicas } else { 0 };
     let rs_status = json!({"observedGeneration": rs.metadata.generation.unwrap_or(1), "replicas": replicas,
-        "fullyLabeledReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas});
+        "fullyLabeledReplicas": replicas, "readyReplicas": up, "availableReplicas": up});
     if set_status(&rs_api, &rs_name, &serde_json::to_value(&rs.status)?, rs_status).await? {
-        pass.did(format!("replicaset {ns}/{rs_name}: {replicas} ready"));
+        pass.did(format!("replicaset {ns}/{rs_name}: {up}/{replicas} ready"));
     }
     for old in owned.iter().filter(|rs| rs.name_any() != rs_name) {
         let old_name = old.name_any();
@@ -550,20 +581,26 @@ async fn deployment(c: &Client, d: &Deployment, sets: &[ReplicaSet], pass: &mut 
         }
     }
 
+    let available = if ready {
+        cond("Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability.")
+    } else {
+        cond("Available", false, "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+    };
     let mut conditions = [
-        cond("Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability."),
+        available,
         cond("Progressing", true, "NewReplicaSetAvailable", &format!("ReplicaSet \"{rs_name}\" has successfully progressed.")),
     ];
     for c in &mut conditions {
         c["lastUpdateTime"] = Value::Null; // filled in when written
     }
     let want = json!({
-        "observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas,
-        "availableReplicas": replicas, "unavailableReplicas": null, "conditions": conditions,
+        "observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": up,
+        "availableReplicas": up, "unavailableReplicas": if up < replicas { json!(replicas - up) } else { Value::Null },
+        "conditions": conditions,
     });
     let api = Api::<Deployment>::namespaced(c.clone(), &ns);
     if set_status(&api, &name, &serde_json::to_value(&d.status)?, want).await? {
-        pass.did(format!("deployment {ns}/{name}: {replicas}/{replicas} available (generation {gen})"));
+        pass.did(format!("deployment {ns}/{name}: {up}/{replicas} available (generation {gen})"));
     }
     Ok(())
 }
