@@ -27,33 +27,19 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A Karpenter release as the bed runs it: the kwok build of its controller and the module
-/// it was built from (for the kwok flavour's own manifests).
-pub struct Release {
-    pub binary: PathBuf,
-    pub module_dir: PathBuf,
-}
+/// The controller binary (kwok build) of a Karpenter version, e.g. "1.14.1".
+pub type BinaryFor = std::sync::Arc<dyn Fn(&str) -> Result<PathBuf> + Send + Sync>;
 
-/// The [`Release`] of a Karpenter version, e.g. "1.14.1".
-pub type BinaryFor = std::sync::Arc<dyn Fn(&str) -> Result<Release> + Send + Sync>;
-
-/// Releases from `scripts/testbed-karpenter.sh bin|crds VERSION` (built and cached on first use).
+/// Binaries from `scripts/testbed-karpenter.sh bin VERSION` (built and cached on first use).
 pub fn binaries_from_script(script: PathBuf) -> BinaryFor {
     std::sync::Arc::new(move |version: &str| {
-        let run = |cmd: &str| -> Result<PathBuf> {
-            let out = std::process::Command::new(&script)
-                .args([cmd, version])
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .with_context(|| format!("running {}", script.display()))?;
-            anyhow::ensure!(out.status.success(), "{} {cmd} {version} failed", script.display());
-            Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
-        };
-        let binary = run("bin")?;
-        // `crds` prints <module>/pkg/apis/crds.
-        let crds = run("crds")?;
-        let module_dir = crds.ancestors().nth(3).context("the CRD directory is not inside a module")?.to_path_buf();
-        Ok(Release { binary, module_dir })
+        let out = std::process::Command::new(&script)
+            .args(["bin", version])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        anyhow::ensure!(out.status.success(), "{} bin {version} failed", script.display());
+        Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
     })
 }
 
@@ -169,7 +155,6 @@ impl Runner {
         for k in gone {
             if let Some(p) = procs.remove(&k) {
                 stop(p).await;
-                remove_kwok_rbac(client).await?;
                 did.push(format!("karpenter controller for {k}: stopped (its deployment is gone or scaled to 0)"));
             }
         }
@@ -269,19 +254,20 @@ impl Runner {
         let container = controller_container(d).context("no controller container")?;
         let sa = service_account(d);
         let version = d.labels().get("app.kubernetes.io/version").cloned().context("no app.kubernetes.io/version label: which Karpenter is this?")?;
-        let Release { binary, module_dir } = (self.spec.binary_for)(&version)?;
+        let binary = (self.spec.binary_for)(&version)?;
         anyhow::ensure!(binary.is_file(), "the Karpenter {version} controller binary {} does not exist", binary.display());
-        kwok_rbac(client, &module_dir, &ns, &sa).await?;
         let mut env = resolve_env(client, &ns, &d.name_any(), &sa, container).await?;
         let creds = self.credentials(client, d).await?;
         let dir = self.spec.work_dir.join(key(d).replace('/', "_"));
         std::fs::create_dir_all(&dir)?;
+        kwok_rbac(client, &ns, &sa).await?;
         let token = sa_token(client, &ns, &sa, None).await?;
         let kubeconfig = dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, &self.spec.server, &self.spec.ca_pem, &token, &format!("system:serviceaccount:{ns}:{sa}"))?;
         env.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
-        // In a pod, controller-runtime reads the leader election namespace from the mounted
-        // service account's namespace file; out of cluster it has to be told.
+        // In a pod, the controller finds its leader-election namespace in the service account
+        // mount; out of cluster it panics at start ("unable to find leader election namespace")
+        // unless told: the pod's namespace, as in the cluster.
         env.entry("LEADER_ELECTION_NAMESPACE".into()).or_insert_with(|| ns.clone());
         env.insert("AWS_ENDPOINT_URL".into(), self.spec.aws_endpoint.clone());
         env.insert("AWS_REGION".into(), self.spec.region.clone());
@@ -560,64 +546,6 @@ async fn readyz(port: u16) -> bool {
     tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten().unwrap_or(false)
 }
 
-/// The kwok flavour keeps its fake instances in ConfigMaps and writes Nodes itself, which the
-/// chart's RBAC (made for the real controller) does not allow: its module ships a ClusterRole
-/// for that (`kwok/manifests/clusterrole.yaml`, applied beside the chart by upstream's kwok
-/// setup). The bed applies it, bound to the Deployment's ServiceAccount, while the controller
-/// runs, and removes it when the Deployment goes. Nothing karpctl installs is widened.
-async fn kwok_rbac(client: &Client, module_dir: &Path, ns: &str, sa: &str) -> Result<()> {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-    let file = module_dir.join("kwok/manifests/clusterrole.yaml");
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    let pp = kube::api::PatchParams::apply(KWOK_RBAC_MANAGER).force();
-    let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v: serde_json::Value = serde::Deserialize::deserialize(doc)?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
-    for mut v in docs {
-        v["metadata"]["name"] = KWOK_RBAC_NAME.into();
-        v["metadata"]["labels"] = json!({KWOK_RBAC_LABEL: "true"});
-        match v["kind"].as_str() {
-            Some("ClusterRole") => {
-                let api = Api::<ClusterRole>::all(client.clone());
-                api.patch(KWOK_RBAC_NAME, &pp, &kube::api::Patch::Apply(&v)).await?;
-            }
-            Some("ClusterRoleBinding") => {
-                v["roleRef"]["name"] = KWOK_RBAC_NAME.into();
-                v["subjects"] = json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]);
-                let api = Api::<ClusterRoleBinding>::all(client.clone());
-                api.patch(KWOK_RBAC_NAME, &pp, &kube::api::Patch::Apply(&v)).await?;
-            }
-            other => anyhow::bail!("{}: unexpected kind {other:?}", file.display()),
-        }
-    }
-    Ok(())
-}
-
-async fn remove_kwok_rbac(client: &Client) -> Result<()> {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-    let dp = kube::api::DeleteParams::default();
-    for r in [
-        Api::<ClusterRoleBinding>::all(client.clone()).delete(KWOK_RBAC_NAME, &dp).await.map(|_| ()),
-        Api::<ClusterRole>::all(client.clone()).delete(KWOK_RBAC_NAME, &dp).await.map(|_| ()),
-    ] {
-        match r {
-            Ok(()) => {}
-            Err(e) if super::code(&e) == Some(404) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-const KWOK_RBAC_NAME: &str = "testbed-kwok-karpenter-extra";
-const KWOK_RBAC_MANAGER: &str = "karpctl-testbed-kubelet";
-/// Marks what the bed adds for the kwok flavour (test inventories leave it out).
-pub const KWOK_RBAC_LABEL: &str = "karpctl.testbed/kwok";
-
 /// SIGTERM, up to 10 s to exit (leader election lets go on a clean stop), then SIGKILL.
 async fn stop(mut p: Proc) {
     if let Some(pid) = p.child.id() {
@@ -632,4 +560,31 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// What the kwok build needs beyond the chart's RBAC (its install adds the same): it keeps its
+/// fake instances in ConfigMaps, read through a cluster-wide cache, and creates and deletes the
+/// Nodes of those instances itself. Without this its ConfigMap cache never syncs, so `/readyz`
+/// never passes and the Deployment never becomes available. Granted to the pod's
+/// ServiceAccount, as for the kwok image on a real cluster.
+async fn kwok_rbac(client: &Client, ns: &str, sa: &str) -> Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::{Patch, PatchParams};
+    let apply = PatchParams::apply("karpctl-testbed-sim").force();
+    let role: ClusterRole = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "karpctl-testbed-kwok-extra"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps", "nodes"],
+                   "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]
+    }))?;
+    Api::<ClusterRole>::all(client.clone()).patch("karpctl-testbed-kwok-extra", &apply, &Patch::Apply(&role)).await?;
+    let name = format!("karpctl-testbed-kwok-extra-{ns}-{sa}");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "karpctl-testbed-kwok-extra"},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
+    }))?;
+    Api::<ClusterRoleBinding>::all(client.clone()).patch(&name, &apply, &Patch::Apply(&binding)).await?;
+    Ok(())
 }
