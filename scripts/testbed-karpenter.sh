@@ -7,7 +7,8 @@
 #   scripts/testbed-karpenter.sh bin   [VERSION]   print the controller binary's path (builds if needed)
 #   scripts/testbed-karpenter.sh crds  [VERSION]   print the directory holding that version's CRDs
 #   scripts/testbed-karpenter.sh versions          list the pinned versions
-#   scripts/testbed-karpenter.sh prune             delete cached builds that no pinned version uses
+#   scripts/testbed-karpenter.sh prune             delete stale cached builds of the versions pinned here
+#   scripts/testbed-karpenter.sh smoke [VERSION]   end to end: emulator + kube bed + controller + sim
 #
 # VERSION defaults to 1.14.1 (KARPCTL_KARPENTER_VERSION). See tests/testbed/README.md,
 # "Karpenter controller".
@@ -101,15 +102,19 @@ cmd_build() {
   log "built in $((end - start))s: $out/controller"
 }
 
-# Remove cached builds that no pinned version's current key uses.
+# Remove stale cached builds (old go.mod/go.sum, Go or script version) of the versions pinned
+# in this checkout. Builds of versions this checkout does not pin are left alone: the cache is
+# shared with other checkouts, which may pin versions this one does not.
 cmd_prune() {
-  local keep=() v d k skip
-  for v in $(list_versions); do set_version "$v"; keep+=("$(bin_dir)"); done
-  for d in "$CACHE_ROOT"/karpenter-bin/*/; do
-    d="${d%/}"; skip=0
-    for k in "${keep[@]+"${keep[@]}"}"; do [[ "$d" == "$k" ]] && skip=1; done
-    [[ $skip == 1 ]] && continue
-    log "removing $d"; rm -rf "$d"
+  local v d keep
+  for v in $(list_versions); do
+    set_version "$v"; keep="$(bin_dir)"
+    for d in "$CACHE_ROOT/karpenter-bin/$v-"*/; do
+      [[ -d "$d" ]] || continue
+      d="${d%/}"
+      [[ "$d" == "$keep" || "$d" == *.tmp.* ]] && continue
+      log "removing $d"; rm -rf "$d"
+    done
   done
 }
 
@@ -131,7 +136,8 @@ main() {
     crds) set_version "${1:-}"; crds_dir ;;
     versions) list_versions ;;
     prune) cmd_prune ;;
-    *) die "usage: $0 {build|bin|crds|versions|prune} [VERSION]" ;;
+    smoke) set_version "${1:-}"; cmd_build; bash "$SRC_ROOT/smoke.sh" "$VERSION" "$(bin_dir)/controller" "$(crds_dir)" ;;
+    *) die "usage: $0 {build|bin|crds|versions|prune|smoke} [VERSION]" ;;
   esac
 }
 

@@ -21,8 +21,12 @@ pub(crate) mod model;
 
 /// Ticks until a pass changes nothing; panics on an error or after 20 passes.
 async fn converge(client: &Client) -> usize {
+    converge_with(client, &model::Options::default()).await
+}
+
+async fn converge_with(client: &Client, roles: &model::Options) -> usize {
     for pass in 1..=20 {
-        match model::tick(client).await {
+        match model::tick_with(client, roles).await {
             Ok(0) => return pass,
             Ok(_) => {}
             Err(e) => panic!("pass {pass} failed: {e:#}"),
@@ -409,4 +413,167 @@ async fn nodegroup_nodes_join_up_to_the_desired_size_and_are_ready() {
         assert!(st.conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True"), "{:?}", n.metadata.name);
         assert_eq!(st.allocatable.unwrap()["cpu"].0, "4");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// With the real Karpenter controller: the scheduler, kwok nodes, garbage collection
+// ---------------------------------------------------------------------------------------------
+
+/// A Node as a test fixture: labels, taints, allocatable, Ready or not.
+fn node_fixture(name: &str, labels: Value, taints: Value, allocatable: Value, ready: bool) -> Node {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"taints": taints},
+        "status": {"allocatable": allocatable, "capacity": allocatable,
+                   "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+    }))
+    .unwrap()
+}
+
+fn spec_of(v: Value) -> k8s_openapi::api::core::v1::PodSpec {
+    let mut v = v;
+    if v.get("containers").is_none() {
+        v["containers"] = json!([{"name": "app", "image": "registry.k8s.io/pause:3.10"}]);
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn requests(cpu: &str, memory: &str) -> Value {
+    json!([{"name": "app", "image": "registry.k8s.io/pause:3.10", "resources": {"requests": {"cpu": cpu, "memory": memory}}}])
+}
+
+#[test]
+fn the_scheduler_filters_nodes_like_kube_scheduler() {
+    let small = json!({"cpu": "2", "memory": "4Gi", "pods": "3"});
+    let gpu = json!({"cpu": "8", "memory": "32Gi", "pods": "110", "nvidia.com/gpu": "1"});
+    let nodes = vec![
+        node_fixture("a-small", json!({"zone": "a", "kubernetes.io/arch": "amd64"}), json!([]), small.clone(), true),
+        node_fixture("b-gpu", json!({"zone": "b", "kubernetes.io/arch": "amd64"}),
+                     json!([{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]), gpu, true),
+        node_fixture("c-down", json!({"zone": "c"}), json!([]), small.clone(), false),
+    ];
+    // One pod already uses 1.5 of a-small's 2 CPUs.
+    let running: Pod = serde_json::from_value(json!({"metadata": {"name": "busy"},
+        "spec": {"nodeName": "a-small", "containers": requests("1500m", "1Gi")}})).unwrap();
+    let mut s = model::Scheduler::new(nodes, &[running]);
+
+    assert_eq!(s.choose(&spec_of(json!({"containers": requests("250m", "1Gi")}))), Ok("a-small".into()));
+    // Too much CPU for what is left on a-small; b-gpu's taint is not tolerated; c-down is not Ready.
+    assert_eq!(
+        s.choose(&spec_of(json!({"containers": requests("1", "1Gi")}))),
+        Err("0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {nvidia.com/gpu: true}, 1 node(s) were not ready.".into())
+    );
+    let tolerant = json!({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"});
+    assert_eq!(s.choose(&spec_of(json!({"containers": requests("1", "1Gi"), "tolerations": [tolerant]}))), Ok("b-gpu".into()));
+    // nodeSelector and required node affinity.
+    assert_eq!(
+        s.choose(&spec_of(json!({"nodeSelector": {"zone": "b"}}))),
+        Err("0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {nvidia.com/gpu: true}, 1 node(s) were not ready.".into())
+    );
+    let affinity = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}]}}});
+    assert_eq!(s.choose(&spec_of(json!({"affinity": affinity.clone(), "tolerations": [tolerant]}))), Ok("b-gpu".into()));
+    // Extended resources must be allocatable; GPUs are only on b-gpu.
+    let gpu_pod = json!({"containers": [{"name": "cuda", "image": "x", "resources": {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}}],
+                         "tolerations": [tolerant]});
+    assert_eq!(s.choose(&spec_of(gpu_pod.clone())), Ok("b-gpu".into()));
+    s.assume(&spec_of(gpu_pod.clone()), "b-gpu");
+    assert_eq!(s.choose(&spec_of(gpu_pod)), Err("0/3 nodes are available: 1 node(s) were not ready, 2 Insufficient nvidia.com/gpu.".into()));
+    // The pod count is a resource too (a-small takes 3 pods, one is there).
+    s.assume(&spec_of(json!({})), "a-small");
+    assert_eq!(s.choose(&spec_of(json!({"nodeSelector": {"zone": "a"}}))), Ok("a-small".into()));
+    s.assume(&spec_of(json!({})), "a-small");
+    assert!(s.choose(&spec_of(json!({"nodeSelector": {"zone": "a"}}))).unwrap_err().contains("1 Too many pods"));
+}
+
+#[test]
+fn pod_requests_count_init_containers_sidecars_and_overhead() {
+    let spec = spec_of(json!({
+        "initContainers": [
+            {"name": "setup", "image": "x", "resources": {"requests": {"cpu": "2", "memory": "64Mi"}}},
+            {"name": "proxy", "image": "x", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}}}],
+        "containers": requests("500m", "128Mi"),
+        "overhead": {"cpu": "50m"},
+    }));
+    let r = model::pod_requests(&spec);
+    assert!((r["cpu"] - 2.05).abs() < 1e-9, "{r:?}"); // max(2, 0.5 + 0.1) + overhead
+    assert_eq!(r["memory"], 160.0 * 1024.0 * 1024.0); // 128Mi + the 32Mi sidecar (> the 64Mi init)
+    assert_eq!(r["pods"], 1.0);
+}
+
+#[tokio::test]
+async fn with_the_real_karpenter_the_sim_schedules_runs_kwok_nodes_and_collects_garbage() {
+    let Some(bed) = bed_with_crds() else { return };
+    let client = bed.client().await;
+    let roles = &model::Options::real_karpenter();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    converge_with(&client, roles).await; // default ServiceAccount
+
+    // A pending pod nothing fits: Unschedulable, as kube-scheduler reports it; the fake
+    // Karpenter is off, so no NodeClaim appears for it.
+    let mut p = pod("web", json!({"karpenter.sh/nodepool": "default"}), json!([]), false);
+    p.spec.as_mut().unwrap().containers[0].resources = serde_json::from_value(json!({"requests": {"cpu": "1", "memory": "1Gi"}})).unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    converge_with(&client, roles).await;
+    let scheduled = |p: &Pod| p.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default().into_iter().find(|c| c.type_ == "PodScheduled");
+    let c = scheduled(&pods.get("web").await.unwrap()).expect("PodScheduled condition");
+    assert_eq!((c.status.as_str(), c.reason.as_deref(), c.message.as_deref()), ("False", Some("Unschedulable"), Some("0/0 nodes are available.")));
+    assert!(pool_claims(&client, "default").await.is_empty());
+
+    // What the kwok build creates for a fake instance: labels, providerID, the unregistered
+    // taint, capacity, no conditions. The sim's kubelet makes it Ready; the not-ready taint
+    // the API server added goes; the unregistered one stays for Karpenter to lift.
+    let kwok: Node = serde_json::from_value(json!({
+        "metadata": {"name": "kwok-x-1", "annotations": {"kwok.x-k8s.io/node": "fake"},
+                     "labels": {"kwok.x-k8s.io/node": "fake", "karpenter.sh/nodepool": "default", "kubernetes.io/arch": "amd64",
+                                "node.kubernetes.io/instance-type": "m5.large", "topology.kubernetes.io/zone": "us-west-2a"}},
+        "spec": {"providerID": "kwok-aws:///us-west-2a/i-0123456789abcdef0",
+                 "taints": [{"key": "karpenter.sh/unregistered", "effect": "NoExecute"}]},
+        "status": {"capacity": {"cpu": "2", "memory": "7910Mi", "pods": "29"}, "allocatable": {"cpu": "1930m", "memory": "7220Mi", "pods": "29"}}
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &kwok).await.unwrap();
+    converge_with(&client, roles).await;
+    let n = nodes.get("kwok-x-1").await.unwrap();
+    let st = n.status.clone().unwrap();
+    assert!(st.conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    assert_eq!(st.allocatable.unwrap()["cpu"].0, "1930m", "the kwok build's allocatable is kept");
+    let taints: Vec<String> = n.spec.unwrap().taints.unwrap_or_default().into_iter().map(|t| t.key).collect();
+    assert_eq!(taints, vec!["karpenter.sh/unregistered".to_string()]);
+    let c = scheduled(&pods.get("web").await.unwrap()).unwrap();
+    assert_eq!(c.message.as_deref(), Some("0/1 nodes are available: 1 node(s) had untolerated taint {karpenter.sh/unregistered: }."));
+
+    // Karpenter registers the node (lifts its taint): the pod is bound there and runs.
+    nodes.patch("kwok-x-1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"taints": null}}))).await.unwrap();
+    converge_with(&client, roles).await;
+    let web = pods.get("web").await.unwrap();
+    assert_eq!(web.spec.as_ref().unwrap().node_name.as_deref(), Some("kwok-x-1"));
+    assert_eq!(web.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+    // A drain: an eviction-style graceful delete completes (the kubelet confirms it).
+    pods.delete("web", &DeleteParams::default()).await.unwrap();
+    converge_with(&client, roles).await;
+    assert!(pods.get_opt("web").await.unwrap().is_none());
+
+    // Garbage collection: a NodeClaim owned by a deleted NodePool is deleted, and a Node owned
+    // by a deleted NodeClaim too.
+    apply(&client, &model::node_pool_resource(), &rendered("nodepool-default.yaml")).await;
+    let pool = api(&client, &model::node_pool_resource()).get("default").await.unwrap();
+    let claim = json!({"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+        "metadata": {"name": "default-abcde", "labels": {"karpenter.sh/nodepool": "default"},
+                     "ownerReferences": [{"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "name": "default",
+                                          "uid": pool.metadata.uid.clone().unwrap(), "blockOwnerDeletion": true}]},
+        "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
+                 "requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}});
+    let claims = api(&client, &model::node_claim_resource());
+    let claim: DynamicObject = claims.create(&PostParams::default(), &serde_json::from_value(claim).unwrap()).await.unwrap();
+    let owner = json!([{"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "name": "default-abcde", "uid": claim.metadata.uid.clone().unwrap()}]);
+    nodes.patch("kwok-x-1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"ownerReferences": owner}}))).await.unwrap();
+    converge_with(&client, roles).await;
+    assert!(claims.get_opt("default-abcde").await.unwrap().is_some(), "owned by a live pool: kept");
+    assert!(nodes.get_opt("kwok-x-1").await.unwrap().is_some(), "owned by a live claim: kept");
+    api(&client, &model::node_pool_resource()).delete("default", &DeleteParams::default()).await.unwrap();
+    converge_with(&client, roles).await;
+    assert!(claims.get_opt("default-abcde").await.unwrap().is_none(), "the claim of the deleted pool is collected");
+    assert!(nodes.get_opt("kwok-x-1").await.unwrap().is_none(), "the node of the deleted claim is collected");
 }

@@ -89,7 +89,7 @@ impl Sandbox {
                 let binaries = binaries_from_script(repo().join("scripts/testbed-karpenter.sh"));
                 let spec = ControllerSpec::from_kubeconfig(&kubeconfig, binaries, endpoint, "us-west-2".into(), work).unwrap();
                 let runner = Runner::new(spec).await.unwrap();
-                let opts = crate::sim::model::Options { karpenter: crate::sim::model::Karpenter::Real(std::sync::Arc::new(runner)) };
+                let opts = crate::sim::model::Options { karpenter: crate::sim::model::Karpenter::Real(std::sync::Arc::new(runner)), ..Default::default() };
                 crate::sim::model::run_with(client, Duration::from_millis(200), rx, opts).await;
             });
         });

@@ -1,13 +1,19 @@
 //! The test bed's controller simulator as a process (see mod.rs for what it fakes).
 //!
 //!   cargo run --example testbed-sim -- --kubeconfig .sandbox/kube/kubeconfig [--interval-ms 300] [--eks-cluster NAME]
-//!       [--real-karpenter scripts/testbed-karpenter.sh --work-dir DIR]
+//!       [--real-karpenter scripts/testbed-karpenter.sh --work-dir DIR | --no-karpenter]
+//!       [--scheduler | --no-scheduler]
 //!
 //! With `--eks-cluster`, it also reads that cluster's managed nodegroups from the AWS API
 //! (the emulator, through AWS_ENDPOINT_URL) and joins nodes as their desired size grows.
 //! With `--real-karpenter`, the real Karpenter controller (the binaries that script builds)
 //! runs for every Karpenter Deployment instead of the simulator's stand-in; it talks to the
 //! AWS emulator at AWS_ENDPOINT_URL in AWS_REGION and keeps its logs under `--work-dir`.
+//! With `--no-karpenter`, there is no stand-in either: the real controller runs elsewhere
+//! (e.g. `scripts/testbed-karpenter.sh smoke` starts it itself).
+//! Without the stand-in the scheduler is on: pending pods are bound to Ready nodes they fit
+//! on or marked Unschedulable, which is what makes the real Karpenter provision;
+//! `--scheduler`/`--no-scheduler` override that.
 //!
 //! Runs until SIGTERM or Ctrl-C; logs every change it makes to stderr.
 #![allow(clippy::print_stderr)]
@@ -21,13 +27,15 @@ use std::time::Duration;
 mod sim;
 
 const USAGE: &str =
-    "usage: testbed-sim --kubeconfig FILE [--interval-ms N] [--eks-cluster NAME] [--real-karpenter SCRIPT --work-dir DIR]";
+    "usage: testbed-sim --kubeconfig FILE [--interval-ms N] [--eks-cluster NAME] [--real-karpenter SCRIPT --work-dir DIR | --no-karpenter] [--scheduler | --no-scheduler]";
 
 struct Args {
     kubeconfig: PathBuf,
     interval: Duration,
     eks_cluster: Option<String>,
     real_karpenter: Option<(PathBuf, PathBuf)>,
+    no_karpenter: bool,
+    scheduler: Option<bool>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -35,6 +43,8 @@ fn parse() -> Result<Args, String> {
     let mut eks_cluster = None;
     let mut script = None;
     let mut work_dir = None;
+    let mut no_karpenter = false;
+    let mut scheduler = None;
     let mut interval = Duration::from_millis(300);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -53,6 +63,9 @@ fn parse() -> Result<Args, String> {
             "--eks-cluster" => eks_cluster = Some(value()?),
             "--real-karpenter" => script = Some(PathBuf::from(value()?)),
             "--work-dir" => work_dir = Some(PathBuf::from(value()?)),
+            "--no-karpenter" => no_karpenter = true,
+            "--scheduler" => scheduler = Some(true),
+            "--no-scheduler" => scheduler = Some(false),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument: {other}\n{USAGE}")),
         }
@@ -62,7 +75,17 @@ fn parse() -> Result<Args, String> {
         (None, None) => None,
         _ => return Err(format!("--real-karpenter and --work-dir go together\n{USAGE}")),
     };
-    Ok(Args { kubeconfig: kubeconfig.ok_or(format!("--kubeconfig is required\n{USAGE}"))?, interval, eks_cluster, real_karpenter })
+    if no_karpenter && real_karpenter.is_some() {
+        return Err(format!("--no-karpenter and --real-karpenter exclude each other\n{USAGE}"));
+    }
+    Ok(Args {
+        kubeconfig: kubeconfig.ok_or(format!("--kubeconfig is required\n{USAGE}"))?,
+        interval,
+        eks_cluster,
+        real_karpenter,
+        no_karpenter,
+        scheduler,
+    })
 }
 
 async fn client(path: &PathBuf) -> anyhow::Result<kube::Client> {
@@ -91,7 +114,7 @@ async fn nodegroups(client: kube::Client, cluster: String, interval: Duration, s
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let Args { kubeconfig, interval, eks_cluster, real_karpenter } = match parse() {
+    let Args { kubeconfig, interval, eks_cluster, real_karpenter, no_karpenter, scheduler } = match parse() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("{e}");
@@ -120,7 +143,11 @@ async fn main() -> ExitCode {
     if let Some(cluster) = eks_cluster {
         tokio::spawn(nodegroups(client.clone(), cluster, interval, rx.clone()));
     }
-    let mut opts = sim::Options::default();
+    let mut opts = sim::Options { scheduler, ..Default::default() };
+    if no_karpenter {
+        opts.karpenter = sim::Karpenter::External;
+        eprintln!("testbed-sim: no Karpenter stand-in (the real controller runs elsewhere)");
+    }
     if let Some((script, work_dir)) = real_karpenter {
         let env = |k: &str| std::env::var(k).map_err(|_| anyhow::anyhow!("--real-karpenter needs {k} (source the AWS emulator's env)"));
         let runner = async {
@@ -142,6 +169,7 @@ async fn main() -> ExitCode {
         }
         eprintln!("testbed-sim: the real Karpenter controller runs for every Karpenter Deployment");
     }
+    eprintln!("testbed-sim: scheduler {}", if opts.scheduler_on() { "on" } else { "off" });
     sim::run_with(client, interval, rx, opts).await;
     ExitCode::SUCCESS
 }

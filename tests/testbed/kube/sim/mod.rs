@@ -29,13 +29,26 @@
 //!   `karpenter.sh/termination` finalizers are released. Karpenter nodes whose NodeClaim and
 //!   NodePool are both gone are deleted.
 //! - **kubelet and pod GC**: bound pods go Running with ready containers, terminating bound pods
-//!   are removed, pods bound to a Node that no longer exists are deleted.
+//!   are removed (so evictions and drains complete), pods bound to a Node that no longer exists
+//!   are deleted; nodes of the real Karpenter's kwok build (label `kwok.x-k8s.io/node=fake`) are
+//!   reported Ready; the `node.kubernetes.io/not-ready` taint goes once a node is Ready.
+//! - **garbage collection** (own loop): NodeClaims whose owning NodePool is gone and Nodes whose
+//!   owning NodeClaim is gone are deleted (what deleting a NodePool relies on).
+//! - **scheduler** (see [`Options::scheduler`]): pending pods are bound to a Ready node they
+//!   fit on (nodeSelector, required node affinity, taints, requests against allocatable), or
+//!   marked `PodScheduled=False` reason `Unschedulable`.
 //!
-//! Not simulated: pods for ReplicaSets/DaemonSets/Jobs, a general scheduler (only Karpenter
-//! provisioning binds pods), evictions and PodDisruptionBudgets during node termination,
-//! NodePool limits, disruption, drift, expiry and consolidation, interruption handling,
-//! foreground/orphan deletion and garbage collection beyond the cases above, CPU/memory
-//! bin-packing (a node takes 10 pods), leader election, events.
+//! [`Options`] picks the parts: the default is the fake Karpenter without the scheduler (as it
+//! always was). With [`Karpenter::Real`] (the simulator runs the real controller for the
+//! Karpenter Deployment, [`controller`]) or [`Karpenter::External`] (someone else runs it, e.g.
+//! `scripts/testbed-karpenter.sh smoke`; [`Options::real_karpenter`]) the fake Karpenter is off
+//! and the scheduler on.
+//!
+//! Not simulated: pods for ReplicaSets/DaemonSets/Jobs, preemption, pod affinity and topology
+//! spread in the scheduler, PodDisruptionBudgets (an eviction of a pod a PDB covers is refused),
+//! in the fake Karpenter: NodePool limits, disruption, drift, expiry, consolidation,
+//! interruption handling and CPU/memory bin-packing (a node takes 10 pods); foreground/orphan
+//! deletion and garbage collection beyond the cases above, leader election, events.
 #![allow(clippy::print_stderr)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -70,12 +83,35 @@ pub enum Karpenter {
     /// The real controller, run as a process for each Karpenter Deployment ([`controller`]);
     /// the simulator then plays only the cluster's own controllers and kubelets.
     Real(std::sync::Arc<controller::Runner>),
+    /// The real controller, started by someone else against this bed (e.g.
+    /// `scripts/testbed-karpenter.sh smoke`); the simulator plays only the cluster's part.
+    External,
 }
 
-/// What the simulator plays.
+/// What the simulator plays. The cluster's own controllers (namespaces, deployments, daemon
+/// sets, node lifecycle, the garbage collector's part for Karpenter's kinds) and the kubelets
+/// (kwok nodes included) always run.
 #[derive(Clone, Default)]
 pub struct Options {
     pub karpenter: Karpenter,
+    /// A minimal kube-scheduler: binds pending pods to Ready nodes they fit on and marks the
+    /// others `PodScheduled=False` reason `Unschedulable` (what makes the real Karpenter
+    /// provision). None: on exactly when the stand-in Karpenter is not (it binds the pods it
+    /// launches nodes for itself).
+    pub scheduler: Option<bool>,
+}
+
+impl Options {
+    /// For a bed where the real controller runs, started by the caller: no stand-in
+    /// Karpenter, the scheduler on.
+    pub fn real_karpenter() -> Options {
+        Options { karpenter: Karpenter::External, scheduler: None }
+    }
+
+    /// Whether the scheduler runs.
+    pub fn scheduler_on(&self) -> bool {
+        self.scheduler.unwrap_or(!matches!(self.karpenter, Karpenter::Simulated))
+    }
 }
 
 const MANAGER: &str = "karpctl-testbed-sim";
@@ -127,19 +163,22 @@ pub async fn tick(client: &Client) -> Result<usize> {
     tick_with(client, &Options::default()).await
 }
 
-/// [`tick`] with the given roles.
+/// [`tick`] with the given roles (e.g. [`Options::real_karpenter`] when the real Karpenter
+/// controller runs against the bed).
 pub async fn tick_with(client: &Client, opts: &Options) -> Result<usize> {
-    let (a, b) = tokio::join!(workloads(client, opts), karpenter_role(client, opts));
-    let mut pass = a;
-    pass.changed += b.changed;
-    pass.errors.extend(b.errors);
+    let (mut pass, b, gc) = tokio::join!(workloads(client, opts), karpenter_role(client, opts), collector(client));
+    for other in [b, gc] {
+        pass.changed += other.changed;
+        pass.errors.extend(other.errors);
+    }
     pass.result()
 }
 
-/// The controllers a cluster runs for itself (namespace, deployment, daemon set
-/// controllers and the kubelets). Independent of [`karpenter`]: listing a Karpenter kind
-/// right after its CRD appeared can stall while the API server builds its watch cache,
-/// and a real cluster's controllers would not wait for that.
+/// The controllers a cluster runs for itself (namespace, deployment, daemon set, node
+/// lifecycle controllers, the scheduler when on, and the kubelets, including the kubelet of
+/// the real Karpenter's kwok nodes). Independent of [`karpenter`]: listing a Karpenter kind
+/// right after its CRD appeared can stall while the API server builds its watch cache, and a
+/// real cluster's controllers would not wait for that.
 async fn workloads(client: &Client, opts: &Options) -> Pass {
     let mut pass = Pass::default();
     let r = namespaces(client, &mut pass).await;
@@ -152,6 +191,14 @@ async fn workloads(client: &Client, opts: &Options) -> Pass {
     }
     let r = deployments(client, opts, &mut pass).await;
     pass.step("deployments", r);
+    let r = kwok_nodes(client, &mut pass).await;
+    pass.step("kwok nodes", r);
+    let r = node_lifecycle(client, &mut pass).await;
+    pass.step("node lifecycle", r);
+    if opts.scheduler_on() {
+        let r = scheduler(client, &mut pass).await;
+        pass.step("scheduler", r);
+    }
     let r = kubelet(client, &mut pass).await;
     pass.step("pods", r);
     let r = daemon_sets(client, &mut pass).await;
@@ -163,8 +210,17 @@ async fn workloads(client: &Client, opts: &Options) -> Pass {
 async fn karpenter_role(client: &Client, opts: &Options) -> Pass {
     match opts.karpenter {
         Karpenter::Simulated => karpenter(client).await,
-        Karpenter::Real(_) => Pass::default(),
+        Karpenter::Real(_) | Karpenter::External => Pass::default(),
     }
+}
+
+/// The garbage collector's part for Karpenter's kinds, in a loop of its own: it lists
+/// NodeClaims, which can stall right after the CRDs appear (see [`workloads`]).
+async fn collector(client: &Client) -> Pass {
+    let mut pass = Pass::default();
+    let r = garbage_collection(client, &mut pass).await;
+    pass.step("garbage collection", r);
+    pass
 }
 
 /// What the Karpenter controller does: node classes, pools, claims, its nodes, and
@@ -179,8 +235,6 @@ async fn karpenter(client: &Client) -> Pass {
     pass.step("nodeclaims", r);
     let r = karpenter_nodes(client, &mut pass).await;
     pass.step("nodes", r);
-    let r = node_lifecycle(client, &mut pass).await;
-    pass.step("node lifecycle", r);
     let r = provisioning(client, &mut pass).await;
     pass.step("provisioning", r);
     pass
@@ -238,6 +292,7 @@ pub async fn run(client: Client, interval: Duration, stop: tokio::sync::watch::R
 pub async fn run_with(client: Client, interval: Duration, stop: tokio::sync::watch::Receiver<bool>, opts: Options) {
     tokio::join!(
         control_loop(&client, &opts, interval, stop.clone(), Controllers::Workloads),
+        control_loop(&client, &opts, interval, stop.clone(), Controllers::Collector),
         control_loop(&client, &opts, interval, stop, Controllers::Karpenter),
     );
     if let Karpenter::Real(runner) = &opts.karpenter {
@@ -250,6 +305,7 @@ pub async fn run_with(client: Client, interval: Duration, stop: tokio::sync::wat
 enum Controllers {
     Workloads,
     Karpenter,
+    Collector,
 }
 
 async fn control_loop(client: &Client, opts: &Options, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>, which: Controllers) {
@@ -259,6 +315,7 @@ async fn control_loop(client: &Client, opts: &Options, interval: Duration, mut s
         match which {
             Controllers::Workloads => workloads(client, opts).await,
             Controllers::Karpenter => karpenter_role(client, opts).await,
+            Controllers::Collector => collector(client).await,
         }
         .result()
     };
@@ -455,7 +512,7 @@ async fn deployments(c: &Client, opts: &Options, pass: &mut Pass) -> Result<()> 
         // A Deployment whose pod really runs is available only while its process is ready.
         let ready = match &opts.karpenter {
             Karpenter::Real(runner) => runner.ready(d).unwrap_or(true),
-            Karpenter::Simulated => true,
+            Karpenter::Simulated | Karpenter::External => true,
         };
         if let Err(e) = deployment(c, d, &sets, ready, pass).await {
             pass.fail(format!("deployment {}/{}", d.namespace().unwrap_or_default(), d.name_any()), e);
@@ -1299,6 +1356,329 @@ async fn run_pod(api: &Api<Pod>, pod: &Pod, node: &Node) -> Result<()> {
 
 fn terminal(p: &Pod) -> bool {
     matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes of the real Karpenter's kwok build, the scheduler, the garbage collector
+// ---------------------------------------------------------------------------------------------
+
+/// The label the kwok build of Karpenter puts on the Nodes it creates for its fake instances.
+pub const KWOK_NODE_LABEL: &str = "kwok.x-k8s.io/node";
+
+fn node_ready(n: &Node) -> bool {
+    n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The kubelet of a kwok node. The kwok build creates each Node (~30 s after the fleet request)
+/// with capacity, allocatable, labels, `providerID` and the `karpenter.sh/unregistered` taint,
+/// but no conditions, addresses or node info: no kubelet ever reports for it. This posts what a
+/// kubelet would (Ready, the pressure conditions False, an InternalIP, node info), keeping the
+/// capacity the kwok build computed for the instance type. Karpenter then registers and
+/// initializes the node itself; [`node_lifecycle`] lifts the `not-ready` taint.
+async fn kwok_nodes(c: &Client, pass: &mut Pass) -> Result<()> {
+    let api = Api::<Node>::all(c.clone());
+    let nodes = api.list(&ListParams::default().labels(&format!("{KWOK_NODE_LABEL}=fake"))).await?.items;
+    let waiting: Vec<&Node> = nodes.iter().filter(|n| n.metadata.deletion_timestamp.is_none() && !node_ready(n)).collect();
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let version = c.apiserver_version().await.map(|v| v.git_version).unwrap_or_else(|_| "v1.33.0".into());
+    for node in waiting {
+        let name = node.name_any();
+        let seed = fnv(node.metadata.uid.as_deref().unwrap_or(&name).as_bytes());
+        let ip = format!("10.0.{}.{}", (seed >> 8) % 256, 1 + seed % 254);
+        let arch = node.labels().get(ARCH).cloned().unwrap_or_else(|| "amd64".into());
+        let t = now();
+        let condition = |type_: &str, ok: bool, reason: &str, message: &str| {
+            json!({"type": type_, "status": if ok { "True" } else { "False" }, "reason": reason, "message": message,
+                   "lastHeartbeatTime": t, "lastTransitionTime": t})
+        };
+        let mut status = json!({
+            "conditions": [
+                condition("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                condition("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                condition("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                condition("Ready", true, "KubeletReady", "kubelet is posting ready status (testbed-sim for a kwok node)"),
+            ],
+            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+            "nodeInfo": {"machineID": format!("{seed:032x}"), "systemUUID": format!("ec2{seed:013x}"), "bootID": format!("{:032x}", seed ^ 0x5eed),
+                         "kernelVersion": "6.12.40-63.114.amzn2023.x86_64", "osImage": "Amazon Linux 2023.8.20250915",
+                         "containerRuntimeVersion": "containerd://2.0.5", "kubeletVersion": version, "kubeProxyVersion": "",
+                         "operatingSystem": "linux", "architecture": arch},
+        });
+        // Should the API server have dropped what the kwok build sent, a node still needs room.
+        let st = node.status.clone().unwrap_or_default();
+        if st.allocatable.as_ref().is_none_or(|a| a.is_empty()) {
+            let cap = json!({"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "20Gi"});
+            status["capacity"] = cap.clone();
+            status["allocatable"] = cap;
+        }
+        match api.patch_status(&name, &pp(), &Patch::Merge(json!({"status": status}))).await {
+            Ok(_) => pass.did(format!("node {name}: Ready (kubelet of a kwok node)")),
+            Err(e) if code(&e) == Some(404) => {}
+            Err(e) => pass.fail(format!("node {name}"), e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Resource amounts by name (cpu in cores, memory in bytes, pods and the rest in units).
+pub type Resources = BTreeMap<String, f64>;
+
+/// What a pod asks for, as kube-scheduler counts it: the larger of its containers (plus
+/// sidecars) and any one init container, plus overhead, plus one `pods`.
+pub fn pod_requests(spec: &PodSpec) -> Resources {
+    let reqs = |c: &k8s_openapi::api::core::v1::Container| -> Resources {
+        c.resources.as_ref().and_then(|r| r.requests.clone()).unwrap_or_default().into_iter().map(|(k, q)| (k, quantity(&q.0))).collect()
+    };
+    let add = |into: &mut Resources, from: &Resources| {
+        for (k, v) in from {
+            *into.entry(k.clone()).or_default() += v;
+        }
+    };
+    let mut sum = Resources::new();
+    for c in &spec.containers {
+        add(&mut sum, &reqs(c));
+    }
+    let mut sidecars = Resources::new();
+    let mut init_peak = Resources::new();
+    for c in spec.init_containers.iter().flatten() {
+        if c.restart_policy.as_deref() == Some("Always") {
+            add(&mut sidecars, &reqs(c));
+            continue;
+        }
+        let mut this = reqs(c);
+        add(&mut this, &sidecars);
+        for (k, v) in this {
+            let e = init_peak.entry(k).or_default();
+            *e = e.max(v);
+        }
+    }
+    add(&mut sum, &sidecars);
+    for (k, v) in init_peak {
+        let e = sum.entry(k).or_default();
+        *e = e.max(v);
+    }
+    for (k, q) in spec.overhead.clone().unwrap_or_default() {
+        *sum.entry(k).or_default() += quantity(&q.0);
+    }
+    *sum.entry("pods".into()).or_default() += 1.0;
+    sum.retain(|_, v| *v > 0.0);
+    sum
+}
+
+/// A minimal kube-scheduler over a snapshot of nodes and pods: filters (node Ready and
+/// schedulable, nodeSelector, required node affinity, NoSchedule/NoExecute taints, requests
+/// against allocatable minus what the node's pods request) and a least-allocated choice.
+pub struct Scheduler {
+    nodes: Vec<Node>,
+    used: HashMap<String, Resources>,
+}
+
+impl Scheduler {
+    pub fn new(nodes: Vec<Node>, pods: &[Pod]) -> Self {
+        let mut used: HashMap<String, Resources> = HashMap::new();
+        for p in pods.iter().filter(|p| !terminal(p)) {
+            let (Some(spec), Some(node)) = (p.spec.as_ref(), p.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty())) else {
+                continue;
+            };
+            let entry = used.entry(node).or_default();
+            for (k, v) in pod_requests(spec) {
+                *entry.entry(k).or_default() += v;
+            }
+        }
+        let mut nodes = nodes;
+        nodes.sort_by_key(|n| n.name_any());
+        Scheduler { nodes, used }
+    }
+
+    /// Why `spec` cannot go on `node`, or None when it can.
+    fn unfit(&self, spec: &PodSpec, node: &Node) -> Option<String> {
+        let name = node.name_any();
+        if node.metadata.deletion_timestamp.is_some() || node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+            return Some("node(s) were unschedulable".into());
+        }
+        if !node_ready(node) {
+            return Some("node(s) were not ready".into());
+        }
+        let selector = spec.node_selector.as_ref().is_none_or(|s| s.iter().all(|(k, v)| node.labels().get(k) == Some(v)));
+        if !selector || !affinity_allows(spec.affinity.as_ref(), &name, node.labels()) {
+            return Some("node(s) didn't match Pod's node affinity/selector".into());
+        }
+        if let Some(t) = node_taints(node).iter().find(|t| !tolerated(spec, t)) {
+            return Some(format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value.as_deref().unwrap_or_default()));
+        }
+        let allocatable: Resources =
+            node.status.as_ref().and_then(|s| s.allocatable.clone()).unwrap_or_default().into_iter().map(|(k, q)| (k, quantity(&q.0))).collect();
+        let used = self.used.get(&name);
+        for (k, want) in pod_requests(spec) {
+            let free = allocatable.get(&k).copied().unwrap_or(0.0) - used.and_then(|u| u.get(&k)).copied().unwrap_or(0.0);
+            if want > free + 1e-9 {
+                return Some(if k == "pods" { "Too many pods".into() } else { format!("Insufficient {k}") });
+            }
+        }
+        None
+    }
+
+    /// The node for `spec` (the fitting node with the smallest share of its CPU requested, then
+    /// by name), or the kube-scheduler style "0/N nodes are available: …" message.
+    pub fn choose(&self, spec: &PodSpec) -> std::result::Result<String, String> {
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut best: Option<(f64, String)> = None;
+        for node in &self.nodes {
+            match self.unfit(spec, node) {
+                Some(why) => *reasons.entry(why).or_default() += 1,
+                None => {
+                    let name = node.name_any();
+                    let cpu = node.status.as_ref().and_then(|s| s.allocatable.as_ref()).and_then(|a| a.get("cpu")).map_or(1.0, |q| quantity(&q.0));
+                    let share = self.used.get(&name).and_then(|u| u.get("cpu")).copied().unwrap_or(0.0) / cpu.max(1e-3);
+                    if best.as_ref().is_none_or(|(s, _)| share < *s) {
+                        best = Some((share, name));
+                    }
+                }
+            }
+        }
+        match best {
+            Some((_, name)) => Ok(name),
+            None => {
+                let mut why: Vec<String> = reasons.into_iter().map(|(r, n)| format!("{n} {r}")).collect();
+                why.sort();
+                let detail = if why.is_empty() { String::new() } else { format!(": {}", why.join(", ")) };
+                Err(format!("0/{} nodes are available{detail}.", self.nodes.len()))
+            }
+        }
+    }
+
+    /// Counts a pod bound to `node` in this snapshot.
+    pub fn assume(&mut self, spec: &PodSpec, node: &str) {
+        let entry = self.used.entry(node.to_string()).or_default();
+        for (k, v) in pod_requests(spec) {
+            *entry.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// The scheduler's pass: every pending pod of the default scheduler is bound to a node it fits
+/// on, or gets `PodScheduled=False` (`Unschedulable`, or `SchedulingGated` while it has
+/// scheduling gates), as kube-scheduler reports it.
+async fn scheduler(c: &Client, pass: &mut Pass) -> Result<()> {
+    let pods = Api::<Pod>::all(c.clone()).list(&ListParams::default()).await?.items;
+    let mut pending: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| {
+            p.spec.as_ref().is_some_and(|s| {
+                s.node_name.as_deref().unwrap_or_default().is_empty() && s.scheduler_name.as_deref().is_none_or(|n| n == "default-scheduler")
+            }) && p.metadata.deletion_timestamp.is_none()
+                && !terminal(p)
+        })
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    pending.sort_by_key(|p| (p.metadata.creation_timestamp.as_ref().map(|t| t.0), p.namespace(), p.name_any()));
+    let nodes = Api::<Node>::all(c.clone()).list(&ListParams::default()).await?.items;
+    let mut sched = Scheduler::new(nodes, &pods);
+    for pod in pending {
+        let Some(spec) = pod.spec.as_ref() else { continue };
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let r: Result<()> = async {
+            if spec.scheduling_gates.as_ref().is_some_and(|g| !g.is_empty()) {
+                if not_scheduled(c, pod, "SchedulingGated", "Scheduling is blocked due to non-empty scheduling gates").await? {
+                    pass.did(format!("pod {ns}/{name}: scheduling gated"));
+                }
+                return Ok(());
+            }
+            match sched.choose(spec) {
+                Ok(node) => {
+                    bind(c, pod, &node, pass).await?;
+                    sched.assume(spec, &node);
+                }
+                Err(message) => {
+                    if not_scheduled(c, pod, "Unschedulable", &message).await? {
+                        pass.did(format!("pod {ns}/{name}: unschedulable: {message}"));
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            pass.fail(format!("pod {ns}/{name}"), e);
+        }
+    }
+    Ok(())
+}
+
+/// Sets `PodScheduled=False` with `reason` and `message` unless the pod already says so.
+async fn not_scheduled(c: &Client, pod: &Pod, reason: &str, message: &str) -> Result<bool> {
+    let current = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
+    if current.is_some_and(|c| c.status == "False" && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message)) {
+        return Ok(false);
+    }
+    let since = current.filter(|c| c.status == "False").and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0.to_string());
+    let cond = json!({"type": "PodScheduled", "status": "False", "reason": reason, "message": message,
+                      "lastProbeTime": null, "lastTransitionTime": since.unwrap_or_else(now)});
+    let api = Api::<Pod>::namespaced(c.clone(), &pod.namespace().unwrap_or_default());
+    // Strategic merge: conditions merge by type, so other conditions stay.
+    match api.patch_status(&pod.name_any(), &pp(), &Patch::Strategic(json!({"status": {"conditions": [cond]}}))).await {
+        Ok(_) => Ok(true),
+        Err(e) if code(&e) == Some(404) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The garbage collector's part for Karpenter's kinds: a NodeClaim whose owning NodePool is
+/// gone (deleting a NodePool relies on this to delete its NodeClaims) and a Node whose owning
+/// NodeClaim is gone are deleted in the background. Like the real collector, it confirms with a
+/// live read that the owner is gone (a list can lag behind a just-created owner).
+async fn garbage_collection(c: &Client, pass: &mut Pass) -> Result<()> {
+    let Some(claims) = list_crd(c, &node_claim_resource()).await? else { return Ok(()) };
+    let pools: Api<DynamicObject> = Api::all_with(c.clone(), &node_pool_resource());
+    let claims_api: Api<DynamicObject> = Api::all_with(c.clone(), &node_claim_resource());
+    let owner_gone = |api: &Api<DynamicObject>, owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference| {
+        let api = api.clone();
+        async move {
+            match api.get_opt(&owner.name).await? {
+                Some(o) => Ok::<bool, anyhow::Error>(o.metadata.uid.as_deref() != Some(owner.uid.as_str())),
+                None => Ok(true),
+            }
+        }
+    };
+    let live_claims: BTreeSet<String> = claims.iter().filter_map(|c| c.metadata.uid.clone()).collect();
+    for claim in claims.iter().filter(|c| c.metadata.deletion_timestamp.is_none()) {
+        let Some(owner) = claim.owner_references().iter().find(|o| o.kind == "NodePool").cloned() else { continue };
+        let name = claim.name_any();
+        let r: Result<()> = async {
+            if owner_gone(&pools, owner.clone()).await? && delete(&claims_api, &name, &DeleteParams::background()).await? {
+                pass.did(format!("deleted nodeclaim {name} (garbage collector: nodepool {} is gone)", owner.name));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            pass.fail(format!("nodeclaim {name}"), e);
+        }
+    }
+    let nodes = Api::<Node>::all(c.clone());
+    for node in nodes.list(&ListParams::default()).await?.items.iter().filter(|n| n.metadata.deletion_timestamp.is_none()) {
+        let Some(owner) = node.owner_references().iter().find(|o| o.kind == "NodeClaim").cloned() else { continue };
+        if live_claims.contains(&owner.uid) {
+            continue;
+        }
+        let name = node.name_any();
+        let r: Result<()> = async {
+            if owner_gone(&claims_api, owner.clone()).await? && delete(&nodes, &name, &DeleteParams::background()).await? {
+                pass.did(format!("deleted node {name} (garbage collector: nodeclaim {} is gone)", owner.name));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            pass.fail(format!("node {name}"), e);
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
