@@ -1,11 +1,15 @@
 //! karpctl's rendered output checked by the tools that will consume it, not by our
 //! own reading of their rules (issue 15): `cfn-lint` on every preset's template for
-//! every supported Karpenter version, shown failing on a broken template too, so a
-//! silent linter cannot pass for a clean result; and `render`'s values must work on
-//! their own.
+//! every supported Karpenter version; `helm template` of the real Karpenter and
+//! NVIDIA device plugin charts (scripts/upstream.sh) with the values `render --out`
+//! writes and the values `up` passes; NVIDIA's own config parser (api/config/v1,
+//! built by scripts/validators.sh) on the device plugin config, as the chart's
+//! ConfigMap delivers it. Each validator is also shown failing on a broken input, so
+//! a silent validator cannot pass for a clean result.
 //!
-//! cfn-lint is installed on first use (scripts/validators.sh, its own pinned venv).
-//! Without it a test is skipped with the reason, except under `CI`, where that fails.
+//! The validators are installed or built on first use (scripts/validators.sh, about a
+//! minute); helm comes from the Kubernetes test bed, which a test never builds. Without
+//! them a test is skipped with the reason, except under `CI`, where that fails.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,8 +17,8 @@ use std::process::{Command, Output};
 
 use karpctl::cli::Preset;
 use karpctl::config::types::IdentityMode;
-use karpctl::config::Names;
-use karpctl::render::{self, Encoding};
+use karpctl::config::{Config, Names};
+use karpctl::render::{self, Encoding, Facts};
 use serde_json::{json, Value};
 
 use crate::security::{template, versions};
@@ -22,6 +26,13 @@ use crate::support::*;
 
 // ---------------------------------------------------------------------------------------
 // Finding the validators
+
+fn cache() -> PathBuf {
+    std::env::var_os("KARPCTL_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/karpctl")))
+        .unwrap_or_else(|| PathBuf::from(".cache/karpctl"))
+}
 
 /// Skips (None) with the reason, or fails under CI, where a missing validator is a broken setup.
 fn skip<T>(why: String) -> Option<T> {
@@ -42,6 +53,22 @@ fn script_path(script: &str, args: &[&str]) -> Option<PathBuf> {
 
 fn cfn_lint() -> Option<PathBuf> {
     script_path("scripts/validators.sh", &["path", "cfn-lint"])
+}
+
+/// helm from the Kubernetes test bed; never starts its 10-minute build (scripts/test.sh does).
+fn helm() -> Option<PathBuf> {
+    let built = std::fs::read_dir(cache().join("kube-bin"))
+        .map(|mut d| d.any(|e| e.map(|e| e.path().join(".complete").exists()).unwrap_or(false)))
+        .unwrap_or(false);
+    if !built {
+        return skip("the Kubernetes test bed is not built (run scripts/testbed-kube.sh build)".into());
+    }
+    script_path("scripts/testbed-kube.sh", &["bin"]).map(|d| d.join("helm"))
+}
+
+/// The real chart of the pinned release, from its Go module (scripts/upstream.sh).
+fn chart(name: &str) -> Option<PathBuf> {
+    script_path("scripts/upstream.sh", &["path", name, "", "chart"])
 }
 
 fn text(b: &[u8]) -> String {
@@ -253,5 +280,264 @@ fn render_out_refuses_irsa_values_without_the_account_id_and_names_the_flag() {
     assert!(o.status.success(), "{}", show(&o));
     assert!(text(&o.stderr).contains("note: identity.mode auto: the controller's values are rendered for EKS Pod Identity"), "{}", show(&o));
     assert!(!read(&d.join("out/helm/karpenter-values.yaml")).contains("role-arn"));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. helm template of the real Karpenter chart
+
+const ENDPOINT: &str = "https://EXAMPLE0123.gr7.us-west-2.eks.amazonaws.com";
+
+/// The values files exactly as `render --out` writes them, from the library (for
+/// configs and facts no file or flag expresses: `up`'s identity decision).
+fn values_files(c: &Config, facts: Facts, dir: &Path) -> BTreeMap<String, PathBuf> {
+    let inputs = render::Inputs { facts, ..pinned_inputs(c) };
+    let b = render::render(c, &inputs).expect("renders");
+    let docs: Vec<&render::Document> = b.documents.iter().filter(|d| d.kind == render::DocKind::HelmValues).collect();
+    render::files(&docs, Encoding::Yaml)
+        .into_iter()
+        .map(|(name, content)| {
+            let p = dir.join(name.replace('/', "-"));
+            std::fs::write(&p, content).unwrap();
+            (name, p)
+        })
+        .collect()
+}
+
+/// `helm template` of a local chart with one values file: every document it renders.
+fn helm_template(helm: &Path, release: &str, chart: &Path, namespace: &str, values: &Path) -> Vec<Value> {
+    let o = Command::new(helm)
+        .args(["template", release])
+        .arg(chart)
+        .args(["--namespace", namespace, "--values"])
+        .arg(values)
+        .output()
+        .expect("helm runs");
+    assert!(o.status.success(), "helm template {release} with {}:\n{}\n--- values\n{}", values.display(), show(&o), read(values));
+    let text = String::from_utf8(o.stdout).expect("UTF-8");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).expect("helm's output is YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+}
+
+/// A container's env as name → value (None for `valueFrom`).
+fn env_of(container: &Value) -> BTreeMap<String, Option<String>> {
+    container["env"]
+        .as_array()
+        .map(|a| a.iter().map(|e| (e["name"].as_str().unwrap_or_default().to_string(), e["value"].as_str().map(String::from))).collect())
+        .unwrap_or_default()
+}
+
+/// `reservedCapacity` → `ReservedCapacity`, as the chart spells gates in FEATURE_GATES.
+fn gate_name(key: &str) -> String {
+    let mut cs = key.chars();
+    cs.next().map(|f| f.to_uppercase().chain(cs).collect()).unwrap_or_default()
+}
+
+/// What the controller needs from the chart's output: its identity, the cluster, the
+/// queue, replicas, resources and placement, as the config (and the facts) say.
+fn check_controller(label: &str, c: &Config, docs: &[Value], chart_values: &Value, endpoint: Option<&str>, role_arn: Option<&str>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut p = |s: String| problems.push(format!("{label}: {s}"));
+    let names = Names::of(c);
+    let ns = c.karpenter.namespace.as_str();
+    let Some(deploy) = find(docs, "Deployment", "karpenter") else {
+        return vec![format!("{label}: no Deployment karpenter in the chart's output")];
+    };
+    let spec = &deploy["spec"]["template"]["spec"];
+    // Pod Identity's association and the IRSA trust both name <namespace>/karpenter.
+    if deploy["metadata"]["namespace"] != ns {
+        p(format!("Deployment in namespace {}, want {ns}", deploy["metadata"]["namespace"]));
+    }
+    if spec["serviceAccountName"] != "karpenter" {
+        p(format!("serviceAccountName {}, want karpenter (the identity step trusts {ns}/karpenter)", spec["serviceAccountName"]));
+    }
+    match find(docs, "ServiceAccount", "karpenter") {
+        None => p("no ServiceAccount karpenter".into()),
+        Some(sa) => {
+            if sa["metadata"]["namespace"] != ns {
+                p(format!("ServiceAccount in namespace {}, want {ns}", sa["metadata"]["namespace"]));
+            }
+            let got = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].as_str();
+            if got != role_arn {
+                p(format!("ServiceAccount annotation eks.amazonaws.com/role-arn is {got:?}, want {role_arn:?}"));
+            }
+        }
+    }
+    let want_replicas = c.karpenter.replicas.map(u64::from).or(chart_values["replicas"].as_u64());
+    if deploy["spec"]["replicas"].as_u64() != want_replicas {
+        p(format!("replicas {}, want {want_replicas:?}", deploy["spec"]["replicas"]));
+    }
+    let containers = spec["containers"].as_array().cloned().unwrap_or_default();
+    let Some(ctr) = containers.iter().find(|x| x["name"] == "controller") else {
+        p(format!("no controller container in {containers:?}"));
+        return problems;
+    };
+    let env = env_of(ctr);
+    let want = |name: &str, v: Option<String>| (name.to_string(), v);
+    // A setting the config leaves out keeps the chart's default.
+    let default = |key: &str| chart_values["settings"][key].as_str().map(String::from);
+    let settings = &c.karpenter.settings;
+    let mut expected = vec![
+        want("CLUSTER_NAME", Some(c.cluster.name.clone())),
+        want("CLUSTER_ENDPOINT", endpoint.map(String::from)),
+        want("INTERRUPTION_QUEUE", settings.interruption_queue.then(|| names.queue.clone())),
+        want("BATCH_MAX_DURATION", settings.batch_max_duration.clone().or_else(|| default("batchMaxDuration"))),
+        want("BATCH_IDLE_DURATION", settings.batch_idle_duration.clone().or_else(|| default("batchIdleDuration"))),
+        want("RESERVED_ENIS", settings.reserved_enis.map(|n| n.to_string()).or_else(|| default("reservedENIs"))),
+    ];
+    if let Some(p) = settings.min_values_policy {
+        expected.push(want("MIN_VALUES_POLICY", Some(serde_json::to_value(p).unwrap().as_str().unwrap_or_default().to_string())));
+    }
+    if settings.isolated_vpc == Some(true) {
+        expected.push(want("ISOLATED_VPC", Some("true".into())));
+    }
+    for (name, v) in expected {
+        let got = env.get(&name).cloned().flatten();
+        if got != v {
+            p(format!("env {name} = {got:?}, want {v:?}"));
+        }
+    }
+    let gates = env.get("FEATURE_GATES").cloned().flatten().unwrap_or_default();
+    for (gate, on) in &settings.feature_gates {
+        let entry = format!("{}={on}", gate_name(gate));
+        if !gates.split(',').any(|g| g == entry) {
+            p(format!("FEATURE_GATES {gates:?} lacks {entry}"));
+        }
+    }
+    for (kind, want) in [("requests", &c.karpenter.resources.requests), ("limits", &c.karpenter.resources.limits)] {
+        for (res, q) in want {
+            if ctr["resources"][kind][res].as_str() != Some(q.0.as_str()) {
+                p(format!("resources.{kind}.{res} = {}, want {}", ctr["resources"][kind][res], q.0));
+            }
+        }
+    }
+    for (k, v) in &c.karpenter.node_selector {
+        if spec["nodeSelector"][k] != v.as_str() {
+            p(format!("nodeSelector {k} = {}, want {v}", spec["nodeSelector"][k]));
+        }
+    }
+    let tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    for t in &c.karpenter.tolerations {
+        if !tolerations.iter().any(|x| x["key"].as_str() == t.key.as_deref()) {
+            p(format!("no toleration for {:?} in {tolerations:?}", t.key));
+        }
+    }
+    problems
+}
+
+/// Every setting of the controller that karpctl passes to the chart, set away from its default.
+const EVERY_CONTROLLER_SETTING: &str = "\
+apiVersion: karpctl.io/v1alpha1
+cluster: {name: every-setting, region: us-west-2}
+karpenter:
+  namespace: karpenter
+  replicas: 3
+  resources: {requests: {cpu: 500m, memory: 512Mi}, limits: {memory: 1Gi}}
+  settings:
+    interruptionQueue: false
+    featureGates: {spotToSpotConsolidation: true, nodeRepair: true}
+    batchMaxDuration: 20s
+    batchIdleDuration: 2s
+    isolatedVPC: true
+    reservedENIs: 1
+    minValuesPolicy: BestEffort
+  nodeSelector: {node-role.example.com/system: \"true\"}
+  tolerations: [{key: CriticalAddonsOnly, operator: Exists}, {key: dedicated, operator: Equal, value: system, effect: NoSchedule}]
+identity: {mode: irsa, roleName: my-karpenter}
+";
+
+/// The configs the controller checks run on: every preset, and every setting at once.
+fn controller_configs() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> =
+        presets().into_iter().map(|p| (preset_name(p).to_string(), karpctl::ops::init::preset_text(p).to_string())).collect();
+    out.push(("every-setting".into(), EVERY_CONTROLLER_SETTING.into()));
+    out
+}
+
+fn parse_config(label: &str, yaml: &str) -> Config {
+    match karpctl::config::parse(Path::new("karpctl.yaml"), yaml.as_bytes()) {
+        Ok(l) => l.config,
+        Err(e) => panic!("{label} does not validate:\n{e}"),
+    }
+}
+
+fn chart_values(chart: &Path) -> Value {
+    serde_yaml::from_str(&read(&chart.join("values.yaml"))).expect("the chart's values.yaml parses")
+}
+
+#[test]
+fn the_real_karpenter_chart_runs_a_working_controller_from_a_render_out_directory() {
+    // The GitOps path: `render --out` with the facts offline flags supply, then the real
+    // chart with the values file it wrote, as Argo CD or Flux would install it.
+    let (Some(helm), Some(chart)) = (helm(), chart("karpenter")) else { return };
+    let defaults = chart_values(&chart);
+    let mut problems = Vec::new();
+    for (name, yaml) in controller_configs() {
+        let name = name.as_str();
+        let c = parse_config(name, &yaml);
+        let d = config_dir(&format!("chart-{name}"), &yaml);
+        let o = karpctl(&d, &["render", "--out", "out", "--account-id", ACCOUNT, "--cluster-endpoint", ENDPOINT]);
+        assert!(o.status.success(), "{name}: {}", show(&o));
+        let docs = helm_template(&helm, "karpenter", &chart, &c.karpenter.namespace, &d.join("out/helm/karpenter-values.yaml"));
+        // Only an explicit `irsa` is known offline; `auto` renders for Pod Identity (and says so).
+        let irsa = c.identity.mode == IdentityMode::Irsa;
+        let arn = irsa.then(|| format!("arn:aws:iam::{ACCOUNT}:role/{}", Names::of(&c).controller_role));
+        problems.extend(check_controller(name, &c, &docs, &defaults, Some(ENDPOINT), arn.as_deref()));
+        if c.identity.mode == IdentityMode::Auto {
+            assert!(text(&o.stderr).contains("identity.mode auto"), "{name}: render must say which identity it rendered for:\n{}", show(&o));
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_real_karpenter_chart_runs_a_working_controller_from_ups_values_in_either_identity_mode() {
+    // `up` knows the identity step's decision and the role's ARN; both modes, every preset.
+    let (Some(helm), Some(chart)) = (helm(), chart("karpenter")) else { return };
+    let defaults = chart_values(&chart);
+    let mut problems = Vec::new();
+    for (name, yaml) in controller_configs() {
+        let c = parse_config(&name, &yaml);
+        for irsa in [true, false] {
+            let label = format!("{name} irsa={irsa}");
+            let d = scratch("chart-up");
+            let facts = Facts {
+                account_id: Some(ACCOUNT.into()),
+                partition: Some("aws".into()),
+                cluster_endpoint: Some(ENDPOINT.into()),
+                irsa: Some(irsa),
+            };
+            let files = values_files(&c, facts, &d);
+            let docs = helm_template(&helm, "karpenter", &chart, &c.karpenter.namespace, &files["helm/karpenter-values.yaml"]);
+            let arn = irsa.then(|| format!("arn:aws:iam::{ACCOUNT}:role/{}", Names::of(&c).controller_role));
+            problems.extend(check_controller(&label, &c, &docs, &defaults, Some(ENDPOINT), arn.as_deref()));
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_controller_check_fails_values_that_would_not_work() {
+    let (Some(helm), Some(chart)) = (helm(), chart("karpenter")) else { return };
+    let defaults = chart_values(&chart);
+    let c = load_preset(Preset::DevGpu);
+    let d = scratch("chart-bad");
+    let arn = format!("arn:aws:iam::{ACCOUNT}:role/{}", Names::of(&c).controller_role);
+    // No annotation (what offline render used to give an IRSA preset), no queue, one replica.
+    let bad = d.join("bad.yaml");
+    std::fs::write(&bad, "settings: {clusterName: my-cluster}\nreplicas: 1\n").unwrap();
+    let docs = helm_template(&helm, "karpenter", &chart, &c.karpenter.namespace, &bad);
+    let problems = check_controller("bad", &c, &docs, &defaults, Some(ENDPOINT), Some(&arn)).join("\n");
+    for want in ["eks.amazonaws.com/role-arn is None", "INTERRUPTION_QUEUE = None", "CLUSTER_ENDPOINT = None", "replicas 1"] {
+        assert!(problems.contains(want), "the check must report {want:?}:\n{problems}");
+    }
     let _ = std::fs::remove_dir_all(&d);
 }
