@@ -178,14 +178,19 @@ pub fn device_plugin_values(c: &Config) -> DevicePluginValues {
         default: "default".into(),
     });
     let mps = c.device_plugin.sharing.as_ref().is_some_and(|s| s.mps.is_some());
+    let tolerations: Vec<Toleration> = tolerations.into_iter().collect();
     DevicePluginValues {
         config,
         affinity: Affinity {
             node_affinity: NodeAffinity { required: NodeSelector { node_selector_terms: vec![NodeSelectorTerm { match_expressions: terms }] } },
         },
-        tolerations: tolerations.into_iter().collect(),
+        tolerations: tolerations.clone(),
         node_selector: c.device_plugin.node_selector.clone(),
-        // The MPS control daemon only runs on nodes GFD labels mps.capable.
+        // The MPS control daemon only runs on nodes labelled mps.capable: GFD writes the
+        // label into the host's features.d and NFD's worker (a subchart GFD brings) puts it
+        // on the Node, so the worker must run on the GPU nodes too. Its own tolerations
+        // (`nvidia.com/gpu=present` only) miss the pools' taints: it gets the plugin's.
         gfd: mps.then_some(Enabled { enabled: true }),
+        nfd: mps.then_some(NfdValues { worker: NfdWorkerValues { tolerations } }),
     }
 }

@@ -55,6 +55,10 @@ fn cfn_lint() -> Option<PathBuf> {
     script_path("scripts/validators.sh", &["path", "cfn-lint"])
 }
 
+fn nvconfig() -> Option<PathBuf> {
+    script_path("scripts/validators.sh", &["path", "nvconfig"])
+}
+
 /// helm from the Kubernetes test bed; never starts its 10-minute build (scripts/test.sh does).
 fn helm() -> Option<PathBuf> {
     let built = std::fs::read_dir(cache().join("kube-bin"))
@@ -539,5 +543,269 @@ fn the_controller_check_fails_values_that_would_not_work() {
     for want in ["eks.amazonaws.com/role-arn is None", "INTERRUPTION_QUEUE = None", "CLUSTER_ENDPOINT = None", "replicas 1"] {
         assert!(problems.contains(want), "the check must report {want:?}:\n{problems}");
     }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. The NVIDIA device plugin: its real chart, and its own config parser
+
+/// Runs NVIDIA's parser (tests/testbed/nvconfig) on a config file's text: the config as
+/// the plugin holds it, or the parser's error.
+fn parse_nv_config(bin: &Path, dir: &Path, config_text: &str) -> Result<Value, String> {
+    let f = dir.join("nvidia-device-plugin-config.yaml");
+    std::fs::write(&f, config_text).unwrap();
+    let o = Command::new(bin).arg(&f).output().expect("nvconfig runs");
+    match o.status.code() {
+        Some(0) => Ok(serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("nvconfig's JSON: {e}\n{}", show(&o)))),
+        Some(1) => Err(text(&o.stderr)),
+        _ => panic!("nvconfig failed to run:\n{}", show(&o)),
+    }
+}
+
+/// Configs karpctl renders for the device plugin: every preset that runs it, plus the
+/// sharing settings no preset uses (MPS, renaming, the replica bounds).
+fn device_plugin_configs() -> Vec<(String, Config)> {
+    use karpctl::config::types::{GpuSharing, SharingConfig};
+    let mut out: Vec<(String, Config)> = presets()
+        .into_iter()
+        .map(|p| (preset_name(p).to_string(), load_preset(p)))
+        .filter(|(_, c)| karpctl::render::helm::device_plugin_enabled(c))
+        .collect();
+    let base = load_preset(Preset::Default);
+    let with = |label: &str, s: GpuSharing| {
+        let mut c = base.clone();
+        c.device_plugin.sharing = Some(s);
+        (label.to_string(), c)
+    };
+    let sc = |replicas, rename, fail| SharingConfig { replicas, rename_by_default: rename, fail_requests_greater_than_one: fail };
+    out.push(with("mps", GpuSharing { time_slicing: None, mps: Some(sc(2, false, false)) }));
+    out.push(with("mps-renamed", GpuSharing { time_slicing: None, mps: Some(sc(1024, true, true)) }));
+    out.push(with("time-slicing-renamed", GpuSharing { time_slicing: Some(sc(1024, true, true)), mps: None }));
+    out.push(with("time-slicing-2", GpuSharing { time_slicing: Some(sc(2, false, true)), mps: None }));
+    out
+}
+
+/// What the plugin must make of karpctl's sharing settings.
+fn check_parsed(label: &str, c: &Config, parsed: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut p = |s: String| problems.push(format!("{label}: {s}"));
+    let Some(s) = &c.device_plugin.sharing else {
+        return problems;
+    };
+    let (strategy, key, want) = match (&s.time_slicing, &s.mps) {
+        (_, Some(m)) => ("mps", "mps", m),
+        (Some(t), None) => ("time-slicing", "timeSlicing", t),
+        (None, None) => return problems,
+    };
+    if parsed["sharingStrategy"] != strategy {
+        p(format!("the plugin infers sharing strategy {}, want {strategy}", parsed["sharingStrategy"]));
+    }
+    if parsed["warnings"].as_array().is_some_and(|w| !w.is_empty()) {
+        p(format!("the plugin would ignore part of the config: {}", parsed["warnings"]));
+    }
+    let res = &parsed["config"]["sharing"][key]["resources"];
+    let rename = if want.rename_by_default { json!("nvidia.com/gpu.shared") } else { Value::Null };
+    let expected = json!([{"name": "nvidia.com/gpu", "devices": "all", "replicas": want.replicas}]);
+    let mut got = res.clone();
+    let got_rename = got[0].as_object_mut().and_then(|o| o.remove("rename")).unwrap_or(Value::Null);
+    if got != expected || got_rename != rename {
+        p(format!("the plugin reads resources {res}, want {expected} with rename {rename}"));
+    }
+    // The plugin forces failRequestsGreaterThanOne on for MPS whatever the file says.
+    let fail = want.fail_requests_greater_than_one || strategy == "mps";
+    if parsed["config"]["sharing"][key]["failRequestsGreaterThanOne"].as_bool().unwrap_or(false) != fail {
+        p(format!("failRequestsGreaterThanOne is {}, want {fail}", parsed["config"]["sharing"][key]["failRequestsGreaterThanOne"]));
+    }
+    if parsed["config"]["flags"]["migStrategy"] != "none" {
+        p(format!("migStrategy {}", parsed["config"]["flags"]["migStrategy"]));
+    }
+    problems
+}
+
+#[test]
+fn nvidias_parser_accepts_every_device_plugin_config_karpctl_renders_and_reads_what_was_meant() {
+    let Some(nv) = nvconfig() else { return };
+    let d = scratch("nvconfig");
+    let mut problems = Vec::new();
+    let mut parsed_any = 0;
+    for (label, c) in device_plugin_configs() {
+        let Some(cfg) = karpctl::render::helm::device_plugin_values(&c).config else { continue };
+        match parse_nv_config(&nv, &d, &cfg.map[&cfg.default]) {
+            Ok(parsed) => problems.extend(check_parsed(&label, &c, &parsed)),
+            Err(e) => problems.push(format!("{label}: NVIDIA's parser refuses the config: {e}\n{}", cfg.map[&cfg.default])),
+        }
+        parsed_any += 1;
+    }
+    assert!(parsed_any >= 5, "only {parsed_any} configs parsed");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn nvidias_parser_refuses_a_broken_config_with_its_own_error() {
+    let Some(nv) = nvconfig() else { return };
+    let d = scratch("nvconfig-bad");
+    let c = load_preset(Preset::Default);
+    let good = karpctl::render::helm::device_plugin_values(&c).config.expect("the default preset shares GPUs").map["default"].clone();
+    assert!(parse_nv_config(&nv, &d, &good).is_ok());
+    let cases = [
+        ("one replica", good.replace("replicas: 10", "replicas: 1"), "number of replicas must be >= 2"),
+        ("unknown version", good.replace("version: v1", "version: v2"), "unknown version: v2"),
+        ("a misspelt field the plugin would ignore", good.replace("timeSlicing:", "timeSlice:"), "unknown field \"timeSlice\""),
+        ("no resources", good.split("    resources:").next().unwrap().to_string(), "no resources specified"),
+        ("a string for replicas", good.replace("replicas: 10", "replicas: ten"), "cannot unmarshal string"),
+        ("an unknown MIG strategy", good.replace("migStrategy: none", "migStrategy: some"), "unknown MIG strategy: some"),
+    ];
+    for (what, bad, want) in cases {
+        assert_ne!(bad, good, "{what}: the edit must change the config");
+        match parse_nv_config(&nv, &d, &bad) {
+            Ok(v) => panic!("{what}: accepted:\n{bad}\n{v}"),
+            Err(e) => assert!(e.contains(want), "{what}: want {want:?} in {e}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Whether Kubernetes lets a pod with `tolerations` onto a node with `taint`.
+fn tolerates(tolerations: &Value, taint: &karpctl::config::types::Taint) -> bool {
+    let effect = serde_json::to_value(taint.effect).unwrap();
+    tolerations.as_array().is_some_and(|ts| {
+        ts.iter().any(|t| {
+            let key = t["key"].is_null() || t["key"] == taint.key.as_str();
+            let value = t["operator"] == "Exists" || t["value"].as_str().unwrap_or_default() == taint.value.as_deref().unwrap_or_default();
+            let eff = t["effect"].is_null() || t["effect"] == effect;
+            key && value && eff
+        })
+    })
+}
+
+/// The taints of the pools whose nodes need the plugin (NVIDIA classes on AL2023/AL2).
+fn gpu_pool_taints(c: &Config) -> Vec<karpctl::config::types::Taint> {
+    let classes = karpctl::render::helm::device_plugin_classes(c);
+    c.node_pools.iter().filter(|p| classes.contains(&p.node_class)).flat_map(|p| p.taints.iter().chain(&p.startup_taints).cloned()).collect()
+}
+
+/// What the plugin's DaemonSet needs from the chart's output, as the config says.
+fn check_device_plugin(label: &str, c: &Config, helm: &Path, chart: &Path, nv: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut p = |s: String| problems.push(format!("{label}: {s}"));
+    let d = scratch("chart-dp");
+    let files = values_files(c, Facts::default(), &d);
+    let values_file = &files["helm/nvidia-device-plugin-values.yaml"];
+    let values: Value = serde_yaml::from_str(&read(values_file)).unwrap();
+    let docs = helm_template(helm, "nvidia-device-plugin", chart, &c.device_plugin.namespace, values_file);
+    let Some(ds) = find(&docs, "DaemonSet", "nvidia-device-plugin") else {
+        p("no DaemonSet nvidia-device-plugin".into());
+        return problems;
+    };
+    let spec = &ds["spec"]["template"]["spec"];
+    // Exactly karpctl's affinity: the chart's NFD-label terms (labels Karpenter's nodes
+    // lack) must not survive the merge, or the plugin would never schedule.
+    if spec["affinity"] != values["affinity"] {
+        p(format!("affinity {}, want {}", spec["affinity"], values["affinity"]));
+    }
+    if spec["tolerations"] != values["tolerations"] {
+        p(format!("tolerations {}, want {}", spec["tolerations"], values["tolerations"]));
+    }
+    for (k, v) in &c.device_plugin.node_selector {
+        if spec["nodeSelector"][k] != v.as_str() {
+            p(format!("nodeSelector {k} = {}, want {v}", spec["nodeSelector"][k]));
+        }
+    }
+    let cm = find(&docs, "ConfigMap", "nvidia-device-plugin-configs");
+    match (&values["config"]["map"]["default"], cm) {
+        (Value::String(want), Some(cm)) => {
+            // The chart writes each entry as a `|-` block: the text minus its last newline.
+            let got = cm["data"]["default"].as_str().unwrap_or_default();
+            if got != want.trim_end_matches('\n') {
+                p(format!("the ConfigMap holds {got:?}, want {want:?}"));
+            }
+            let init = spec["initContainers"].as_array().and_then(|a| a.iter().find(|x| x["name"] == "nvidia-device-plugin-init"));
+            let default = init.map(env_of).and_then(|e| e.get("DEFAULT_CONFIG").cloned().flatten());
+            if default.as_deref() != Some("default") {
+                p(format!("the config manager's DEFAULT_CONFIG is {default:?}, want \"default\""));
+            }
+            // What the plugin reads is the ConfigMap's entry, as the chart wrote it.
+            match parse_nv_config(nv, &d, got) {
+                Ok(parsed) => check_parsed("the ConfigMap's config", c, &parsed).into_iter().for_each(&mut p),
+                Err(e) => p(format!("NVIDIA's parser refuses the ConfigMap's config: {e}")),
+            }
+        }
+        (Value::Null, None) => {}
+        (want, got) => p(format!("config {want} but ConfigMap {got:?}")),
+    }
+    let taints = gpu_pool_taints(c);
+    let mut daemons = vec![("the device plugin", ds)];
+    if c.device_plugin.sharing.as_ref().is_some_and(|s| s.mps.is_some()) {
+        // MPS needs its control daemon, which runs where nodes are labelled mps.capable:
+        // GFD writes that label into the host's NFD features.d, and NFD's worker, on the
+        // same node, puts it on the Node. All three must run on the GPU nodes.
+        for (what, name) in [
+            ("the MPS control daemon", "nvidia-device-plugin-mps-control-daemon"),
+            ("GPU feature discovery", "nvidia-device-plugin-gpu-feature-discovery"),
+            ("NFD's worker", "nvidia-device-plugin-node-feature-discovery-worker"),
+        ] {
+            match find(&docs, "DaemonSet", name) {
+                Some(x) => daemons.push((what, x)),
+                None => p(format!("MPS but no DaemonSet {name}")),
+            }
+        }
+        for (what, x) in &daemons[1..3] {
+            if x["spec"]["template"]["spec"]["affinity"] != values["affinity"] {
+                p(format!("{what} has affinity {}, want karpctl's", x["spec"]["template"]["spec"]["affinity"]));
+            }
+        }
+    }
+    for (what, x) in &daemons {
+        for t in &taints {
+            if !tolerates(&x["spec"]["template"]["spec"]["tolerations"], t) {
+                p(format!("{what} does not tolerate the GPU pools' taint {}={}:{:?}", t.key, t.value.as_deref().unwrap_or(""), t.effect));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+    problems
+}
+
+#[test]
+fn the_real_device_plugin_chart_carries_karpctls_config_affinity_and_tolerations() {
+    let (Some(helm), Some(chart), Some(nv)) = (helm(), chart("nvidia-device-plugin"), nvconfig()) else { return };
+    let mut problems = Vec::new();
+    for (label, c) in device_plugin_configs() {
+        problems.extend(check_device_plugin(&label, &c, &helm, &chart, &nv));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_device_plugin_check_fails_values_that_would_not_work() {
+    let (Some(helm), Some(chart), Some(nv)) = (helm(), chart("nvidia-device-plugin"), nvconfig()) else { return };
+    let c = load_preset(Preset::Default);
+    let d = scratch("chart-dp-bad");
+    // The chart's own affinity and tolerations (no karpctl values) and no config.
+    let bare = d.join("bare.yaml");
+    std::fs::write(&bare, "{}\n").unwrap();
+    let docs = helm_template(&helm, "nvidia-device-plugin", &chart, "kube-system", &bare);
+    let ds = find(&docs, "DaemonSet", "nvidia-device-plugin").expect("the chart renders its DaemonSet");
+    let values = serde_json::to_value(karpctl::render::helm::device_plugin_values(&c)).unwrap();
+    assert_ne!(ds["spec"]["template"]["spec"]["affinity"], values["affinity"], "the chart's default affinity differs from karpctl's");
+    assert!(find(&docs, "ConfigMap", "nvidia-device-plugin-configs").is_none());
+    // MPS values without karpctl's NFD worker tolerations: the worker misses the GPU taint.
+    let mut mps = c.clone();
+    let sharing = mps.device_plugin.sharing.as_mut().unwrap();
+    sharing.mps = sharing.time_slicing.take();
+    let mut v = serde_json::to_value(karpctl::render::helm::device_plugin_values(&mps)).unwrap();
+    assert!(v.as_object_mut().unwrap().remove("nfd").is_some(), "MPS values set NFD's worker tolerations");
+    let no_nfd = d.join("no-nfd.yaml");
+    std::fs::write(&no_nfd, serde_yaml::to_string(&v).unwrap()).unwrap();
+    let docs = helm_template(&helm, "nvidia-device-plugin", &chart, "kube-system", &no_nfd);
+    let worker = find(&docs, "DaemonSet", "nvidia-device-plugin-node-feature-discovery-worker").expect("GFD brings NFD");
+    let taints = gpu_pool_taints(&mps);
+    assert!(!taints.is_empty() && taints.iter().any(|t| !tolerates(&worker["spec"]["template"]["spec"]["tolerations"], t)), "{worker}");
+    // And the whole check on a config the plugin cannot read.
+    let mut broken = c.clone();
+    broken.device_plugin.sharing.as_mut().unwrap().time_slicing.as_mut().unwrap().replicas = 1;
+    let problems = check_device_plugin("broken", &broken, &helm, &chart, &nv).join("\n");
+    assert!(problems.contains("number of replicas must be >= 2"), "{problems}");
     let _ = std::fs::remove_dir_all(&d);
 }
