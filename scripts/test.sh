@@ -23,6 +23,8 @@ step "test beds: AWS emulator venv (pinned, cached)"
 scripts/testbed-aws.sh install
 step "test beds: kube-apiserver, etcd, kubectl, helm from Go modules (cached after the first build)"
 scripts/testbed-kube.sh build
+step "validators: cfn-lint venv and NVIDIA's device plugin config parser (pinned, cached)"
+scripts/validators.sh install
 
 step "clippy (warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings

@@ -47,6 +47,9 @@ fn help(e: &anyhow::Error) -> Vec<String> {
     if let Some(i) = e.chain().find_map(|c| c.downcast_ref::<ops::init::InitError>()) {
         out.push(i.help());
     }
+    if let Some(r) = e.chain().find_map(|c| c.downcast_ref::<ops::render::RenderRefusal>()) {
+        out.push(r.help());
+    }
     if e.chain().any(|c| matches!(c.downcast_ref::<RunnerError>(), Some(RunnerError::Cancelled { .. }))) {
         out.push("karpctl up   # (or the command you ran) resumes where it stopped".into());
     }

@@ -29,6 +29,26 @@ pub struct Loaded {
     pub path: PathBuf,
     pub config: Config,
     pub warnings: Vec<Diagnostic>,
+    /// Where each field is in the file, for findings made after loading.
+    pub positions: SourceMap,
+}
+
+impl Loaded {
+    /// A warning about the value at `field`, with its position in the file: for what a
+    /// command finds after validation (`render` missing a fact the config needs).
+    pub fn warning_at(&self, field: &FieldPath, message: &str, help: Option<&str>) -> Diagnostic {
+        let pos = self.positions.value_pos(field).unwrap_or(Pos { line: 1, col: 1 });
+        Diagnostic {
+            severity: Severity::Warning,
+            file: self.path.clone(),
+            line: pos.line,
+            column: pos.col,
+            field: diag::tidy(&field.to_string()),
+            message: diag::tidy(message),
+            help: help.map(diag::tidy),
+            path: field.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +207,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, ConfigErrors> {
     }
     let mut warnings = diags.items;
     diag::sort(&mut warnings);
-    Ok(Loaded { path: path.to_path_buf(), config, warnings })
+    Ok(Loaded { path: path.to_path_buf(), config, warnings, positions: map })
 }
 
 fn finish(path: &Path, diags: Diags<'_>) -> ConfigErrors {

@@ -94,6 +94,19 @@ pub struct DevicePluginValues {
     pub node_selector: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gfd: Option<Enabled>,
+    /// Node Feature Discovery, the subchart that comes with GFD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nfd: Option<NfdValues>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NfdValues {
+    pub worker: NfdWorkerValues,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NfdWorkerValues {
+    pub tolerations: Vec<Toleration>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -5,12 +5,16 @@ directory. Never builds a client, so it works without credentials or network.
 */
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
 use crate::cli::{Global, OutputFormat, RenderArgs};
+use crate::config::source::FieldPath;
+use crate::config::types::IdentityMode;
 use crate::config::{self, rules};
 use crate::fsutil::write_atomic;
+use crate::render::helm::Missing;
 use crate::render::{self, AmiChoice, Encoding, Facts, Inputs};
 
 use super::Report;
@@ -48,6 +52,30 @@ pub fn parse_ami_flags(flags: &[String], c: &config::Config) -> anyhow::Result<B
     Ok(out)
 }
 
+/// `render --out` refusing to write a directory whose values would not work on their own.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderRefusal {
+    #[error("not writing {}: {} {}", dir.display(), missing.document, missing.message)]
+    Incomplete { dir: PathBuf, missing: Missing },
+}
+
+impl RenderRefusal {
+    pub fn help(&self) -> String {
+        match self {
+            RenderRefusal::Incomplete { dir, missing } => {
+                format!("karpctl render --out {} {} {}", dir.display(), missing.flag, placeholder(missing.flag))
+            }
+        }
+    }
+}
+
+fn placeholder(flag: &str) -> &'static str {
+    match flag {
+        "--account-id" => "<12-digit account id>   # the cluster's account: aws sts get-caller-identity --query Account --output text",
+        _ => "<value>",
+    }
+}
+
 pub fn render(g: &Global, args: &RenderArgs) -> anyhow::Result<Report> {
     let loaded = config::load(&g.config)?;
     let c = &loaded.config;
@@ -56,11 +84,13 @@ pub fn render(g: &Global, args: &RenderArgs) -> anyhow::Result<Report> {
             bail!("--account-id {a:?}: an AWS account id is 12 digits");
         }
     }
+    // The partition (for ARNs) follows the region, as `up` would find it: --region, else the config's.
+    let region = g.region.as_deref().or(c.cluster.region.as_deref());
     let inputs = Inputs {
         amis: parse_ami_flags(&args.amis, c)?,
         facts: Facts {
             account_id: args.account_id.clone(),
-            partition: None,
+            partition: region.map(|r| render::cfn::partition_of(r).to_string()),
             cluster_endpoint: args.cluster_endpoint.clone(),
             irsa: None,
         },
@@ -72,14 +102,39 @@ pub fn render(g: &Global, args: &RenderArgs) -> anyhow::Result<Report> {
         OutputFormat::Json => Encoding::Json,
         _ => Encoding::Yaml,
     };
-    let mut report = Report { warnings: loaded.warnings, notes: bundle.notes.clone(), ..Default::default() };
+    let mut report = Report { warnings: loaded.warnings.clone(), notes: bundle.notes.clone(), ..Default::default() };
+    let mut notes = bundle.notes.clone();
+    match c.identity.mode {
+        IdentityMode::Auto => notes.push(
+            "identity.mode auto: the controller's values are rendered for EKS Pod Identity (no role annotation; `up` creates the \
+             association). On a cluster without the eks-pod-identity-agent add-on `up` uses IRSA instead: for such a cluster \
+             set identity.mode: irsa and render with --account-id"
+                .into(),
+        ),
+        IdentityMode::Irsa if args.account_id.is_some() && region.is_none() => notes.push(
+            "the IRSA role ARN assumes partition `aws`: set cluster.region (or --region) for China or GovCloud".into(),
+        ),
+        _ => {}
+    }
+    report.notes = notes.clone();
+    // What the written or printed documents lack: loud on stderr, at the config field that
+    // needs it; `--out` refuses, since a GitOps tool would install the directory as it is.
+    for m in bundle.missing.iter().filter(|m| docs.iter().any(|d| d.path == m.document)) {
+        if let Some(dir) = &args.out {
+            return Err(RenderRefusal::Incomplete { dir: dir.clone(), missing: m.clone() }.into());
+        }
+        let field = m.field.split('.').fold(FieldPath::root(), |p, k| p.key(k));
+        let help = format!("karpctl render {} {}", m.flag, placeholder(m.flag));
+        report.warnings.push(loaded.warning_at(&field, &format!("{} {}", m.document, m.message), Some(&help)));
+        notes.push(format!("{} {} (pass {})", m.document, m.message, m.flag));
+    }
     let mut doc = crate::output::Render {
         api_version: crate::output::ApiVersion::V1Alpha1,
         kind: crate::output::RenderKind::Render,
         documents: Vec::new(),
         out: args.out.clone(),
         files: Vec::new(),
-        notes: bundle.notes.clone(),
+        notes,
     };
     match &args.out {
         None if g.output == OutputFormat::Text => report.stdout = render::stream(&docs, enc),

@@ -22,22 +22,57 @@ pub struct Facts {
     pub irsa: Option<bool>,
 }
 
-pub fn karpenter_values(c: &Config, facts: &Facts, notes: &mut Vec<String>) -> KarpenterValues {
+/// A fact the rendered output needs to work on its own and was not given: rendered
+/// without it, the output is incomplete in the way `message` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// The rendered document that is incomplete (`helm/karpenter-values.yaml`).
+    pub document: &'static str,
+    /// The config field that makes it needed (`identity.mode`).
+    pub field: &'static str,
+    /// What the document lacks, and what happens when it is used without it
+    /// (a predicate: `<document> lacks …`).
+    pub message: String,
+    /// The flag that supplies it (`--account-id`).
+    pub flag: &'static str,
+}
+
+/// The IRSA role ARN for the controller's service account, when the facts give it.
+pub fn irsa_role_arn(c: &Config, facts: &Facts) -> Option<String> {
+    let acct = facts.account_id.as_ref()?;
+    let partition = facts.partition.as_deref().unwrap_or("aws");
+    Some(format!("arn:{partition}:iam::{acct}:role/{}", Names::of(c).controller_role))
+}
+
+fn uses_irsa(c: &Config, facts: &Facts) -> bool {
+    facts.irsa.unwrap_or(c.identity.mode == cfg::IdentityMode::Irsa)
+}
+
+/// What the controller's values lack: with IRSA, the role annotation needs the account id.
+pub fn karpenter_values_missing(c: &Config, facts: &Facts) -> Option<Missing> {
+    if !uses_irsa(c, facts) || facts.account_id.is_some() {
+        return None;
+    }
+    let partition = facts.partition.as_deref().unwrap_or("aws");
+    Some(Missing {
+        document: "helm/karpenter-values.yaml",
+        field: "identity.mode",
+        message: format!(
+            "lacks the IRSA annotation eks.amazonaws.com/role-arn: arn:{partition}:iam::<account id>:role/{}; \
+             render does not look up the account id, and without the annotation the controller runs with no AWS credentials",
+            Names::of(c).controller_role
+        ),
+        flag: "--account-id",
+    })
+}
+
+pub fn karpenter_values(c: &Config, facts: &Facts) -> KarpenterValues {
     let k = &c.karpenter;
     let names = Names::of(c);
     let mut annotations = BTreeMap::new();
-    let irsa = facts.irsa.unwrap_or(c.identity.mode == cfg::IdentityMode::Irsa);
-    if irsa {
-        match &facts.account_id {
-            Some(acct) => {
-                let partition = facts.partition.as_deref().unwrap_or("aws");
-                annotations
-                    .insert("eks.amazonaws.com/role-arn".to_string(), format!("arn:{partition}:iam::{acct}:role/{}", names.controller_role));
-            }
-            None => notes.push(format!(
-                "IRSA: the service account annotation needs the account id; pass --account-id to render it (role {})",
-                names.controller_role
-            )),
+    if uses_irsa(c, facts) {
+        if let Some(arn) = irsa_role_arn(c, facts) {
+            annotations.insert("eks.amazonaws.com/role-arn".to_string(), arn);
         }
     }
     KarpenterValues {
@@ -143,14 +178,19 @@ pub fn device_plugin_values(c: &Config) -> DevicePluginValues {
         default: "default".into(),
     });
     let mps = c.device_plugin.sharing.as_ref().is_some_and(|s| s.mps.is_some());
+    let tolerations: Vec<Toleration> = tolerations.into_iter().collect();
     DevicePluginValues {
         config,
         affinity: Affinity {
             node_affinity: NodeAffinity { required: NodeSelector { node_selector_terms: vec![NodeSelectorTerm { match_expressions: terms }] } },
         },
-        tolerations: tolerations.into_iter().collect(),
+        tolerations: tolerations.clone(),
         node_selector: c.device_plugin.node_selector.clone(),
-        // The MPS control daemon only runs on nodes GFD labels mps.capable.
+        // The MPS control daemon only runs on nodes labelled mps.capable: GFD writes the
+        // label into the host's features.d and NFD's worker (a subchart GFD brings) puts it
+        // on the Node, so the worker must run on the GPU nodes too. Its own tolerations
+        // (`nvidia.com/gpu=present` only) miss the pools' taints: it gets the plugin's.
         gfd: mps.then_some(Enabled { enabled: true }),
+        nfd: mps.then_some(NfdValues { worker: NfdWorkerValues { tolerations } }),
     }
 }

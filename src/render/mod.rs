@@ -45,6 +45,9 @@ pub struct Document {
 pub struct Bundle {
     pub documents: Vec<Document>,
     pub notes: Vec<String>,
+    /// Facts a document needs to work on its own that the inputs lacked.
+    #[serde(skip)]
+    pub missing: Vec<helm::Missing>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +90,8 @@ pub fn render(c: &Config, inputs: &Inputs) -> Result<Bundle, RenderError> {
         };
         docs.push(Document { path, kind: DocKind::Manifest, content: o.clone() });
     }
-    let kv = helm::karpenter_values(c, &inputs.facts, &mut notes);
+    let kv = helm::karpenter_values(c, &inputs.facts);
+    let missing: Vec<helm::Missing> = helm::karpenter_values_missing(c, &inputs.facts).into_iter().collect();
     docs.push(Document { path: "helm/karpenter-values.yaml".into(), kind: DocKind::HelmValues, content: to_value(&kv) });
     if helm::device_plugin_enabled(c) {
         let dv = helm::device_plugin_values(c);
@@ -95,7 +99,7 @@ pub fn render(c: &Config, inputs: &Inputs) -> Result<Bundle, RenderError> {
     }
     let t = cfn::template(c, version)?;
     docs.push(Document { path: "cloudformation/karpenter.json".into(), kind: DocKind::Template, content: to_value(&t) });
-    Ok(Bundle { documents: docs, notes })
+    Ok(Bundle { documents: docs, notes, missing })
 }
 
 /// Output encodings for rendered documents.

@@ -139,7 +139,7 @@ fn kubernetes_steps(c: &Config, env: &Env, steps: &mut Vec<Box<dyn Step>>) {
         namespace: k.namespace.clone(),
         chart,
         version: k.version.clone(),
-        offline_values: serde_json::to_value(crate::render::helm::karpenter_values(c, &Default::default(), &mut Vec::new())).expect("values serialize"),
+        offline_values: serde_json::to_value(crate::render::helm::karpenter_values(c, &Default::default())).expect("values serialize"),
         values: Box::new(move |cx| controller_values(&values_config, cx.output(&cs), cx.output(&is))),
         workload: helm_release::Workload::Deployment,
         deps: vec![cluster_id.clone(), crds::ID.into(), stack_id.clone(), identity_id],
@@ -220,6 +220,5 @@ fn controller_values(c: &Config, cluster: Option<&serde_json::Value>, identity: 
         cluster_endpoint: cluster.and_then(|f| f["endpoint"].as_str()).map(String::from),
         irsa: identity.and_then(|i| i["mode"].as_str()).map(|m| m == "irsa"),
     };
-    let mut notes = Vec::new();
-    Ok(serde_json::to_value(crate::render::helm::karpenter_values(c, &facts, &mut notes))?)
+    Ok(serde_json::to_value(crate::render::helm::karpenter_values(c, &facts))?)
 }

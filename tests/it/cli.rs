@@ -36,7 +36,8 @@ fn init_then_validate_then_render_to_a_gitops_directory() {
     let v = karpctl(&d, &["validate"]);
     assert!(v.status.success(), "{}", text(&v.stderr));
 
-    let r = karpctl(&d, &["render", "--out", "out", "--ami", "gpu=al2023@v20250915"]);
+    // dev-gpu uses IRSA: the values need the account id (without it, --out refuses; tests/it/validators.rs).
+    let r = karpctl(&d, &["render", "--out", "out", "--ami", "gpu=al2023@v20250915", "--account-id", "111122223333"]);
     assert!(r.status.success(), "{}", text(&r.stderr));
     let k = std::fs::read_to_string(d.join("out/kustomization.yaml")).unwrap();
     for f in ["ec2nodeclass-default.yaml", "ec2nodeclass-gpu.yaml", "nodepool-gpu-inference.yaml"] {

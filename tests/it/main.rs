@@ -25,3 +25,4 @@ mod steps;
 mod support;
 mod testbed;
 mod up;
+mod validators;

@@ -104,7 +104,8 @@ fn offline_commands_print_documents_that_match_their_schemas() {
     assert!(r.status.success(), "{}", text(&r.stderr));
     let v = conforms(SchemaDocument::Render, &r, false);
     assert!(v["documents"].as_array().unwrap().iter().any(|x| x["content"]["kind"] == "NodePool"), "{v}");
-    let out = run(&d, CLOSED, &["render", "--out", "gitops", "-o", "yaml"], false);
+    // dev-gpu uses IRSA: a directory with its values needs the account id.
+    let out = run(&d, CLOSED, &["render", "--out", "gitops", "-o", "yaml", "--account-id", "111122223333"], false);
     let v = conforms(SchemaDocument::Render, &out, true);
     assert!(v["files"].as_array().unwrap().iter().any(|f| f == "kustomization.yaml"), "{v}");
     assert!(d.join("gitops/kustomization.yaml").exists());

@@ -58,7 +58,7 @@ const IAM_ESCALATION: &[&str] = &[
 
 /// Every Karpenter version karpctl supports, one per minor (the policy set changes
 /// at 1.3, 1.7, 1.9, 1.10, 1.11 and 1.12), plus the default.
-fn versions() -> Vec<String> {
+pub fn versions() -> Vec<String> {
     let mut v: Vec<String> = (1..=MAX_KNOWN_MINOR).map(|m| format!("1.{m}.0")).collect();
     v.push(default_version());
     v
@@ -76,7 +76,7 @@ fn minor(version: &str) -> u32 {
 
 /// The CloudFormation template as `render` produces it for `c`, at `version`,
 /// with or without the interruption queue.
-fn template(c: &Config, version: &str, queue: bool) -> Value {
+pub fn template(c: &Config, version: &str, queue: bool) -> Value {
     let mut c = c.clone();
     c.karpenter.version = version.to_string();
     c.karpenter.settings.interruption_queue = queue;
