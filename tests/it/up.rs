@@ -223,6 +223,10 @@ fn up_converges_end_to_end_and_a_second_up_changes_nothing() {
     sb.write_config(&sandbox_config());
     let up = sb.karpctl(&["up"]);
     assert!(up.status.success(), "{}", show(&up));
+    // Waiting for readiness is reported as a state, not as a question inside a success.
+    // (The step is listed when the objects were not Ready yet at its first look.)
+    let report = String::from_utf8_lossy(&up.stdout).into_owned();
+    assert!(!report.contains("controller running?") && !report.contains("no status yet"), "{report}");
 
     // Kubernetes: CRDs from the chart, stamped; both releases deployed; objects Ready.
     let crd = sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"]);
