@@ -1,6 +1,6 @@
 //! Parse arguments, run one `ops` function, show its report, map errors to exit codes.
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use karpctl::cli::{Cli, Command};
 use karpctl::config::LoadError;
@@ -63,7 +63,7 @@ fn help(e: &anyhow::Error) -> Vec<String> {
 
 #[tokio::main]
 async fn main() {
-    let cli = match Cli::try_parse() {
+    let cli = match karpctl::cli::parse_from(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { exit::USAGE } else { exit::OK };

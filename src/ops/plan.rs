@@ -170,12 +170,29 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     if args.rollback {
         return super::rollback::plan(g, args).await;
     }
-    let w = walk(g, Mode::Plan, WalkOptions { refresh: args.refresh, targets: args.target.targets.clone(), ..Default::default() }).await?;
-    let exit = plan_exit(&w.report, args.detailed_exitcode);
+    planned(g, WalkOptions { refresh: args.refresh, targets: args.target.targets.clone(), ..Default::default() }, args.detailed_exitcode).await
+}
+
+/// `plan` and `up --dry-run`: the walk in plan mode, its listing and exit code.
+async fn planned(g: &Global, opts: WalkOptions, detailed_exitcode: bool) -> anyhow::Result<Report> {
+    let w = walk(g, Mode::Plan, opts).await?;
+    let exit = plan_exit(&w.report, detailed_exitcode);
     Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, ..Default::default() })
 }
 
 pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
+    if args.dry_run {
+        // `plan`, with the flags that change what `up` would do.
+        let opts = WalkOptions {
+            refresh: args.refresh,
+            update_amis: args.update_amis,
+            prune: args.prune,
+            force_conflicts: args.force_conflicts,
+            targets: args.target.targets.clone(),
+            ..Default::default()
+        };
+        return planned(g, opts, args.detailed_exitcode).await;
+    }
     let opts = WalkOptions {
         refresh: args.refresh,
         update_amis: args.update_amis,

@@ -151,3 +151,138 @@ fn status_and_state_work_on_a_fresh_directory_and_foreign_state_is_refused() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert!(!d.join(".karpctl/my-cluster.state.json.lock").exists(), "the lock is released after a refusal");
 }
+
+/// Near-miss spellings of a long flag's name: a letter left out, doubled or
+/// swapped with its neighbour, the hyphens dropped or made underscores, the end cut off.
+fn near_misses(name: &str) -> Vec<String> {
+    let c: Vec<char> = name.chars().collect();
+    let mut out = std::collections::BTreeSet::new();
+    for i in 0..c.len() {
+        let mut d = c.clone();
+        d.remove(i);
+        out.insert(d.iter().collect::<String>());
+        let mut dup = c.clone();
+        dup.insert(i, c[i]);
+        out.insert(dup.iter().collect::<String>());
+        if i + 1 < c.len() {
+            let mut t = c.clone();
+            t.swap(i, i + 1);
+            out.insert(t.iter().collect::<String>());
+        }
+    }
+    out.insert(name.replace('-', ""));
+    out.insert(name.replace('-', "_"));
+    if c.len() > 4 {
+        out.insert(c[..c.len() - 2].iter().collect());
+    }
+    out.remove(name);
+    out.into_iter().filter(|s| !s.is_empty()).collect()
+}
+
+/// Every command path (`[]`, `["up"]`, `["state", "push"]` …) with its built command.
+fn command_paths(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, clap::Command)>) {
+    out.push((path.clone(), cmd.clone()));
+    for sub in cmd.get_subcommands() {
+        let mut p = path.clone();
+        p.push(sub.get_name().to_string());
+        command_paths(sub, p, out);
+    }
+}
+
+#[test]
+fn no_typo_of_any_flag_suggests_a_destructive_flag() {
+    use clap::CommandFactory;
+    use karpctl::cli::DESTRUCTIVE_FLAGS;
+    let mut root = karpctl::cli::Cli::command();
+    root.build();
+    let mut paths = Vec::new();
+    command_paths(&root, Vec::new(), &mut paths);
+    let longs = |cmd: &clap::Command| -> std::collections::BTreeSet<String> {
+        cmd.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")).collect()
+    };
+    // The list is decided by what the flags do: any flag whose help says it deletes,
+    // terminates, replaces, overwrites, approves, takes over or skips the preflight is in it.
+    for (path, cmd) in &paths {
+        for a in cmd.get_arguments() {
+            let (Some(long), Some(h)) = (a.get_long(), a.get_help()) else { continue };
+            let h = h.to_string().to_lowercase();
+            let risky = ["delete", "terminate", "replace", "overwrite", "approve", "take over", "preflight"].iter().any(|w| h.contains(w));
+            let flag = format!("--{long}");
+            if risky && !h.starts_with("with --rollback") {
+                assert!(DESTRUCTIVE_FLAGS.contains(&flag.as_str()), "karpctl {} {flag} ({h}) is destructive but not in DESTRUCTIVE_FLAGS", path.join(" "));
+            }
+        }
+    }
+    let all: std::collections::BTreeSet<String> = paths.iter().flat_map(|(_, c)| longs(c)).collect();
+    let mut checked = 0;
+    for (path, cmd) in &paths {
+        let own = longs(cmd);
+        // Near misses of the command's own flags, and other commands' flags as they are.
+        let tries: std::collections::BTreeSet<String> =
+            own.iter().flat_map(|f| near_misses(&f[2..]).into_iter().map(|t| format!("--{t}"))).chain(all.iter().cloned()).collect();
+        {
+            for typo in tries {
+                if own.contains(&typo) {
+                    continue;
+                }
+                let mut args = vec!["karpctl".to_string()];
+                args.extend(path.iter().cloned());
+                args.push(typo.clone());
+                let os: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+                let Err(e) = karpctl::cli::matches_from(&root, &os) else { continue };
+                let text = e.to_string();
+                // Not as a tip, and not in the usage line clap writes the suggestion into.
+                for d in DESTRUCTIVE_FLAGS.iter().filter(|d| **d != typo) {
+                    let said = text.split(|c: char| c.is_whitespace() || c == '\'').any(|w| w == *d);
+                    assert!(!said, "`{}` is answered with the destructive {d}:\n{text}", args.join(" "));
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 3000, "only {checked} typos checked");
+    eprintln!("{checked} typos checked");
+    // The guard can fail: clap alone answers these with a destructive flag.
+    use clap::Parser;
+    for (args, flag) in [(["karpctl", "up", "--prnue"], "--prune"), (["karpctl", "rollback", "--purg"], "--purge")] {
+        let raw = karpctl::cli::Cli::try_parse_from(args).unwrap_err().to_string();
+        assert!(raw.contains(&format!("'{flag}'")), "clap's own suggestion changed: {raw}");
+        assert!(!karpctl::cli::parse_from(args).unwrap_err().to_string().contains(flag));
+    }
+    // And the safe flag a typo was meant for is still offered.
+    let d = scratch("typo");
+    let o = karpctl(&d, &["up", "--dryrun"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(text(&o.stderr).contains("a similar argument exists: '--dry-run'"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn up_help_lists_its_own_flags_apart_from_the_global_ones() {
+    let d = scratch("help-headings");
+    let h = text(&karpctl(&d, &["up", "--help"]).stdout);
+    let (own, global) = h.split_once("Global options:").unwrap_or_else(|| panic!("no Global options heading:\n{h}"));
+    for flag in ["--dry-run", "--refresh", "--update-amis", "--prune", "--skip-preflight", "--force-conflicts", "--wait-timeout", "--target"] {
+        assert!(own.contains(flag) && !global.contains(flag), "{flag} belongs to up's own options:\n{h}");
+    }
+    for flag in ["--config", "--region", "--profile", "--endpoint-url", "--kubeconfig", "--context", "--output", "--color", "--yes", "--lock-timeout", "--verbose"] {
+        assert!(global.contains(flag) && !own.contains(flag), "{flag} belongs under Global options:\n{h}");
+    }
+}
+
+#[test]
+fn up_dry_run_is_plan() {
+    let d = scratch("up-dry-run");
+    std::fs::copy(repo().join("examples/falkordb.yaml"), d.join("karpctl.yaml")).unwrap();
+    // A state of another cluster: both refuse it the same way before any AWS call.
+    std::fs::create_dir_all(d.join(".karpctl")).unwrap();
+    let foreign = serde_json::json!({"version": 1, "lineage": "6b1c3c1e-0000-4000-8000-000000000000", "serial": 3,
+        "tool_version": "0.1.0", "cluster": "other", "region": null, "steps": {}});
+    std::fs::write(d.join(".karpctl/my-cluster.state.json"), foreign.to_string()).unwrap();
+    let plan = karpctl(&d, &["plan", "-o", "json"]);
+    let dry = karpctl(&d, &["up", "--dry-run", "-o", "json"]);
+    assert_eq!(plan.status.code(), Some(1));
+    assert_eq!((dry.status.code(), text(&dry.stdout)), (plan.status.code(), text(&plan.stdout)));
+    assert!(!d.join(".karpctl/my-cluster.state.json.lock").exists(), "a dry run takes no lock");
+    let o = karpctl(&d, &["up", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(64), "--detailed-exitcode needs --dry-run: {}", text(&o.stderr));
+}

@@ -273,6 +273,14 @@ fn a_pool_limit_edit_is_planned_and_applied_as_exactly_that_change() {
 
     let plan = sb.karpctl(&["plan", "-o", "json", "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(2), "{}", show(&plan));
+    let dry = sb.karpctl(&["up", "--dry-run", "-o", "json", "--detailed-exitcode"]);
+    // The same document (outcomes are listed as steps finish: compared in step order).
+    let doc = |o: &Output| {
+        let mut v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", show(o)));
+        v["outcomes"].as_array_mut().unwrap().sort_by_key(|x| x["step"].as_str().unwrap().to_string());
+        v
+    };
+    assert_eq!((dry.status.code(), doc(&dry)), (plan.status.code(), doc(&plan)), "up --dry-run is plan: {}", show(&dry));
     let doc: Value = serde_json::from_slice(&plan.stdout).unwrap();
     let planned: Vec<&Value> = doc["planned"].as_array().unwrap().iter().collect();
     assert_eq!(planned.len(), 1, "only the objects step changes: {doc:#}");
