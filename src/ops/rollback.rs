@@ -90,10 +90,63 @@ async fn walk(g: &Global, mode: Mode, o: Options) -> anyhow::Result<Walk> {
                 })
                 .collect()
         };
-        let (removed, kept) = if mode == Mode::Apply { (of("removed", true), of("kept", false)) } else { (Vec::new(), Vec::new()) };
+        let (removed, mut kept) = if mode == Mode::Apply { (of("removed", true), of("kept", false)) } else { (Vec::new(), Vec::new()) };
+        kept.extend(kept_on_purpose(c, &state, &o));
         Ok(Walk { report, sequence, removed, kept, forgotten, warnings: loaded.warnings.clone() })
     })
     .await
+}
+
+/// What this rollback leaves by design, from the `up` records that stay in the
+/// state: the stack and the discovery tags without `--purge`, the CRDs without
+/// `--delete-crds`, and the Spot service-linked role always. Keyed by the `up`
+/// step that made each, with why it stays and the flag that removes it.
+fn kept_on_purpose(c: &config::Config, state: &crate::state::State, o: &Options) -> Vec<(String, Vec<String>)> {
+    use crate::steps::{cfn_stack, crds, discovery_tags, spot_role};
+    let names = crate::config::Names::of(c);
+    let record = |id: &str| state.steps.get(id).filter(|r| r.status == crate::state::StepStatus::Done).map(|r| r.outputs.clone());
+    let mut out = Vec::new();
+    if !o.purge {
+        let id = cfn_stack::id(&names.stack);
+        if record(&id).is_some() {
+            out.push((
+                id,
+                vec![format!(
+                    "CloudFormation stack {} (node role {}, interruption queue, controller policies): kept without --purge; `karpctl rollback --purge` deletes it",
+                    names.stack, names.node_role
+                )],
+            ));
+        }
+        let id = discovery_tags::id(&c.cluster.name);
+        if let Some(out_) = record(&id) {
+            let ours = crate::rollback::strings(&out_["taggedByKarpctl"]);
+            if !ours.is_empty() {
+                out.push((
+                    id,
+                    vec![format!(
+                        "{}={} tags karpctl added on {}: kept without --purge; `karpctl rollback --purge` removes them",
+                        crate::config::types::DISCOVERY_TAG,
+                        c.cluster.name,
+                        ours.join(", ")
+                    )],
+                ));
+            }
+        }
+    }
+    if !o.delete_crds {
+        if let Some(out_) = record(crds::ID) {
+            let names = crate::rollback::strings(&out_["crds"]);
+            let what = if names.is_empty() { "the Karpenter CRDs".to_string() } else { format!("CRDs {}", names.join(", ")) };
+            out.push((
+                crds::ID.to_string(),
+                vec![format!("{what}: kept without --delete-crds (deleting them deletes every NodeClaim left); `karpctl rollback --delete-crds` deletes them")],
+            ));
+        }
+    }
+    if record(spot_role::ID).is_some() {
+        out.push((spot_role::ID.to_string(), vec!["service-linked role AWSServiceRoleForEC2Spot: never deleted (other tools launch Spot instances with it)".into()]));
+    }
+    out
 }
 
 fn ok(o: &Outcome) -> bool {
@@ -148,7 +201,7 @@ fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
                 }
             }
             if !w.kept.is_empty() {
-                s.push_str("\nKept:\n");
+                s.push_str(if applied { "\nKept:\n" } else { "\nWould keep:\n" });
                 for (step, items) in &w.kept {
                     for i in items {
                         s.push_str(&format!("  {step}: {i}\n"));
