@@ -22,6 +22,10 @@ struct Walk {
     report: RunReport,
     total: usize,
     warnings: Vec<config::Diagnostic>,
+    /// No state file existed when the walk began.
+    no_state: bool,
+    backend: crate::state::Backend,
+    config: config::Config,
 }
 
 /// What a walk is asked to do beyond its mode.
@@ -86,6 +90,7 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
     let hold = (mode == Mode::Apply).then(|| LockInfo::for_this_process("up"));
     super::context::locked(&backend, g, hold, async |interrupt| {
         let mut state = super::context::load_state(&backend, c).await?;
+        let no_state = state.serial == 0;
         crate::steps::crds::refuse_recorded_downgrade(&state, &c.karpenter.version)?;
         if mode == Mode::Apply {
             crate::rollback::forget_rollback(&mut state); // a later rollback starts afresh
@@ -114,9 +119,10 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
         };
         let mut cancel = interrupt;
         let report = runner.run(&mut state, &backend, cancel.as_mut()).await.context(if mode == Mode::Apply { "applying" } else { "planning" })?;
-        Ok(Walk { report, total: steps.len(), warnings: loaded.warnings.clone() })
+        Ok((report, steps.len(), no_state))
     })
     .await
+    .map(|(report, total, no_state)| Walk { report, total, warnings: loaded.warnings.clone(), no_state, backend, config: loaded.config.clone() })
 }
 
 fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
@@ -177,7 +183,17 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
 async fn planned(g: &Global, opts: WalkOptions, detailed_exitcode: bool) -> anyhow::Result<Report> {
     let w = walk(g, Mode::Plan, opts).await?;
     let exit = plan_exit(&w.report, detailed_exitcode);
-    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, ..Default::default() })
+    let mut help = Vec::new();
+    let mut notes = Vec::new();
+    // Planned against no state while karpctl's stack exists: the state is elsewhere.
+    if w.no_state {
+        if let Some(stack) = super::context::karpctl_stack(g, &w.config).await {
+            let (note, h) = super::context::missing_state(&w.backend, g, &[stack]);
+            notes.push(note);
+            help.push(h);
+        }
+    }
+    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, notes, ..Default::default() })
 }
 
 pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {

@@ -25,8 +25,28 @@ pub async fn status(g: &Global) -> anyhow::Result<Report> {
     let holder = backend.lock_holder().await?;
     let live = live(g, c, state.as_ref()).await;
     let mut help = Vec::new();
+    let mut notes = Vec::new();
     if live.get("error").is_some() {
         help.push("karpctl doctor   # checks credentials, the cluster and how karpctl reaches it".to_string());
+    }
+    if state.is_none() {
+        let mut found: Vec<String> = super::context::karpctl_stack(g, c).await.into_iter().collect();
+        let managed = |key: &str, kind: &str| -> Option<String> {
+            let names: Vec<&str> = live[key]
+                .as_array()?
+                .iter()
+                .filter(|o| o["managedByKarpctl"] == true)
+                .filter_map(|o| o["name"].as_str())
+                .collect();
+            (!names.is_empty()).then(|| format!("{kind} {} (labelled app.kubernetes.io/managed-by=karpctl)", names.join(", ")))
+        };
+        found.extend(managed("nodePools", "NodePool(s)"));
+        found.extend(managed("nodeClasses", "EC2NodeClass(es)"));
+        if !found.is_empty() {
+            let (note, h) = super::context::missing_state(&backend, g, &found);
+            notes.push(note);
+            help.push(h);
+        }
     }
     if let Some(h) = &holder {
         help.push(format!("only if that run is gone: karpctl state unlock {}", h.id));
@@ -50,7 +70,7 @@ pub async fn status(g: &Global) -> anyhow::Result<Report> {
             crate::output::encode(&doc, f)?
         }
     };
-    Ok(Report { stdout, warnings: loaded.warnings, help, ..Default::default() })
+    Ok(Report { stdout, warnings: loaded.warnings, help, notes, ..Default::default() })
 }
 
 /// The cluster as it is now; `{"error": …}` when it cannot be reached in time.

@@ -286,3 +286,49 @@ fn up_dry_run_is_plan() {
     let o = karpctl(&d, &["up", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(64), "--detailed-exitcode needs --dry-run: {}", text(&o.stderr));
 }
+
+/// A state file as `up` writes it, with AMI pins recorded for `pins`.
+fn state_with_pins(cluster: &str, pins: serde_json::Value) -> String {
+    serde_json::json!({"version": 1, "lineage": "6b1c3c1e-0000-4000-8000-000000000001", "serial": 4, "tool_version": "0.1.0",
+        "cluster": cluster, "region": "us-west-2", "steps": {"amis/pins": {"kind": "ami-pins", "fingerprint": "x", "status": "done",
+        "inputs": {}, "outputs": {"pins": pins}, "error": null, "started_at": null, "finished_at": null}}})
+    .to_string()
+}
+
+#[test]
+fn every_path_in_the_config_resolves_from_the_config_file() {
+    // Every path-typed field of the config is known and documented as relative to the config file.
+    let schema = karpctl::config::schema::json_schema();
+    let mut found = Vec::new();
+    for (def, body) in schema["$defs"].as_object().unwrap() {
+        for (prop, p) in body["properties"].as_object().into_iter().flatten() {
+            if prop.to_lowercase().ends_with("path") {
+                let doc = p["description"].as_str().unwrap_or_default().replace('\n', " ");
+                assert!(doc.contains("relative to the config file"), "{def}.{prop}: {doc}");
+                found.push((def.clone(), prop.clone()));
+            }
+        }
+    }
+    let known: Vec<(String, String)> = karpctl::config::PATH_FIELDS.iter().map(|(d, p)| (d.to_string(), p.to_string())).collect();
+    found.sort();
+    assert_eq!(found, known, "a path field is missing from config::PATH_FIELDS");
+
+    // From another working directory, `status` finds the state beside the config.
+    let d = scratch("paths");
+    std::fs::create_dir_all(d.join("conf/state")).unwrap();
+    std::fs::create_dir_all(d.join("elsewhere")).unwrap();
+    let cfg = read(&repo().join("examples/falkordb.yaml")) + "\nstate:\n  path: state/prod.json\n";
+    std::fs::write(d.join("conf/karpctl.yaml"), cfg).unwrap();
+    std::fs::write(d.join("conf/state/prod.json"), state_with_pins("my-cluster", serde_json::json!({}))).unwrap();
+    let o = karpctl(&d.join("elsewhere"), &["status", "-c", "../conf/karpctl.yaml", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o.stderr)));
+    assert_eq!(v["state"]["serial"], 4, "the state beside the config: {v}");
+    assert!(v["backend"].as_str().unwrap().contains("conf/state/prod.json"), "{v}");
+    assert!(!d.join("elsewhere/state").exists());
+    // The default path too: .karpctl/ beside the config file.
+    let mut cfg = read(&repo().join("examples/falkordb.yaml"));
+    cfg.push('\n');
+    std::fs::write(d.join("conf/karpctl.yaml"), cfg).unwrap();
+    let o = karpctl(&d.join("elsewhere"), &["status", "-c", "../conf/karpctl.yaml"]);
+    assert!(text(&o.stdout).contains("conf/.karpctl/my-cluster.state.json"), "{}", text(&o.stdout));
+}

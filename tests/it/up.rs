@@ -207,7 +207,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn sandbox_config() -> String {
     read(&repo().join("examples/sandbox.yaml"))
         .replace("../tests/testbed/kube/charts/", "charts/")
-        .replace(".sandbox/karpctl.state.json", "state.json")
+        .replace("../.sandbox/karpctl.state.json", "state.json")
 }
 
 pub fn diff(a: &std::collections::BTreeMap<String, u64>, b: &std::collections::BTreeMap<String, u64>) -> std::collections::BTreeMap<String, u64> {
