@@ -12,7 +12,7 @@ use karpctl::ui;
 async fn run(cli: &Cli) -> anyhow::Result<Report> {
     let g = &cli.global;
     match &cli.command {
-        Command::Render(a) => ops::render::render(g, a),
+        Command::Render(a) => ops::render::render(g, a).await,
         Command::Validate => ops::render::validate(g),
         Command::Init(a) => ops::init::init(g, a),
         Command::Schema(a) => {

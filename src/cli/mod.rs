@@ -201,9 +201,13 @@ pub struct RenderArgs {
     /// Render only these kinds of documents.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<DocKind>,
-    /// Pin a class's AMIs: CLASS=FAMILY@VERSION or CLASS=ami-1,ami-2 (repeatable).
+    /// Pin a class's AMIs: CLASS=FAMILY@VERSION or CLASS=ami-1,ami-2 (repeatable); wins over the state's pins.
     #[arg(long = "ami", value_name = "CLASS=VALUE")]
     pub amis: Vec<String>,
+    /// Use the AMI pins recorded in the state wherever it is kept (an S3 state needs AWS access);
+    /// a local state file that exists is read without this flag.
+    #[arg(long)]
+    pub from_state: bool,
     /// AWS account id, for ARNs that need it (IRSA annotation).
     #[arg(long)]
     pub account_id: Option<String>,

@@ -135,9 +135,40 @@ fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
     }
 }
 
+/// The `up` the user ran, with the flags that change what it does, for the
+/// `help:` lines that say how to approve or resume it (`up --update-amis --prune`).
+pub fn up_command(a: &UpArgs) -> String {
+    let mut s = "up".to_string();
+    // Not --skip-preflight: it changes nothing the run does, and a next run may as well check.
+    for (on, flag) in [(a.refresh, "--refresh"), (a.update_amis, "--update-amis"), (a.prune, "--prune"), (a.force_conflicts, "--force-conflicts")] {
+        if on {
+            s.push(' ');
+            s.push_str(flag);
+        }
+    }
+    if a.wait_timeout != Duration::from_secs(300) {
+        s.push_str(&format!(" --wait-timeout {}", humantime::format_duration(a.wait_timeout)));
+    }
+    for t in &a.target.targets {
+        s.push_str(&format!(" --target {t}"));
+    }
+    s
+}
+
+/// What shows the rest of an `up` without doing it: `plan`, or `up --dry-run` with the same flags.
+fn up_preview(command: &str) -> String {
+    match command.strip_prefix("up") {
+        Some("") => "plan".into(),
+        Some(flags) => format!("up --dry-run{flags}"),
+        None => command.to_string(),
+    }
+}
+
 /// `help:` lines for steps that did not finish: each failed step's own next
 /// command (once each), then approve, inspect, and — last — how to resume.
-pub fn next_steps(report: &RunReport, command: &str) -> Vec<String> {
+/// `command` is the command as run (`up --prune`, `rollback --purge`), `preview`
+/// the one that shows what is left without changing anything.
+pub fn next_steps(report: &RunReport, command: &str, preview: &str) -> Vec<String> {
     let failed = report.failed();
     let mut help: Vec<String> = Vec::new();
     for (step, _) in &failed {
@@ -152,7 +183,7 @@ pub fn next_steps(report: &RunReport, command: &str) -> Vec<String> {
     }
     if failed.iter().any(|(_, o)| !matches!(o, Outcome::NeedsApproval { .. })) {
         let done = report.outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Fresh | Outcome::UpToDate | Outcome::Applied { .. })).count();
-        help.push(format!("karpctl {}   # what is left to do, and why", if command == "up" { "plan" } else { "rollback --dry-run" }));
+        help.push(format!("karpctl {preview}   # what is left to do, and why"));
         help.push(format!(
             "`karpctl {command}` resumes where this run stopped ({done} step(s) recorded done are not redone); `karpctl status` shows each step's error"
         ));
@@ -220,11 +251,12 @@ pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
     };
     let w = walk(g, Mode::Apply, opts).await?;
     let failed = w.report.failed();
+    let command = up_command(args);
     let mut notes = Vec::new();
     if !failed.is_empty() {
-        notes.push(format!("{} step(s) did not finish; fix the cause and run `karpctl up` again: finished steps are skipped", failed.len()));
+        notes.push(format!("{} step(s) did not finish; fix the cause and run `karpctl {command}` again: finished steps are skipped", failed.len()));
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
-    let help = next_steps(&w.report, "up");
+    let help = next_steps(&w.report, &command, &up_preview(&command));
     Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, help, exit })
 }

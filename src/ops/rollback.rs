@@ -213,24 +213,42 @@ fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
     })
 }
 
+/// The rollback the user ran, with the flags that change what it does
+/// (`rollback --purge --force`), for the `help:` lines that say how to approve or resume it.
+fn rollback_command(a: &RollbackArgs) -> String {
+    let mut s = "rollback".to_string();
+    for (on, flag) in [(a.purge, "--purge"), (a.force, "--force"), (a.delete_crds, "--delete-crds")] {
+        if on {
+            s.push(' ');
+            s.push_str(flag);
+        }
+    }
+    if a.wait_timeout != Duration::from_secs(300) {
+        s.push_str(&format!(" --wait-timeout {}", humantime::format_duration(a.wait_timeout)));
+    }
+    s
+}
+
 /// `karpctl rollback`.
 pub async fn rollback(g: &Global, args: &RollbackArgs) -> anyhow::Result<Report> {
     let mode = if args.dry_run { Mode::Plan } else { Mode::Apply };
     let o = Options { purge: args.purge, force: args.force, delete_crds: args.delete_crds, wait_timeout: Some(args.wait_timeout), targets: vec![] };
     let w = walk(g, mode, o).await?;
     let failed = w.report.failed();
+    let command = rollback_command(args);
     let mut notes = Vec::new();
     if args.dry_run {
-        notes.push("dry run: nothing was changed; `karpctl rollback` without --dry-run does the above".into());
+        notes.push(format!("dry run: nothing was changed; `karpctl {command}` (without --dry-run) does the above"));
     }
     let approval: Vec<&str> = failed.iter().filter(|(_, o)| matches!(o, Outcome::NeedsApproval { .. })).map(|(s, _)| s.as_str()).collect();
-    if !approval.is_empty() {
-        notes.push(format!("{} needs approval; read the reason above, then run `karpctl rollback --yes` to go on", approval.join(", ")));
+    if !approval.is_empty() && !args.dry_run {
+        notes.push(format!("{} needs approval; read the reason above, then run `karpctl {command} --yes` to go on", approval.join(", ")));
     }
-    let help = if args.dry_run { Vec::new() } else { super::plan::next_steps(&w.report, "rollback") };
-    if failed.len() > approval.len() {
+    let preview = command.replacen("rollback", "rollback --dry-run", 1);
+    let help = if args.dry_run { Vec::new() } else { super::plan::next_steps(&w.report, &command, &preview) };
+    if failed.len() > approval.len() && !args.dry_run {
         notes.push(format!(
-            "{} step(s) did not finish; fix the cause and run `karpctl rollback` again: it checks every step and goes on where it stopped",
+            "{} step(s) did not finish; fix the cause and run `karpctl {command}` again: it checks every step and goes on where it stopped",
             failed.len()
         ));
     }

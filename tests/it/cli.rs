@@ -332,3 +332,38 @@ fn every_path_in_the_config_resolves_from_the_config_file() {
     let o = karpctl(&d.join("elsewhere"), &["status", "-c", "../conf/karpctl.yaml"]);
     assert!(text(&o.stdout).contains("conf/.karpctl/my-cluster.state.json"), "{}", text(&o.stdout));
 }
+
+#[test]
+fn render_uses_the_pins_the_state_records() {
+    let d = scratch("render-pins");
+    std::fs::copy(repo().join("examples/falkordb.yaml"), d.join("karpctl.yaml")).unwrap();
+    let c = karpctl::config::load(&d.join("karpctl.yaml")).unwrap().config;
+    let classes: Vec<String> = c.node_classes.iter().map(|n| n.name.clone()).collect();
+    let first = &classes[0];
+    let before = karpctl(&d, &["render", "--only", "manifest"]);
+    assert!(text(&before.stdout).contains("@latest"), "no state: unpinned");
+    assert!(text(&before.stderr).contains("`karpctl up` records a pin per class"), "{}", text(&before.stderr));
+
+    std::fs::create_dir_all(d.join(".karpctl")).unwrap();
+    let pins: serde_json::Map<String, serde_json::Value> =
+        classes.iter().map(|n| (n.clone(), serde_json::json!({"kind": "alias", "value": "al2023@v20251103"}))).collect();
+    std::fs::write(d.join(".karpctl/my-cluster.state.json"), state_with_pins("my-cluster", pins.into())).unwrap();
+    let o = karpctl(&d, &["render", "--only", "manifest"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("alias: al2023@v20251103") && !out.contains("@latest"), "the state's pins:\n{out}");
+    assert!(text(&o.stderr).contains("AMI pins from the state at"), "{}", text(&o.stderr));
+    // --ami still wins for its class.
+    let o = karpctl(&d, &["render", "--only", "manifest", "--ami", &format!("{first}=al2023@v20250101")]);
+    assert!(text(&o.stdout).contains("alias: al2023@v20250101"), "{}", text(&o.stdout));
+    // A state it cannot use does not stop an offline render; it says so.
+    std::fs::write(d.join(".karpctl/my-cluster.state.json"), "{not json").unwrap();
+    let o = karpctl(&d, &["render", "--only", "manifest"]);
+    assert!(o.status.success() && text(&o.stdout).contains("@latest"), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("is not usable"), "{}", text(&o.stderr));
+    // --from-state insists on a state.
+    std::fs::remove_file(d.join(".karpctl/my-cluster.state.json")).unwrap();
+    let o = karpctl(&d, &["render", "--from-state"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("no state at") && text(&o.stderr).contains("`karpctl up` creates it"), "{}", text(&o.stderr));
+}

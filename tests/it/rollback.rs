@@ -517,7 +517,7 @@ fn purge_leaves_nothing_karpctl_or_karpenter_tagged() {
     assert_eq!(first.status.code(), Some(1), "{}", show(&first));
     let out = text(&first.stdout);
     assert!(out.contains("! rollback/stack: deleting stack `Karpenter-karpctl-sandbox`: cloudformation:DeleteStack: InternalFailure"), "{out}");
-    assert!(text(&first.stderr).contains("run `karpctl rollback` again"), "{}", show(&first));
+    assert!(text(&first.stderr).contains("run `karpctl rollback --purge` again"), "resumed with the flag it ran with: {}", show(&first));
     let st = sb.state("state.json");
     assert_eq!(st["steps"]["rollback/stack"]["status"], "failed");
     assert_eq!(st["steps"]["rollback/sweep"]["status"], "done");

@@ -140,7 +140,8 @@ fn a_missing_parameter_is_a_clear_error_and_recorded_for_resume() {
     assert_eq!(up.status.code(), Some(1));
     let out = text(&up.stdout);
     assert!(out.contains("/aws/service/") && out.contains("does not exist") && out.contains("Kubernetes 1.29"), "{out}");
-    assert!(text(&up.stderr).contains("run `karpctl up` again"), "{}", text(&up.stderr));
+    // The run's own flags (this harness adds --target aws), so the named command resumes this run.
+    assert!(text(&up.stderr).contains("run `karpctl up --target aws` again"), "{}", text(&up.stderr));
     assert_eq!(state(&d)["steps"]["amis/pins"]["status"], "failed");
 }
 
