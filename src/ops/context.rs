@@ -86,6 +86,34 @@ pub async fn backend(c: &Config, g: &Global) -> anyhow::Result<Backend> {
     Ok(Backend::Local(LocalStore::new(state_path(c, &g.config))))
 }
 
+/// When AWS could not be asked and no endpoint override is set, but a local
+/// sandbox has written its environment file in this checkout (the working
+/// directory or the config file's directory, or one above them up to the
+/// repository root): the line that points karpctl at it.
+pub fn sandbox_hint(g: &Global) -> Option<String> {
+    if g.endpoint_url.is_some() {
+        return None;
+    }
+    let cwd = std::env::current_dir().ok()?;
+    let config_dir = cwd.join(crate::config::resolve(&g.config, ""));
+    for start in [cwd.as_path(), config_dir.as_path()] {
+        for dir in start.ancestors() {
+            let env = dir.join(".sandbox/env");
+            if env.is_file() {
+                let shown = env.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(env);
+                return Some(format!(
+                    "source {}   # the local sandbox's AWS emulator and cluster (no AWS endpoint is set)",
+                    shown.display()
+                ));
+            }
+            if dir.join(".git").exists() {
+                break;
+            }
+        }
+    }
+    None
+}
+
 /// karpctl's CloudFormation stack for the cluster, when it exists and carries
 /// karpctl's tag: proof that karpctl provisioned this cluster, whatever the state
 /// says. Best effort (a read that fails or takes over 10 s says nothing).

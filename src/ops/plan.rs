@@ -83,8 +83,8 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
         if mode == Mode::Apply {
             backend.lock_holder().await?;
         }
-        if let Some(msg) = super::doctor::blocking(&super::doctor::checks(c, g, false).await) {
-            anyhow::bail!(msg);
+        if let Some(failed) = super::doctor::blocking(&super::doctor::checks(c, g, false).await) {
+            return Err(failed.into());
         }
     }
     let hold = (mode == Mode::Apply).then(|| LockInfo::for_this_process("up"));
@@ -207,24 +207,42 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     if args.rollback {
         return super::rollback::plan(g, args).await;
     }
-    planned(g, WalkOptions { refresh: args.refresh, targets: args.target.targets.clone(), ..Default::default() }, args.detailed_exitcode).await
+    planned(g, WalkOptions { refresh: args.refresh, targets: args.target.targets.clone(), ..Default::default() }, args.detailed_exitcode, "plan").await
 }
 
 /// `plan` and `up --dry-run`: the walk in plan mode, its listing and exit code.
-async fn planned(g: &Global, opts: WalkOptions, detailed_exitcode: bool) -> anyhow::Result<Report> {
+async fn planned(g: &Global, opts: WalkOptions, detailed_exitcode: bool, command: &str) -> anyhow::Result<Report> {
     let w = walk(g, Mode::Plan, opts).await?;
     let exit = plan_exit(&w.report, detailed_exitcode);
-    let mut help = Vec::new();
+    let mut help = plan_help(&w.report, command);
     let mut notes = Vec::new();
     // Planned against no state while karpctl's stack exists: the state is elsewhere.
-    if w.no_state {
+    if w.no_state && w.report.aws_access().is_none() {
         if let Some(stack) = super::context::karpctl_stack(g, &w.config).await {
             let (note, h) = super::context::missing_state(&w.backend, g, &[stack]);
             notes.push(note);
             help.push(h);
         }
     }
-    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, notes, ..Default::default() })
+    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, notes, aws_access: w.report.aws_access() })
+}
+
+/// `help:` lines for a plan that could not look at every step: each failed
+/// step's own next command (once each), else how to find the cause.
+pub fn plan_help(report: &RunReport, command: &str) -> Vec<String> {
+    let failed = report.failed();
+    let mut help: Vec<String> = Vec::new();
+    for (step, _) in &failed {
+        if let Some(h) = report.help.get(step) {
+            if !help.contains(h) {
+                help.push(h.clone());
+            }
+        }
+    }
+    if !failed.is_empty() && help.is_empty() {
+        help.push(format!("fix the cause shown above and run `karpctl {command}` again; `karpctl doctor` checks the credentials and the cluster in AWS"));
+    }
+    help
 }
 
 pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
@@ -238,7 +256,7 @@ pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
             targets: args.target.targets.clone(),
             ..Default::default()
         };
-        return planned(g, opts, args.detailed_exitcode).await;
+        return planned(g, opts, args.detailed_exitcode, "up --dry-run").await;
     }
     let opts = WalkOptions {
         refresh: args.refresh,
@@ -258,5 +276,5 @@ pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
     let help = next_steps(&w.report, &command, &up_preview(&command));
-    Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, help, exit })
+    Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, help, exit, aws_access: w.report.aws_access() })
 }

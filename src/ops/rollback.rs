@@ -174,7 +174,7 @@ fn quiet_reasons(r: &RunReport) -> RunReport {
             p
         })
         .collect();
-    RunReport { outcomes: r.outcomes.clone(), planned, fresh: r.fresh.clone(), help: r.help.clone() }
+    RunReport { outcomes: r.outcomes.clone(), planned, fresh: r.fresh.clone(), help: r.help.clone(), aws_access: r.aws_access.clone() }
 }
 
 fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
@@ -256,7 +256,8 @@ pub async fn rollback(g: &Global, args: &RollbackArgs) -> anyhow::Result<Report>
         notes.push(format!("`karpctl up` recreates what was removed ({} up record(s) forgotten)", w.forgotten.len()));
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
-    Ok(Report { stdout: render(g, &w, !args.dry_run)?, warnings: w.warnings.clone(), notes, help, exit })
+    let help = if args.dry_run { super::plan::plan_help(&w.report, "rollback --dry-run") } else { help };
+    Ok(Report { stdout: render(g, &w, !args.dry_run)?, warnings: w.warnings.clone(), notes, help, exit, aws_access: w.report.aws_access() })
 }
 
 /// `karpctl plan --rollback`.
@@ -264,5 +265,6 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     let o = Options { purge: args.purge, force: false, delete_crds: args.delete_crds, wait_timeout: None, targets: args.target.targets.clone() };
     let w = walk(g, Mode::Plan, o).await?;
     let exit = super::plan::plan_exit(&w.report, args.detailed_exitcode);
-    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, ..Default::default() })
+    let help = super::plan::plan_help(&w.report, "plan --rollback");
+    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, aws_access: w.report.aws_access(), ..Default::default() })
 }

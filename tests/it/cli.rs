@@ -367,3 +367,67 @@ fn render_uses_the_pins_the_state_records() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("no state at") && text(&o.stderr).contains("`karpctl up` creates it"), "{}", text(&o.stderr));
 }
+
+/// karpctl with no AWS settings at all (no credentials, no endpoint override), so
+/// the SDK's own chain is what it finds; `extra` adds to that environment.
+fn bare(dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> (Output, std::time::Duration) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_karpctl"));
+    cmd.args(args).current_dir(dir).env("NO_COLOR", "1").env("HOME", dir).env("AWS_EC2_METADATA_DISABLED", "true");
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("AWS_") || k.starts_with("KARPCTL_") || k == "KUBECONFIG" {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true").env("AWS_CONFIG_FILE", dir.join("no-aws-config")).env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-aws-credentials"));
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let t = std::time::Instant::now();
+    let o = cmd.output().unwrap();
+    (o, t.elapsed())
+}
+
+#[test]
+fn aws_failures_are_one_line_in_words_with_a_help_line_and_no_retries_when_dns_fails() {
+    let d = scratch("aws-words");
+    std::fs::copy(repo().join("examples/falkordb.yaml"), d.join("karpctl.yaml")).unwrap();
+    let creds = [("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"), ("AWS_SECRET_ACCESS_KEY", "example")];
+
+    // A region AWS does not have: its endpoint does not resolve, and that is not retried.
+    let (o, took) = bare(&d, &["plan", "--region", "us-wset-2"], &creds);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let out = text(&o.stdout);
+    let line = out.lines().find(|l| l.contains("eks:DescribeCluster")).unwrap_or_else(|| panic!("no failed step:\n{out}\n{err}"));
+    assert!(line.contains("us-wset-2 is not an AWS region karpctl knows") && line.contains("region us-wset-2 (--region)"), "{line}");
+    assert!(!out.contains("DispatchFailure") && !out.contains("ConnectorError") && !out.contains("unhandled error"), "{out}");
+    assert!(err.lines().any(|l| l.trim_start().starts_with("help: correct the region (us-wset-2)")), "plan ends with a help line:\n{err}");
+    assert!(took < std::time::Duration::from_secs(10), "not 8 attempts of backoff: {took:?}");
+
+    // No credentials anywhere: one row says so, the others were not checked.
+    for cmd in [&["doctor"][..], &["up"], &["plan"]] {
+        let (o, _) = bare(&d, cmd, &[("AWS_REGION", "us-west-2")]);
+        let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {all}");
+        assert!(all.contains("no AWS credentials found (region us-west-2 (cluster.region), profile default)") || all.contains("no AWS credentials found (region us-west-2 (AWS_REGION), profile default)"), "{cmd:?}: {all}");
+        // Said once in the result (a pipe's progress log on stderr has every event too).
+        let result = if cmd[0] == "up" { text(&o.stderr) } else { text(&o.stdout) };
+        assert_eq!(result.matches("no AWS credentials found").count(), 1, "{cmd:?}: said once:\n{all}");
+        assert!(!all.contains("CredentialsNotLoaded") && !all.contains("check cluster.name"), "{cmd:?}: {all}");
+        assert!(text(&o.stderr).contains("help: "), "{cmd:?}: {all}");
+        assert!(!all.contains("source .sandbox/env"), "{cmd:?}: no sandbox here: {all}");
+        assert!(result.len() < 2000, "{cmd:?}: {} characters:\n{all}", result.len());
+    }
+    // The SDK's own description only with -v.
+    let (o, _) = bare(&d, &["plan", "-v"], &[("AWS_REGION", "us-west-2")]);
+    assert!(text(&o.stdout).contains("AWS SDK: "), "{}", text(&o.stdout));
+
+    // With a sandbox environment file in the checkout, the hint to use it.
+    std::fs::create_dir_all(d.join(".sandbox")).unwrap();
+    std::fs::write(d.join(".sandbox/env"), "# karpctl sandbox: source this file\n").unwrap();
+    for cmd in [&["up"][..], &["plan"]] {
+        let (o, _) = bare(&d, cmd, &[("AWS_REGION", "us-west-2")]);
+        assert!(text(&o.stderr).contains("help: source .sandbox/env"), "{cmd:?}: {}", text(&o.stderr));
+    }
+}
