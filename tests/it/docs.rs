@@ -277,3 +277,38 @@ fn every_command_a_message_names_exists() {
     // The guard can fail.
     assert!(karpctl::cli::Cli::try_parse_from(["karpctl", "amis", "--pin"]).is_err());
 }
+
+/// The build directory a script settles on in a clean environment (HOME=/h):
+/// its own lines that set KARPCTL_CACHE and CARGO_TARGET_DIR, run by bash.
+fn script_target_dir(script: &str) -> String {
+    let text = read(&repo().join(script));
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| ["KARPCTL_CACHE=", "CARGO_TARGET_DIR=", "export KARPCTL_CACHE=", "export CARGO_TARGET_DIR="].iter().any(|p| l.starts_with(p)))
+        .collect();
+    assert!(lines.iter().any(|l| l.contains("CARGO_TARGET_DIR=")), "{script} sets no CARGO_TARGET_DIR");
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("{}\nprintf %s \"$CARGO_TARGET_DIR\"", lines.join("\n")))
+        .env_clear()
+        .env("HOME", "/h")
+        .output()
+        .unwrap();
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn the_sandbox_cargo_run_the_tests_and_install_build_in_one_directory() {
+    let dirs: Vec<(&str, String)> = ["scripts/test.sh", "scripts/sandbox.sh", "install.sh"].iter().map(|s| (*s, script_target_dir(s))).collect();
+    for (s, d) in &dirs {
+        assert_eq!(d, "/h/.cache/karpctl/target", "{s} builds elsewhere: {dirs:?}");
+    }
+    // `cargo run` after `source .sandbox/env` uses it too: the env file sets it.
+    let sandbox = read(&repo().join("scripts/sandbox.sh"));
+    let env_block = sandbox.split("> \"$sb/env.tmp\"").next().unwrap().rsplit("{\n").next().unwrap();
+    assert!(env_block.contains("echo \"export CARGO_TARGET_DIR='$CARGO_TARGET_DIR'\""), "the sandbox env does not set the build directory:\n{env_block}");
+    let readme = read(&repo().join("README.md"));
+    let quick = readme.split("## Quickstart").nth(1).unwrap().split("\n## ").next().unwrap();
+    assert!(quick.contains("CARGO_TARGET_DIR") && quick.contains("install.sh"), "README's quickstart says which build is shared");
+}
