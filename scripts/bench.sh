@@ -32,8 +32,9 @@ export KARPCTL_SANDBOX_DIR="$work/sandbox"
 sb="$KARPCTL_SANDBOX_DIR"
 res="$work/results"
 logs="$work/logs"
-# karpctl runs from here: examples/sandbox.yaml's state.path (.sandbox/karpctl.state.json)
-# is relative to the working directory, so this run's state never touches anyone else's.
+# karpctl runs from here, with its own copy of examples/sandbox.yaml (see sandbox_fresh):
+# state.path resolves from the config file's directory, so this run's state never
+# touches anyone else's.
 kdir="$work/karpctl-cwd"
 venv="$KARPCTL_CACHE/venv-bench"
 PY="$venv/bin/python"
@@ -183,6 +184,11 @@ sandbox_fresh() {
   "$repo/scripts/sandbox.sh" up >"$logs/sandbox-up.$1.log" 2>&1 || { tail -n 30 "$logs/sandbox-up.$1.log" >&2; die "sandbox.sh up failed"; }
   # shellcheck disable=SC1091
   source "$sb/env"
+  # The config beside this run's state: chart paths made absolute, state in $kdir/.sandbox/.
+  sed -e "s#\.\./tests/#$repo/tests/#" -e "s#path: \.\./\.sandbox/karpctl\.state\.json#path: .sandbox/karpctl.state.json#" \
+    "$repo/examples/sandbox.yaml" >"$kdir/sandbox.yaml"
+  grep -qF "path: .sandbox/karpctl.state.json" "$kdir/sandbox.yaml" || die "examples/sandbox.yaml: state.path is not ../.sandbox/karpctl.state.json"
+  export KARPCTL_CONFIG="$kdir/sandbox.yaml"
   export PATH="$venv/bin:$PATH"
   sim_behind_proxy
 }
@@ -307,7 +313,7 @@ karpctl_phase() {
     sandbox_fresh "karpctl-$c"
     ((c > 1)) || note_load "karpctl phase start"
     cd "$kdir"
-    rm -f .sandbox/karpctl.state.json .sandbox/karpctl.state.json.lock # state.path of examples/sandbox.yaml
+    rm -f .sandbox/karpctl.state.json .sandbox/karpctl.state.json.lock # state.path of $kdir/sandbox.yaml
     log "karpctl: cold up ($c of $NC)"
     SAMPLE_HWM=1 must karpctl.cold_up 0 "$KB" up
     cd "$repo"

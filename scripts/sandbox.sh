@@ -74,6 +74,8 @@ up() {
     echo "export KARPCTL_CONFIG='$repo/examples/sandbox.yaml'"
     # The sandbox API server takes static tokens, not EKS tokens: karpctl connects with this.
     echo "export KARPCTL_KUBECONFIG='$kube_dir/kubeconfig'"
+    # One build: `cargo run` after sourcing this reuses what the sandbox, the tests and install.sh build.
+    echo "export CARGO_TARGET_DIR='$CARGO_TARGET_DIR'"
   } > "$sb/env.tmp"
   mv "$sb/env.tmp" "$sb/env"
   echo "== Karpenter controller: the real one (kwok build) from its Go module (cached after the first build)"

@@ -1,6 +1,6 @@
 //! Parse arguments, run one `ops` function, show its report, map errors to exit codes.
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use karpctl::cli::{Cli, Command};
 use karpctl::config::LoadError;
@@ -12,7 +12,7 @@ use karpctl::ui;
 async fn run(cli: &Cli) -> anyhow::Result<Report> {
     let g = &cli.global;
     match &cli.command {
-        Command::Render(a) => ops::render::render(g, a),
+        Command::Render(a) => ops::render::render(g, a).await,
         Command::Validate => ops::render::validate(g),
         Command::Init(a) => ops::init::init(g, a),
         Command::Schema(a) => {
@@ -36,8 +36,21 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
 }
 
 /// Recoverable situations end with the exact next command.
-fn help(e: &anyhow::Error) -> Vec<String> {
+fn help(e: &anyhow::Error, g: &karpctl::cli::Global) -> Vec<String> {
     let mut out = Vec::new();
+    let preflight = e.chain().find_map(|c| c.downcast_ref::<ops::doctor::PreflightFailed>());
+    if let Some(p) = preflight {
+        if p.access.is_some() {
+            out.extend(ops::context::sandbox_hint(g));
+        }
+        out.push("karpctl doctor   # every check, with why and fix".into());
+        return out;
+    }
+    if let Some(a) = karpctl::aws::access_failure(e) {
+        out.extend(a.help());
+        out.extend(ops::context::sandbox_hint(g));
+        return out;
+    }
     if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<StateError>()).and_then(StateError::help) {
         out.push(h);
     }
@@ -54,11 +67,10 @@ fn help(e: &anyhow::Error) -> Vec<String> {
         out.push("karpctl up   # (or the command you ran) resumes where it stopped".into());
     }
     if out.is_empty() {
-        let text = format!("{e:#}");
-        if text.contains("preflight check(s) failed") {
-            out.push("karpctl doctor   # every check, with why and fix".into());
-        } else if e.chain().any(|c| c.downcast_ref::<kube::Error>().is_some()) {
-            out.push("karpctl doctor   # checks credentials, the cluster and its endpoint".into());
+        if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<karpctl::aws::AwsError>()).and_then(|a| a.help()) {
+            out.push(h);
+        } else if e.chain().any(|c| c.downcast_ref::<kube::Error>().is_some() || c.downcast_ref::<karpctl::aws::AwsError>().is_some()) {
+            out.push("karpctl doctor   # checks the credentials and the cluster in AWS".into());
         }
     }
     out
@@ -66,7 +78,7 @@ fn help(e: &anyhow::Error) -> Vec<String> {
 
 #[tokio::main]
 async fn main() {
-    let cli = match Cli::try_parse() {
+    let cli = match karpctl::cli::parse_from(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
@@ -75,6 +87,7 @@ async fn main() {
         }
     };
     ui::set_color(cli.global.color);
+    karpctl::aws::show_sdk_detail(cli.global.verbose > 0);
     let format = cli.global.output;
     let code = match run(&cli).await {
         Ok(report) => {
@@ -84,7 +97,8 @@ async fn main() {
             for n in &report.notes {
                 ui::note(n);
             }
-            for h in &report.help {
+            let sandbox = report.aws_access.and_then(|_| ops::context::sandbox_hint(&cli.global));
+            for h in report.help.iter().chain(&sandbox) {
                 ui::help_line(h);
             }
             match ui::out(&report.stdout) {
@@ -109,7 +123,7 @@ async fn main() {
                 ui::config_errors(ce, format);
                 exit::INVALID_CONFIG
             } else {
-                ui::error(&e, format, &help(&e));
+                ui::error(&e, format, &help(&e, &cli.global));
                 if e.chain().any(|c| matches!(c.downcast_ref::<RunnerError>(), Some(RunnerError::Cancelled { .. }))) {
                     exit::INTERRUPTED
                 } else {

@@ -4,9 +4,10 @@ and shell completions. Pure: no clients, no I/O; `main` hands the parsed values
 to one `ops` function.
 */
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::render::DocKind;
 
@@ -27,7 +28,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Flags every command takes; `--help` lists them under their own heading,
+/// after the subcommand's own.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Config file.
     #[arg(short = 'c', long, global = true, default_value = "karpctl.yaml", env = "KARPCTL_CONFIG")]
@@ -115,6 +119,12 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// Change nothing: show what `up` would do and why (the same as `karpctl plan`, same exit codes).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: exit 0 when nothing would change, 2 when something would, 1 on error.
+    #[arg(long, requires = "dry_run")]
+    pub detailed_exitcode: bool,
     /// Observe every step, even recorded ones, to find drift.
     #[arg(long)]
     pub refresh: bool,
@@ -191,9 +201,13 @@ pub struct RenderArgs {
     /// Render only these kinds of documents.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<DocKind>,
-    /// Pin a class's AMIs: CLASS=FAMILY@VERSION or CLASS=ami-1,ami-2 (repeatable).
+    /// Pin a class's AMIs: CLASS=FAMILY@VERSION or CLASS=ami-1,ami-2 (repeatable); wins over the state's pins.
     #[arg(long = "ami", value_name = "CLASS=VALUE")]
     pub amis: Vec<String>,
+    /// Use the AMI pins recorded in the state wherever it is kept (an S3 state needs AWS access);
+    /// a local state file that exists is read without this flag.
+    #[arg(long)]
+    pub from_state: bool,
     /// AWS account id, for ARNs that need it (IRSA annotation).
     #[arg(long)]
     pub account_id: Option<String>,
@@ -320,4 +334,154 @@ pub enum SchemaDocument {
     Verify,
     /// What any command prints instead of its document when it fails.
     Error,
+}
+
+/// Flags that delete or replace something, take over what another tool owns,
+/// approve such changes or skip a safety check. A mistyped flag is never answered
+/// with one of these ("a similar argument exists: '--prune'" for `--dryrun`):
+/// the user meant something else often enough, and a suggestion gets pasted.
+pub const DESTRUCTIVE_FLAGS: [&str; 8] =
+    ["--prune", "--purge", "--force", "--force-conflicts", "--delete-crds", "--yes", "--update-amis", "--skip-preflight"];
+
+/// Parses the command line like `Cli::try_parse_from`, but a usage error never
+/// suggests a flag in [`DESTRUCTIVE_FLAGS`]: such a suggestion is dropped, and the
+/// closest safe flag of the same command is offered instead when one is close.
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    Cli::try_parse_from(&args).map_err(|e| safe_suggestions(e, &args))
+}
+
+/// [`parse_from`] with a command built once (`Cli::command()` with `build()`), for
+/// callers that parse many command lines; returns clap's matches.
+pub fn matches_from(cmd: &clap::Command, args: &[OsString]) -> Result<clap::ArgMatches, clap::Error> {
+    cmd.clone().try_get_matches_from(args).map_err(|e| safe_suggestions(e, args))
+}
+
+fn mentions_destructive(text: &str) -> bool {
+    text.split(|c: char| c.is_whitespace() || c == '\'' || c == '=' || c == '`')
+        .any(|w| DESTRUCTIVE_FLAGS.contains(&w))
+}
+
+fn safe_suggestions(mut e: clap::Error, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    if e.kind() != clap::error::ErrorKind::UnknownArgument {
+        return e;
+    }
+    if let Some(ContextValue::StyledStrs(tips)) = e.get(ContextKind::Suggested) {
+        let kept: Vec<_> = tips.iter().filter(|t| !mentions_destructive(&t.to_string())).cloned().collect();
+        if kept.len() != tips.len() {
+            e.remove(ContextKind::Suggested);
+            if !kept.is_empty() {
+                e.insert(ContextKind::Suggested, ContextValue::StyledStrs(kept));
+            }
+        }
+    }
+    let suggested = match e.get(ContextKind::SuggestedArg) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    if suggested.as_deref().is_some_and(mentions_destructive) {
+        e.remove(ContextKind::SuggestedArg);
+        // clap writes the suggestion into the usage line too: the command's own usage instead.
+        if e.get(ContextKind::Usage).is_some() {
+            let usage = command_for(args).render_usage();
+            e.insert(ContextKind::Usage, ContextValue::StyledStr(usage));
+        }
+        let typed = match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        if let Some(safe) = closest_safe_flag(&typed, args) {
+            e.insert(ContextKind::SuggestedArg, ContextValue::String(safe));
+        }
+    }
+    e
+}
+
+/// The subcommand the arguments name (the deepest one), with globals propagated.
+fn command_for(args: &[OsString]) -> clap::Command {
+    let mut cmd = Cli::command();
+    cmd.build();
+    for a in args.iter().skip(1) {
+        let Some(a) = a.to_str() else { continue };
+        match cmd.find_subcommand(a) {
+            Some(sub) => {
+                let sub = sub.clone();
+                cmd = sub;
+            }
+            None => continue,
+        }
+    }
+    cmd
+}
+
+/// The safe long flag of the command that `typed` most resembles, by the measure
+/// clap itself uses (Jaro similarity above 0.7).
+fn closest_safe_flag(typed: &str, args: &[OsString]) -> Option<String> {
+    let name = typed.strip_prefix("--")?.split('=').next()?;
+    let cmd = command_for(args);
+    cmd.get_arguments()
+        .filter_map(|a| a.get_long())
+        .map(|l| format!("--{l}"))
+        .filter(|l| !DESTRUCTIVE_FLAGS.contains(&l.as_str()) && l != "--help" && l != "--version")
+        .map(|l| (jaro(name, &l[2..]), l))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, l)| l)
+}
+
+/// Jaro similarity of two strings, 0 (nothing alike) to 1 (equal).
+fn jaro(a: &str, b: &str) -> f64 {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let window = (a.len().max(b.len()) / 2).saturating_sub(1);
+    let mut b_used = vec![false; b.len()];
+    let mut a_matched = Vec::new();
+    for (i, ca) in a.iter().enumerate() {
+        let lo = i.saturating_sub(window);
+        let hi = (i + window + 1).min(b.len());
+        if let Some(j) = (lo..hi).find(|&j| !b_used[j] && b[j] == *ca) {
+            b_used[j] = true;
+            a_matched.push(*ca);
+        }
+    }
+    let m = a_matched.len();
+    if m == 0 {
+        return 0.0;
+    }
+    let b_matched = b.iter().zip(&b_used).filter(|(_, used)| **used).map(|(c, _)| *c);
+    let transpositions = a_matched.iter().zip(b_matched).filter(|(x, y)| **x != *y).count() / 2;
+    let m = m as f64;
+    (m / a.len() as f64 + m / b.len() as f64 + (m - transpositions as f64) / m) / 3.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jaro_matches_the_textbook_values() {
+        assert!((jaro("MARTHA", "MARHTA") - 0.944).abs() < 0.001);
+        assert!((jaro("DIXON", "DICKSONX") - 0.767).abs() < 0.001);
+        assert_eq!(jaro("abc", "abc"), 1.0);
+        assert_eq!(jaro("", "abc"), 0.0);
+    }
+
+    #[test]
+    fn a_destructive_suggestion_is_replaced_by_the_closest_safe_flag() {
+        // `rollback` has --purge and --dry-run; `--pruge` resembles --purge most.
+        let e = parse_from(["karpctl", "rollback", "--pruge"]).unwrap_err().to_string();
+        assert!(!e.contains("--purge"), "{e}");
+        let e = parse_from(["karpctl", "up", "--dryrun"]).unwrap_err().to_string();
+        assert!(e.contains("'--dry-run'") && !e.contains("--prune"), "{e}");
+    }
 }

@@ -59,6 +59,17 @@ pub enum LoadError {
     Invalid(#[from] ConfigErrors),
 }
 
+/// Where a path written in the config file points: relative paths are relative
+/// to the file's own directory, whatever the working directory (`state.path`,
+/// `karpenter.chart.path`, `devicePlugin.chartPath`: [`PATH_FIELDS`]).
+pub fn resolve(config_file: &Path, p: &str) -> PathBuf {
+    config_file.parent().unwrap_or(Path::new("")).join(p)
+}
+
+/// Every field of the config that holds a file system path, as (schema
+/// definition, property); each is resolved with [`resolve`].
+pub const PATH_FIELDS: [(&str, &str); 3] = [("Chart", "path"), ("DevicePlugin", "chartPath"), ("StateConfig", "path")];
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let bytes = read_bounded(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;

@@ -863,7 +863,8 @@ pub struct RollbackNodegroup {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StateConfig {
-    /// Local state file (default `.karpctl/<cluster>.state.json`).
+    /// Local state file, relative to the config file (default
+    /// `.karpctl/<cluster>.state.json` beside it).
     pub path: Option<String>,
     pub s3: Option<S3State>,
 }

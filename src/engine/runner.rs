@@ -70,6 +70,33 @@ pub struct RunReport {
     /// Failed steps' `help:` lines (step → next command), where the error says one.
     #[serde(skip)]
     pub help: BTreeMap<String, String>,
+    /// Set when a step failed because AWS could not be asked at all (no
+    /// credentials, a region that does not resolve …): the run's problem, not the
+    /// step's; with the first step that failed that way (later ones refer to it
+    /// instead of repeating it). Boxed: the report travels in `RunnerError`.
+    #[serde(skip)]
+    pub aws_access: Option<Box<(crate::aws::Access, String)>>,
+}
+
+impl RunReport {
+    /// How a failed step's error is reported: in full, except that a second step
+    /// that could not ask AWS for the same reason points at the first one.
+    fn failure_text(&mut self, id: &str, e: &anyhow::Error) -> String {
+        let Some(access) = crate::aws::access_failure(e).and_then(|a| a.access) else { return error_text(e) };
+        match self.aws_access.as_deref() {
+            Some((first_access, first)) if *first_access == access => format!("not done: AWS could not be asked, for the reason {first} gives"),
+            Some(_) => error_text(e),
+            None => {
+                self.aws_access = Some(Box::new((access, id.to_string())));
+                error_text(e)
+            }
+        }
+    }
+
+    /// Why AWS could not be asked, when a step failed for that.
+    pub fn aws_access(&self) -> Option<crate::aws::Access> {
+        self.aws_access.as_deref().map(|(a, _)| *a)
+    }
 }
 
 impl RunReport {
@@ -320,6 +347,7 @@ impl<'a> Runner<'a> {
                             if let Some(h) = super::help_for(&e) {
                                 report.help.insert(id.clone(), h);
                             }
+                            let shown = report.failure_text(&id, &e);
                             if self.mode == Mode::Apply {
                                 // Recorded so `status` shows it and the next run says why it runs.
                                 let rec = state.steps.entry(id.clone()).or_insert_with(|| blank_record(step.kind(), StepStatus::Failed));
@@ -328,7 +356,7 @@ impl<'a> Runner<'a> {
                                 rec.finished_at = Some(now());
                                 persist.save(state).await.map_err(RunnerError::Persist)?;
                             }
-                            finish(&id, Outcome::Failed { error: error_text(&e) }, Some(started), &mut report, &mut finished);
+                            finish(&id, Outcome::Failed { error: shown }, Some(started), &mut report, &mut finished);
                             continue;
                         }
                     };
@@ -431,11 +459,12 @@ impl<'a> Runner<'a> {
                             if let Some(h) = super::help_for(&e) {
                                 report.help.insert(id.clone(), h);
                             }
+                            let shown = report.failure_text(&id, &e);
                             rec.status = StepStatus::Failed;
                             rec.error = Some(error_text(&e));
                             rec.finished_at = Some(now());
                             persist.save(state).await.map_err(RunnerError::Persist)?;
-                            finish(&id, Outcome::Failed { error: error_text(&e) }, Some(started), &mut report, &mut finished);
+                            finish(&id, Outcome::Failed { error: shown }, Some(started), &mut report, &mut finished);
                         }
                     }
                 }

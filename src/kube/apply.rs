@@ -245,10 +245,14 @@ pub fn is_ready(obj: &Value) -> bool {
     })
 }
 
+/// What an object no controller has reported on yet says: a state while a
+/// run waits, not a failure (only a readiness timeout asks about the controller).
+pub const NOT_REPORTED: &str = "no conditions reported yet";
+
 /// "Ready=False (AMIsReady: AMINotFound: no AMI matched)" — the failing conditions.
 pub fn why_not_ready(obj: &Value) -> String {
     let Some(conds) = obj.pointer("/status/conditions").and_then(Value::as_array) else {
-        return "no status yet (is the Karpenter controller running?)".into();
+        return NOT_REPORTED.into();
     };
     let failing: Vec<String> = conds
         .iter()
@@ -272,6 +276,14 @@ pub fn why_not_ready(obj: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_object_without_conditions_is_pending_not_failing() {
+        let fresh = json!({"metadata": {"name": "default", "generation": 1}});
+        let why = why_not_ready(&fresh);
+        assert_eq!(why, NOT_REPORTED);
+        assert!(!why.contains('?') && !why.contains("running"), "a success's report shows this: {why}");
+    }
 
     #[test]
     fn projection_picks_only_what_desired_sets() {

@@ -3,7 +3,7 @@ What engine-backed commands share: the state backend the config selects (a
 local file by default, S3 when configured) and the lock description.
 */
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,8 +69,11 @@ async fn lock_or_interrupt(b: &Backend, info: &LockInfo, timeout: Duration, inte
     }
 }
 
-pub fn default_state_path(c: &Config) -> PathBuf {
-    PathBuf::from(format!(".karpctl/{}.state.json", c.cluster.name))
+/// The local state file: `state.path`, else `.karpctl/<cluster>.state.json`,
+/// either relative to the config file's directory.
+pub fn state_path(c: &Config, config_file: &Path) -> PathBuf {
+    let written = c.state.path.clone().unwrap_or_else(|| format!(".karpctl/{}.state.json", c.cluster.name));
+    crate::config::resolve(config_file, &written)
 }
 
 pub async fn backend(c: &Config, g: &Global) -> anyhow::Result<Backend> {
@@ -80,8 +83,67 @@ pub async fn backend(c: &Config, g: &Global) -> anyhow::Result<Backend> {
         let cfg = crate::aws::sdk_config(g, region).await;
         return Ok(Backend::S3(S3Store::new(crate::aws::s3(&cfg, g), s3.bucket.clone(), key).with_default_errored_copies()));
     }
-    let path = c.state.path.as_ref().map(PathBuf::from).unwrap_or_else(|| default_state_path(c));
-    Ok(Backend::Local(LocalStore::new(path)))
+    Ok(Backend::Local(LocalStore::new(state_path(c, &g.config))))
+}
+
+/// When AWS could not be asked and no endpoint override is set, but a local
+/// sandbox has written its environment file in this checkout (the working
+/// directory or the config file's directory, or one above them up to the
+/// repository root): the line that points karpctl at it.
+pub fn sandbox_hint(g: &Global) -> Option<String> {
+    if g.endpoint_url.is_some() {
+        return None;
+    }
+    let cwd = std::env::current_dir().ok()?;
+    let config_dir = cwd.join(crate::config::resolve(&g.config, ""));
+    for start in [cwd.as_path(), config_dir.as_path()] {
+        for dir in start.ancestors() {
+            let env = dir.join(".sandbox/env");
+            if env.is_file() {
+                let shown = env.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(env);
+                return Some(format!(
+                    "source {}   # the local sandbox's AWS emulator and cluster (no AWS endpoint is set)",
+                    shown.display()
+                ));
+            }
+            if dir.join(".git").exists() {
+                break;
+            }
+        }
+    }
+    None
+}
+
+/// karpctl's CloudFormation stack for the cluster, when it exists and carries
+/// karpctl's tag: proof that karpctl provisioned this cluster, whatever the state
+/// says. Best effort (a read that fails or takes over 10 s says nothing).
+pub async fn karpctl_stack(g: &Global, c: &Config) -> Option<String> {
+    use crate::render::cfn::CLUSTER_TAG;
+    let names = crate::config::Names::of(c);
+    let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
+    let read = crate::aws::cloudformation(&sdk).describe_stacks().stack_name(&names.stack).send();
+    let out = tokio::time::timeout(Duration::from_secs(10), read).await.ok()?.ok()?;
+    let stack = out.stacks?.into_iter().next()?;
+    let gone = stack.stack_status.as_ref().is_some_and(|s| s.as_str() == "DELETE_COMPLETE");
+    let ours = stack.tags().iter().any(|t| t.key() == Some(CLUSTER_TAG) && t.value() == Some(c.cluster.name.as_str()));
+    (ours && !gone).then(|| format!("CloudFormation stack {} (tagged {CLUSTER_TAG}={})", names.stack, c.cluster.name))
+}
+
+/// What to say when the state is missing but karpctl's objects exist (`found`):
+/// a note naming them and the `help:` line that points at the right state.
+pub fn missing_state(b: &Backend, g: &Global, found: &[String]) -> (String, String) {
+    let note = format!(
+        "no state at {}, but karpctl's {} exist: this cluster was provisioned with a state kept elsewhere, and without it \
+         karpctl compares against nothing (AMI pins, ownership and what to prune are in the state)",
+        b.describe(),
+        found.join(" and ")
+    );
+    let help = format!(
+        "point `state.path` (or `state.s3`) in {} at the state that recorded them — a relative path is relative to the config file — \
+         or run with the config that did: `karpctl -c FILE status`; a copy of that state file goes back with `karpctl state push FILE`",
+        g.config.display()
+    );
+    (note, help)
 }
 
 /// Releases the lock a run took. When the run already failed, a failure to release

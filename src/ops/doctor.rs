@@ -31,27 +31,36 @@ pub struct Check {
     pub why: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// Why AWS could not be asked, when that is what failed.
+    #[serde(skip)]
+    pub access: Option<crate::aws::Access>,
 }
 
 fn ok(name: &'static str, detail: impl Into<String>) -> Check {
-    Check { name, status: Status::Ok, detail: detail.into(), why: None, fix: None }
+    Check { name, status: Status::Ok, detail: detail.into(), why: None, fix: None, access: None }
 }
 
 fn bad(name: &'static str, status: Status, detail: impl Into<String>, why: &str, fix: impl Into<String>) -> Check {
-    Check { name, status, detail: detail.into(), why: Some(why.into()), fix: Some(fix.into()) }
+    Check { name, status, detail: detail.into(), why: Some(why.into()), fix: Some(fix.into()), access: None }
 }
 
 async fn caller(sdk: &aws_config::SdkConfig) -> Check {
     match crate::aws::sts(sdk).get_caller_identity().send().await {
         Ok(o) => ok("credentials", format!("{} (account {})", o.arn.unwrap_or_default(), o.account.unwrap_or_default())),
-        Err(e) => bad(
-            "credentials",
-            Status::Fail,
-            crate::aws::AwsError::from_sdk("sts:GetCallerIdentity", &e).to_string(),
-            "every step calls AWS with these credentials",
-            "log in (aws sso login, or set AWS_PROFILE / AWS_ACCESS_KEY_ID) and check --region",
-        ),
+        Err(e) => {
+            let err = crate::aws::AwsError::from_sdk("sts:GetCallerIdentity", &e);
+            let fix = err.help().unwrap_or_else(|| "log in (aws sso login, or set AWS_PROFILE / AWS_ACCESS_KEY_ID) and check --region".into());
+            let mut c = bad("credentials", Status::Fail, err.to_string(), "every step calls AWS with these credentials", fix);
+            c.access = err.access;
+            c
+        }
     }
+}
+
+/// Once the credentials check found that AWS cannot be asked at all, every other AWS
+/// check failed for the same reason: one row says it, the others say they were not checked.
+fn not_checked(c: Check) -> Check {
+    Check { status: Status::Skip, detail: "not checked: AWS could not be asked (see credentials)".into(), why: None, fix: None, ..c }
 }
 
 /// The helm karpctl would run (`$KARPCTL_HELM` or PATH) and its version.
@@ -75,13 +84,15 @@ async fn cluster_checks(c: &Config, sdk: &aws_config::SdkConfig) -> Vec<Check> {
     let cluster = match eks.describe_cluster().name(&c.cluster.name).send().await {
         Ok(o) => o.cluster,
         Err(e) => {
-            out.push(bad(
-                "cluster",
-                Status::Fail,
-                crate::aws::AwsError::from_sdk("eks:DescribeCluster", &e).to_string(),
-                "karpctl installs onto an existing EKS cluster",
-                format!("check cluster.name ({}) and the region", c.cluster.name),
-            ));
+            let err = crate::aws::AwsError::from_sdk("eks:DescribeCluster", &e);
+            let fix = if err.code == "ResourceNotFoundException" {
+                format!("check cluster.name ({}) and the region", c.cluster.name)
+            } else {
+                err.help().unwrap_or_else(|| "check eks:DescribeCluster permissions for the caller".into())
+            };
+            let mut check = bad("cluster", Status::Fail, err.to_string(), "karpctl installs onto an existing EKS cluster", fix);
+            check.access = err.access;
+            out.push(check);
             return out;
         }
     };
@@ -189,7 +200,7 @@ async fn cluster_checks(c: &Config, sdk: &aws_config::SdkConfig) -> Vec<Check> {
 async fn spot_role(c: &Config, sdk: &aws_config::SdkConfig) -> Check {
     let spot = c.node_pools.iter().any(|p| p.capacity_types.contains(&CapacityType::Spot));
     if !spot {
-        return Check { name: "spot role", status: Status::Skip, detail: "no pool allows spot".into(), why: None, fix: None };
+        return Check { name: "spot role", status: Status::Skip, detail: "no pool allows spot".into(), why: None, fix: None, access: None };
     }
     match crate::aws::iam(sdk).get_role().role_name("AWSServiceRoleForEC2Spot").send().await {
         Ok(_) => ok("spot role", "AWSServiceRoleForEC2Spot exists"),
@@ -223,9 +234,15 @@ pub async fn checks(c: &Config, g: &Global, with_helm: bool) -> Vec<Check> {
         }
     };
     let (who, cluster, spot, helm) = tokio::join!(caller(&sdk), cluster_checks(c, &sdk), spot_role(c, &sdk), helm);
+    let unreachable = who.access.is_some();
     let mut all = vec![who];
-    all.extend(cluster);
-    all.push(spot);
+    if unreachable {
+        all.extend(cluster.into_iter().map(not_checked));
+        all.push(if spot.status == Status::Skip { spot } else { not_checked(spot) });
+    } else {
+        all.extend(cluster);
+        all.push(spot);
+    }
     all.extend(helm);
     let names = Names::of(c);
     all.push(ok("names", format!("stack {}, node role {}, queue {}", names.stack, names.node_role, names.queue)));
@@ -236,6 +253,7 @@ pub async fn doctor(g: &Global) -> anyhow::Result<Report> {
     let loaded = config::load(&g.config)?;
     let all = checks(&loaded.config, g, true).await;
     let failed = all.iter().filter(|c| c.status == Status::Fail).count();
+    let access = all.iter().find_map(|c| c.access);
     let stdout = match g.output {
         OutputFormat::Text => crate::ui::checks_text(&all),
         f => {
@@ -243,22 +261,32 @@ pub async fn doctor(g: &Global) -> anyhow::Result<Report> {
             crate::output::encode(&Doctor { api_version: ApiVersion::V1Alpha1, kind: DoctorKind::Doctor, ok: failed == 0, failed, checks: all }, f)?
         }
     };
-    Ok(Report { stdout, warnings: loaded.warnings, exit: if failed == 0 { exit::OK } else { exit::ERROR }, ..Default::default() })
+    let help = if failed == 0 { Vec::new() } else { vec!["fix what the failed row(s) say, then run `karpctl doctor` again".to_string()] };
+    Ok(Report { stdout, warnings: loaded.warnings, exit: if failed == 0 { exit::OK } else { exit::ERROR }, help, aws_access: access, ..Default::default() })
 }
 
-/// What `up` runs first: the failed checks, formatted, or None when all pass.
-pub fn blocking(checks: &[Check]) -> Option<String> {
+/// The preflight's failed checks: `up` stops before changing anything.
+#[derive(Debug, thiserror::Error)]
+#[error("{summary}")]
+pub struct PreflightFailed {
+    pub summary: String,
+    /// When AWS could not be asked at all.
+    pub access: Option<crate::aws::Access>,
+}
+
+/// What `up` runs first: the failed checks, or None when all pass.
+pub fn blocking(checks: &[Check]) -> Option<PreflightFailed> {
     let failed: Vec<&Check> = checks.iter().filter(|c| c.status == Status::Fail).collect();
     if failed.is_empty() {
         return None;
     }
     let mut s = format!("{} preflight check(s) failed; nothing was changed:\n", failed.len());
-    for c in failed {
+    for c in &failed {
         s.push_str(&format!("  {}: {}\n", c.name, c.detail));
         if let Some(f) = &c.fix {
             s.push_str(&format!("    fix: {f}\n"));
         }
     }
-    s.push_str("  (run `karpctl doctor` for every check, or `karpctl up --skip-preflight` to go on anyway)");
-    Some(s)
+    s.push_str("  (`karpctl doctor` shows every check; `karpctl up --skip-preflight` goes on anyway)");
+    Some(PreflightFailed { summary: s, access: failed.iter().find_map(|c| c.access) })
 }

@@ -27,6 +27,9 @@ pub struct Report {
     /// `help:` lines (the exact next command), shown after the notes on stderr.
     pub help: Vec<String>,
     pub exit: i32,
+    /// Set when the command failed because AWS could not be asked at all; `main`
+    /// then points at the local sandbox when there is one.
+    pub aws_access: Option<crate::aws::Access>,
 }
 
 /// Exit codes (documented in README's table, which a test compares with `ALL`).

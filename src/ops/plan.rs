@@ -22,6 +22,10 @@ struct Walk {
     report: RunReport,
     total: usize,
     warnings: Vec<config::Diagnostic>,
+    /// No state file existed when the walk began.
+    no_state: bool,
+    backend: crate::state::Backend,
+    config: config::Config,
 }
 
 /// What a walk is asked to do beyond its mode.
@@ -79,13 +83,14 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
         if mode == Mode::Apply {
             backend.lock_holder().await?;
         }
-        if let Some(msg) = super::doctor::blocking(&super::doctor::checks(c, g, false).await) {
-            anyhow::bail!(msg);
+        if let Some(failed) = super::doctor::blocking(&super::doctor::checks(c, g, false).await) {
+            return Err(failed.into());
         }
     }
     let hold = (mode == Mode::Apply).then(|| LockInfo::for_this_process("up"));
     super::context::locked(&backend, g, hold, async |interrupt| {
         let mut state = super::context::load_state(&backend, c).await?;
+        let no_state = state.serial == 0;
         crate::steps::crds::refuse_recorded_downgrade(&state, &c.karpenter.version)?;
         if mode == Mode::Apply {
             crate::rollback::forget_rollback(&mut state); // a later rollback starts afresh
@@ -114,9 +119,10 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
         };
         let mut cancel = interrupt;
         let report = runner.run(&mut state, &backend, cancel.as_mut()).await.context(if mode == Mode::Apply { "applying" } else { "planning" })?;
-        Ok(Walk { report, total: steps.len(), warnings: loaded.warnings.clone() })
+        Ok((report, steps.len(), no_state))
     })
     .await
+    .map(|(report, total, no_state)| Walk { report, total, warnings: loaded.warnings.clone(), no_state, backend, config: loaded.config.clone() })
 }
 
 fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
@@ -129,9 +135,40 @@ fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
     }
 }
 
+/// The `up` the user ran, with the flags that change what it does, for the
+/// `help:` lines that say how to approve or resume it (`up --update-amis --prune`).
+pub fn up_command(a: &UpArgs) -> String {
+    let mut s = "up".to_string();
+    // Not --skip-preflight: it changes nothing the run does, and a next run may as well check.
+    for (on, flag) in [(a.refresh, "--refresh"), (a.update_amis, "--update-amis"), (a.prune, "--prune"), (a.force_conflicts, "--force-conflicts")] {
+        if on {
+            s.push(' ');
+            s.push_str(flag);
+        }
+    }
+    if a.wait_timeout != Duration::from_secs(300) {
+        s.push_str(&format!(" --wait-timeout {}", humantime::format_duration(a.wait_timeout)));
+    }
+    for t in &a.target.targets {
+        s.push_str(&format!(" --target {t}"));
+    }
+    s
+}
+
+/// What shows the rest of an `up` without doing it: `plan`, or `up --dry-run` with the same flags.
+fn up_preview(command: &str) -> String {
+    match command.strip_prefix("up") {
+        Some("") => "plan".into(),
+        Some(flags) => format!("up --dry-run{flags}"),
+        None => command.to_string(),
+    }
+}
+
 /// `help:` lines for steps that did not finish: each failed step's own next
 /// command (once each), then approve, inspect, and — last — how to resume.
-pub fn next_steps(report: &RunReport, command: &str) -> Vec<String> {
+/// `command` is the command as run (`up --prune`, `rollback --purge`), `preview`
+/// the one that shows what is left without changing anything.
+pub fn next_steps(report: &RunReport, command: &str, preview: &str) -> Vec<String> {
     let failed = report.failed();
     let mut help: Vec<String> = Vec::new();
     for (step, _) in &failed {
@@ -146,7 +183,7 @@ pub fn next_steps(report: &RunReport, command: &str) -> Vec<String> {
     }
     if failed.iter().any(|(_, o)| !matches!(o, Outcome::NeedsApproval { .. })) {
         let done = report.outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Fresh | Outcome::UpToDate | Outcome::Applied { .. })).count();
-        help.push(format!("karpctl {}   # what is left to do, and why", if command == "up" { "plan" } else { "rollback --dry-run" }));
+        help.push(format!("karpctl {preview}   # what is left to do, and why"));
         help.push(format!(
             "`karpctl {command}` resumes where this run stopped ({done} step(s) recorded done are not redone); `karpctl status` shows each step's error"
         ));
@@ -170,12 +207,57 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     if args.rollback {
         return super::rollback::plan(g, args).await;
     }
-    let w = walk(g, Mode::Plan, WalkOptions { refresh: args.refresh, targets: args.target.targets.clone(), ..Default::default() }).await?;
-    let exit = plan_exit(&w.report, args.detailed_exitcode);
-    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, ..Default::default() })
+    planned(g, WalkOptions { refresh: args.refresh, targets: args.target.targets.clone(), ..Default::default() }, args.detailed_exitcode, "plan").await
+}
+
+/// `plan` and `up --dry-run`: the walk in plan mode, its listing and exit code.
+async fn planned(g: &Global, opts: WalkOptions, detailed_exitcode: bool, command: &str) -> anyhow::Result<Report> {
+    let w = walk(g, Mode::Plan, opts).await?;
+    let exit = plan_exit(&w.report, detailed_exitcode);
+    let mut help = plan_help(&w.report, command);
+    let mut notes = Vec::new();
+    // Planned against no state while karpctl's stack exists: the state is elsewhere.
+    if w.no_state && w.report.aws_access().is_none() {
+        if let Some(stack) = super::context::karpctl_stack(g, &w.config).await {
+            let (note, h) = super::context::missing_state(&w.backend, g, &[stack]);
+            notes.push(note);
+            help.push(h);
+        }
+    }
+    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, notes, aws_access: w.report.aws_access() })
+}
+
+/// `help:` lines for a plan that could not look at every step: each failed
+/// step's own next command (once each), else how to find the cause.
+pub fn plan_help(report: &RunReport, command: &str) -> Vec<String> {
+    let failed = report.failed();
+    let mut help: Vec<String> = Vec::new();
+    for (step, _) in &failed {
+        if let Some(h) = report.help.get(step) {
+            if !help.contains(h) {
+                help.push(h.clone());
+            }
+        }
+    }
+    if !failed.is_empty() && help.is_empty() {
+        help.push(format!("fix the cause shown above and run `karpctl {command}` again; `karpctl doctor` checks the credentials and the cluster in AWS"));
+    }
+    help
 }
 
 pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
+    if args.dry_run {
+        // `plan`, with the flags that change what `up` would do.
+        let opts = WalkOptions {
+            refresh: args.refresh,
+            update_amis: args.update_amis,
+            prune: args.prune,
+            force_conflicts: args.force_conflicts,
+            targets: args.target.targets.clone(),
+            ..Default::default()
+        };
+        return planned(g, opts, args.detailed_exitcode, "up --dry-run").await;
+    }
     let opts = WalkOptions {
         refresh: args.refresh,
         update_amis: args.update_amis,
@@ -187,11 +269,12 @@ pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
     };
     let w = walk(g, Mode::Apply, opts).await?;
     let failed = w.report.failed();
+    let command = up_command(args);
     let mut notes = Vec::new();
     if !failed.is_empty() {
-        notes.push(format!("{} step(s) did not finish; fix the cause and run `karpctl up` again: finished steps are skipped", failed.len()));
+        notes.push(format!("{} step(s) did not finish; fix the cause and run `karpctl {command}` again: finished steps are skipped", failed.len()));
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
-    let help = next_steps(&w.report, "up");
-    Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, help, exit })
+    let help = next_steps(&w.report, &command, &up_preview(&command));
+    Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, help, exit, aws_access: w.report.aws_access() })
 }

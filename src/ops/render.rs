@@ -1,7 +1,8 @@
 /*!
 `karpctl render` and `karpctl validate`: load and validate the config, render
 every artifact offline, and print them as one stream or write them as a GitOps
-directory. Never builds a client, so it works without credentials or network.
+directory. Without `--from-state` it never builds a client, so it works without
+credentials or network; a local state file is read for the AMI pins `up` recorded.
 */
 
 use std::collections::BTreeMap;
@@ -76,7 +77,62 @@ fn placeholder(flag: &str) -> &'static str {
     }
 }
 
-pub fn render(g: &Global, args: &RenderArgs) -> anyhow::Result<Report> {
+/// The AMI pins `up` recorded in the state, for the classes whose family still
+/// matches (a class whose family changed since gets none), with a note saying where
+/// they came from. A local state file is read when it exists (no network); an S3
+/// state only with `--from-state`, which also insists that a state exists.
+async fn state_pins(g: &Global, c: &config::Config, from_state: bool, notes: &mut Vec<String>) -> anyhow::Result<BTreeMap<String, AmiChoice>> {
+    let local = c.state.s3.is_none();
+    if !from_state && !local {
+        notes.push("the state is kept in S3: `karpctl render --from-state` renders the AMI pins it records (needs AWS access)".into());
+        return Ok(BTreeMap::new());
+    }
+    let backend = super::context::backend(c, g).await?;
+    if !from_state && !super::context::state_path(c, &g.config).exists() {
+        return Ok(BTreeMap::new());
+    }
+    let read = async {
+        let state = match backend.load().await.with_context(|| format!("reading state from {}", backend.describe()))? {
+            Some(s) => s,
+            None => bail!("--from-state: no state at {} yet; `karpctl up` creates it and records the AMI pins", backend.describe()),
+        };
+        state.check_identity(&c.cluster.name)?;
+        anyhow::Ok(state)
+    };
+    let state = match read.await {
+        Ok(s) => s,
+        Err(e) if from_state => return Err(e),
+        // Offline rendering does not fail on a state it cannot use: it says so and renders without pins.
+        Err(e) => {
+            notes.push(format!("the state at {} is not usable ({e:#}): rendered without its AMI pins", backend.describe()));
+            return Ok(BTreeMap::new());
+        }
+    };
+    let recorded: BTreeMap<String, AmiChoice> = state
+        .steps
+        .get(crate::steps::ami_lookup::ID)
+        .and_then(|r| serde_json::from_value(r.outputs["pins"].clone()).ok())
+        .unwrap_or_default();
+    let pins: BTreeMap<String, AmiChoice> = recorded
+        .into_iter()
+        .filter(|(class, pin)| {
+            c.node_classes.iter().any(|nc| {
+                nc.name == *class
+                    && match pin {
+                        AmiChoice::Alias(a) => a.starts_with(&format!("{}@", nc.ami_family.alias_name())),
+                        AmiChoice::Ids(_) => true,
+                    }
+            })
+        })
+        .collect();
+    if !pins.is_empty() {
+        let list: Vec<String> = pins.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        notes.push(format!("AMI pins from the state at {}: {}", backend.describe(), list.join(" ")));
+    }
+    Ok(pins)
+}
+
+pub async fn render(g: &Global, args: &RenderArgs) -> anyhow::Result<Report> {
     let loaded = config::load(&g.config)?;
     let c = &loaded.config;
     if let Some(a) = &args.account_id {
@@ -86,8 +142,11 @@ pub fn render(g: &Global, args: &RenderArgs) -> anyhow::Result<Report> {
     }
     // The partition (for ARNs) follows the region, as `up` would find it: --region, else the config's.
     let region = g.region.as_deref().or(c.cluster.region.as_deref());
+    let mut state_notes = Vec::new();
+    let mut amis = state_pins(g, c, args.from_state, &mut state_notes).await?;
+    amis.extend(parse_ami_flags(&args.amis, c)?);
     let inputs = Inputs {
-        amis: parse_ami_flags(&args.amis, c)?,
+        amis,
         facts: Facts {
             account_id: args.account_id.clone(),
             partition: region.map(|r| render::cfn::partition_of(r).to_string()),
@@ -102,8 +161,8 @@ pub fn render(g: &Global, args: &RenderArgs) -> anyhow::Result<Report> {
         OutputFormat::Json => Encoding::Json,
         _ => Encoding::Yaml,
     };
-    let mut report = Report { warnings: loaded.warnings.clone(), notes: bundle.notes.clone(), ..Default::default() };
-    let mut notes = bundle.notes.clone();
+    let mut notes: Vec<String> = state_notes.into_iter().chain(bundle.notes.iter().cloned()).collect();
+    let mut report = Report { warnings: loaded.warnings.clone(), notes: notes.clone(), ..Default::default() };
     match c.identity.mode {
         IdentityMode::Auto => notes.push(
             "identity.mode auto: the controller's values are rendered for EKS Pod Identity (no role annotation; `up` creates the \

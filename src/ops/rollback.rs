@@ -90,10 +90,63 @@ async fn walk(g: &Global, mode: Mode, o: Options) -> anyhow::Result<Walk> {
                 })
                 .collect()
         };
-        let (removed, kept) = if mode == Mode::Apply { (of("removed", true), of("kept", false)) } else { (Vec::new(), Vec::new()) };
+        let (removed, mut kept) = if mode == Mode::Apply { (of("removed", true), of("kept", false)) } else { (Vec::new(), Vec::new()) };
+        kept.extend(kept_on_purpose(c, &state, &o));
         Ok(Walk { report, sequence, removed, kept, forgotten, warnings: loaded.warnings.clone() })
     })
     .await
+}
+
+/// What this rollback leaves by design, from the `up` records that stay in the
+/// state: the stack and the discovery tags without `--purge`, the CRDs without
+/// `--delete-crds`, and the Spot service-linked role always. Keyed by the `up`
+/// step that made each, with why it stays and the flag that removes it.
+fn kept_on_purpose(c: &config::Config, state: &crate::state::State, o: &Options) -> Vec<(String, Vec<String>)> {
+    use crate::steps::{cfn_stack, crds, discovery_tags, spot_role};
+    let names = crate::config::Names::of(c);
+    let record = |id: &str| state.steps.get(id).filter(|r| r.status == crate::state::StepStatus::Done).map(|r| r.outputs.clone());
+    let mut out = Vec::new();
+    if !o.purge {
+        let id = cfn_stack::id(&names.stack);
+        if record(&id).is_some() {
+            out.push((
+                id,
+                vec![format!(
+                    "CloudFormation stack {} (node role {}, interruption queue, controller policies): kept without --purge; `karpctl rollback --purge` deletes it",
+                    names.stack, names.node_role
+                )],
+            ));
+        }
+        let id = discovery_tags::id(&c.cluster.name);
+        if let Some(out_) = record(&id) {
+            let ours = crate::rollback::strings(&out_["taggedByKarpctl"]);
+            if !ours.is_empty() {
+                out.push((
+                    id,
+                    vec![format!(
+                        "{}={} tags karpctl added on {}: kept without --purge; `karpctl rollback --purge` removes them",
+                        crate::config::types::DISCOVERY_TAG,
+                        c.cluster.name,
+                        ours.join(", ")
+                    )],
+                ));
+            }
+        }
+    }
+    if !o.delete_crds {
+        if let Some(out_) = record(crds::ID) {
+            let names = crate::rollback::strings(&out_["crds"]);
+            let what = if names.is_empty() { "the Karpenter CRDs".to_string() } else { format!("CRDs {}", names.join(", ")) };
+            out.push((
+                crds::ID.to_string(),
+                vec![format!("{what}: kept without --delete-crds (deleting them deletes every NodeClaim left); `karpctl rollback --delete-crds` deletes them")],
+            ));
+        }
+    }
+    if record(spot_role::ID).is_some() {
+        out.push((spot_role::ID.to_string(), vec!["service-linked role AWSServiceRoleForEC2Spot: never deleted (other tools launch Spot instances with it)".into()]));
+    }
+    out
 }
 
 fn ok(o: &Outcome) -> bool {
@@ -121,7 +174,7 @@ fn quiet_reasons(r: &RunReport) -> RunReport {
             p
         })
         .collect();
-    RunReport { outcomes: r.outcomes.clone(), planned, fresh: r.fresh.clone(), help: r.help.clone() }
+    RunReport { outcomes: r.outcomes.clone(), planned, fresh: r.fresh.clone(), help: r.help.clone(), aws_access: r.aws_access.clone() }
 }
 
 fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
@@ -148,7 +201,7 @@ fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
                 }
             }
             if !w.kept.is_empty() {
-                s.push_str("\nKept:\n");
+                s.push_str(if applied { "\nKept:\n" } else { "\nWould keep:\n" });
                 for (step, items) in &w.kept {
                     for i in items {
                         s.push_str(&format!("  {step}: {i}\n"));
@@ -160,24 +213,42 @@ fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
     })
 }
 
+/// The rollback the user ran, with the flags that change what it does
+/// (`rollback --purge --force`), for the `help:` lines that say how to approve or resume it.
+fn rollback_command(a: &RollbackArgs) -> String {
+    let mut s = "rollback".to_string();
+    for (on, flag) in [(a.purge, "--purge"), (a.force, "--force"), (a.delete_crds, "--delete-crds")] {
+        if on {
+            s.push(' ');
+            s.push_str(flag);
+        }
+    }
+    if a.wait_timeout != Duration::from_secs(300) {
+        s.push_str(&format!(" --wait-timeout {}", humantime::format_duration(a.wait_timeout)));
+    }
+    s
+}
+
 /// `karpctl rollback`.
 pub async fn rollback(g: &Global, args: &RollbackArgs) -> anyhow::Result<Report> {
     let mode = if args.dry_run { Mode::Plan } else { Mode::Apply };
     let o = Options { purge: args.purge, force: args.force, delete_crds: args.delete_crds, wait_timeout: Some(args.wait_timeout), targets: vec![] };
     let w = walk(g, mode, o).await?;
     let failed = w.report.failed();
+    let command = rollback_command(args);
     let mut notes = Vec::new();
     if args.dry_run {
-        notes.push("dry run: nothing was changed; `karpctl rollback` without --dry-run does the above".into());
+        notes.push(format!("dry run: nothing was changed; `karpctl {command}` (without --dry-run) does the above"));
     }
     let approval: Vec<&str> = failed.iter().filter(|(_, o)| matches!(o, Outcome::NeedsApproval { .. })).map(|(s, _)| s.as_str()).collect();
-    if !approval.is_empty() {
-        notes.push(format!("{} needs approval; read the reason above, then run `karpctl rollback --yes` to go on", approval.join(", ")));
+    if !approval.is_empty() && !args.dry_run {
+        notes.push(format!("{} needs approval; read the reason above, then run `karpctl {command} --yes` to go on", approval.join(", ")));
     }
-    let help = if args.dry_run { Vec::new() } else { super::plan::next_steps(&w.report, "rollback") };
-    if failed.len() > approval.len() {
+    let preview = command.replacen("rollback", "rollback --dry-run", 1);
+    let help = if args.dry_run { Vec::new() } else { super::plan::next_steps(&w.report, &command, &preview) };
+    if failed.len() > approval.len() && !args.dry_run {
         notes.push(format!(
-            "{} step(s) did not finish; fix the cause and run `karpctl rollback` again: it checks every step and goes on where it stopped",
+            "{} step(s) did not finish; fix the cause and run `karpctl {command}` again: it checks every step and goes on where it stopped",
             failed.len()
         ));
     }
@@ -185,7 +256,8 @@ pub async fn rollback(g: &Global, args: &RollbackArgs) -> anyhow::Result<Report>
         notes.push(format!("`karpctl up` recreates what was removed ({} up record(s) forgotten)", w.forgotten.len()));
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
-    Ok(Report { stdout: render(g, &w, !args.dry_run)?, warnings: w.warnings.clone(), notes, help, exit })
+    let help = if args.dry_run { super::plan::plan_help(&w.report, "rollback --dry-run") } else { help };
+    Ok(Report { stdout: render(g, &w, !args.dry_run)?, warnings: w.warnings.clone(), notes, help, exit, aws_access: w.report.aws_access() })
 }
 
 /// `karpctl plan --rollback`.
@@ -193,5 +265,6 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     let o = Options { purge: args.purge, force: false, delete_crds: args.delete_crds, wait_timeout: None, targets: args.target.targets.clone() };
     let w = walk(g, Mode::Plan, o).await?;
     let exit = super::plan::plan_exit(&w.report, args.detailed_exitcode);
-    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, ..Default::default() })
+    let help = super::plan::plan_help(&w.report, "plan --rollback");
+    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, aws_access: w.report.aws_access(), ..Default::default() })
 }

@@ -23,10 +23,32 @@ pub async fn status(g: &Global) -> anyhow::Result<Report> {
         s.check_identity(&c.cluster.name)?;
     }
     let holder = backend.lock_holder().await?;
-    let live = live(g, c, state.as_ref()).await;
+    let (live, access) = live(g, c, state.as_ref()).await;
     let mut help = Vec::new();
-    if live.get("error").is_some() {
-        help.push("karpctl doctor   # checks credentials, the cluster and how karpctl reaches it".to_string());
+    let mut notes = Vec::new();
+    if let Some(a) = &access {
+        help.extend(a.help());
+    } else if live.get("error").is_some() {
+        help.push("karpctl doctor   # checks the credentials and the cluster in AWS; the error above says how its API server failed".to_string());
+    }
+    if state.is_none() && access.is_none() {
+        let mut found: Vec<String> = super::context::karpctl_stack(g, c).await.into_iter().collect();
+        let managed = |key: &str, kind: &str| -> Option<String> {
+            let names: Vec<&str> = live[key]
+                .as_array()?
+                .iter()
+                .filter(|o| o["managedByKarpctl"] == true)
+                .filter_map(|o| o["name"].as_str())
+                .collect();
+            (!names.is_empty()).then(|| format!("{kind} {} (labelled app.kubernetes.io/managed-by=karpctl)", names.join(", ")))
+        };
+        found.extend(managed("nodePools", "NodePool(s)"));
+        found.extend(managed("nodeClasses", "EC2NodeClass(es)"));
+        if !found.is_empty() {
+            let (note, h) = super::context::missing_state(&backend, g, &found);
+            notes.push(note);
+            help.push(h);
+        }
     }
     if let Some(h) = &holder {
         help.push(format!("only if that run is gone: karpctl state unlock {}", h.id));
@@ -50,19 +72,24 @@ pub async fn status(g: &Global) -> anyhow::Result<Report> {
             crate::output::encode(&doc, f)?
         }
     };
-    Ok(Report { stdout, warnings: loaded.warnings, help, ..Default::default() })
+    let aws_access = access.and_then(|a| a.access);
+    Ok(Report { stdout, warnings: loaded.warnings, help, notes, aws_access, ..Default::default() })
 }
 
-/// The cluster as it is now; `{"error": …}` when it cannot be reached in time.
-async fn live(g: &Global, c: &config::Config, state: Option<&State>) -> serde_json::Value {
+/// The cluster as it is now; `{"error": …}` when it cannot be reached in time,
+/// with the AWS error when AWS could not be asked at all.
+async fn live(g: &Global, c: &config::Config, state: Option<&State>) -> (serde_json::Value, Option<crate::aws::AwsError>) {
     let read = async {
         let client = super::context::kube_client(g, c, state).await?;
         anyhow::Ok(super::live::gather(&client, c).await)
     };
     match tokio::time::timeout(Duration::from_secs(20), read).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => serde_json::json!({"error": format!("{e:#}")}),
-        Err(_) => serde_json::json!({"error": "the cluster did not answer within 20s"}),
+        Ok(Ok(v)) => (v, None),
+        Ok(Err(e)) => {
+            let access = crate::aws::access_failure(&e).cloned();
+            (serde_json::json!({"error": format!("{e:#}")}), access)
+        }
+        Err(_) => (serde_json::json!({"error": "the cluster did not answer within 20s"}), None),
     }
 }
 

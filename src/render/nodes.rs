@@ -77,7 +77,7 @@ pub fn node_class(c: &Config, nc: &NodeClass, ami: Option<&AmiChoice>, notes: &m
             None => {
                 let alias = format!("{}@latest", nc.ami_family.alias_name());
                 notes.push(format!(
-                    "node class {}: AMI not resolved offline; rendered `{alias}`, which replaces nodes whenever AWS publishes a new AMI. Pin it with `karpctl amis` or `--ami {}={}@vYYYYMMDD`",
+                    "node class {}: no AMI pin recorded; rendered `{alias}`, which replaces nodes whenever AWS publishes a new AMI. `karpctl up` records a pin per class, which `karpctl render` then uses; or pass `--ami {}={}@vYYYYMMDD`",
                     nc.name,
                     nc.name,
                     nc.ami_family.alias_name()

@@ -143,7 +143,7 @@ impl StateError {
                 }
             }),
             StateError::ForeignCluster { .. } | StateError::ForeignLineage { .. } => {
-                Some("point `state.path` (or `state.s3.key`) in karpctl.yaml at this cluster's own state".into())
+                Some("point `state.path` (or `state.s3.key`) in the config file at this cluster's own state".into())
             }
             StateError::S3(f) if f.code.as_deref() == Some("NoSuchBucket") => {
                 Some(format!("aws s3 mb s3://{}", f.bucket))

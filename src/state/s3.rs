@@ -285,8 +285,9 @@ impl S3Store {
         let request_id = e.request_id().map(str::to_string);
         let message = match (e.message(), &code) {
             (Some(m), _) => m.to_string(),
-            // No service error to speak of (timeout, connection refused …): the whole chain.
-            (None, None) => DisplayErrorContext(&e).to_string(),
+            // No service error to speak of (no credentials, a timeout, connection refused …):
+            // in words, with the region and profile (the SDK's chain with -v).
+            (None, None) => crate::aws::AwsError::from_sdk(op, &e).words(),
             (None, Some(_)) => status.map(|s| format!("HTTP {s}")).unwrap_or_default(),
         };
         StateError::S3(Box::new(S3Failure {

@@ -110,8 +110,14 @@ impl Step for Readiness {
                 }
                 if started.elapsed() >= self.timeout {
                     let lines: Vec<String> = waiting.iter().map(|(r, _, why)| format!("{r}: {why}")).collect();
+                    let silent = waiting.iter().filter(|w| w.2 == apply::NOT_REPORTED).count();
+                    let controller = if silent > 0 {
+                        format!("\nthe Karpenter controller reported nothing on {silent} of them: is it running? (`karpctl status` shows its pods)")
+                    } else {
+                        String::new()
+                    };
                     anyhow::bail!(
-                        "not Ready after {}s:\n  {}\nfix the cause and run `karpctl up` again (it resumes here); `kubectl describe` the objects for events",
+                        "not Ready after {}s:\n  {}{controller}\nfix the cause and run `karpctl up` again (it resumes here); `kubectl describe` the objects for events",
                         self.timeout.as_secs(),
                         lines.join("\n  ")
                     );

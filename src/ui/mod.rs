@@ -366,7 +366,7 @@ pub fn status_text(
     }
     s.push_str(&pairs(&rows));
     let Some(st) = state else {
-        s.push_str("\nNo state yet: nothing has been provisioned by karpctl.\n");
+        s.push_str("\nNo state yet at this location: karpctl has recorded no run here.\n");
         return s;
     };
     s.push('\n');

@@ -173,3 +173,142 @@ fn docs_output_md_describes_every_document_and_field() {
     }
     assert!(missing.is_empty(), "docs/output.md lacks: {missing:?}");
 }
+
+/// Every `karpctl …` command that a message in src/ tells the user to run, as
+/// written: in backticks, or a help string that starts with it.
+fn commands_in_messages() -> Vec<(String, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&repo().join("src"), &mut files);
+    let mut out = Vec::new();
+    for f in files {
+        // Join string continuations (`\` at the end of a line) so a message is one line.
+        let mut text = read(&f);
+        while let Some(i) = text.find("\\\n") {
+            let rest = text[i + 2..].trim_start().to_string();
+            text = format!("{}{rest}", &text[..i]);
+        }
+        for line in text.lines() {
+            let mut from = 0;
+            while let Some(at) = line[from..].find("karpctl ").map(|i| i + from) {
+                from = at + 8;
+                let before = line[..at].chars().last();
+                let rest = &line[at..];
+                let cmd = match before {
+                    Some('`') => rest.split('`').next().unwrap(),
+                    Some('"') => rest.split(['"', '#']).next().unwrap(),
+                    _ if line[..at].ends_with("help: ") => rest.split(['"', '#', ',', ';']).next().unwrap(),
+                    _ => continue,
+                };
+                // A shell pipe or a parenthetical ends the command.
+                let cmd = cmd.split(" |").next().unwrap();
+                let cmd = cmd.split(" (").next().unwrap();
+                let cmd = cmd.trim().trim_end_matches(['.', ')', ':']);
+                let second = cmd.split_whitespace().nth(1).unwrap_or("");
+                // Prose that happens to start with the name ("karpctl does not …").
+                if second.chars().next().is_some_and(|c| c.is_ascii_lowercase()) || second.starts_with('-') || second.starts_with('{') {
+                    out.push((f.strip_prefix(repo()).unwrap().display().to_string(), cmd.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_command_a_message_names_exists() {
+    use clap::CommandFactory;
+    let subs: Vec<String> = karpctl::cli::Cli::command().get_subcommands().map(|s| s.get_name().to_string()).collect();
+    let found = commands_in_messages();
+    assert!(found.len() > 40, "found only {}: {found:?}", found.len());
+    let mut bad = Vec::new();
+    // `state show|unlock|pull|push`: each alternative.
+    let found: Vec<(String, String)> = found
+        .into_iter()
+        .flat_map(|(f, cmd)| match cmd.split_whitespace().find(|w| w.contains('|')) {
+            Some(alts) => alts.split('|').map(|a| (f.clone(), cmd.replacen(alts, a, 1))).collect::<Vec<_>>(),
+            None => vec![(f, cmd)],
+        })
+        .collect();
+    // The command exists when clap takes it, or only misses an argument the message
+    // leaves out (`karpctl state push`) or gets a placeholder where a choice goes.
+    let accepted = |w: &[String]| match karpctl::cli::Cli::try_parse_from(w) {
+        Ok(_) => true,
+        Err(e) => {
+            use clap::error::ErrorKind::*;
+            matches!(e.kind(), MissingRequiredArgument | DisplayHelp | DisplayHelpOnMissingArgumentOrSubcommand)
+                || (e.kind() == InvalidValue && w.iter().any(|x| x == "X"))
+        }
+    };
+    for (file, cmd) in &found {
+        // Placeholders: `{}` / `{id}` / `<ID>` / `FILE` become a value.
+        let words: Vec<String> = cmd
+            .split_whitespace()
+            .map(|w| if w.starts_with('{') || w.starts_with('<') { "X".to_string() } else { w.to_string() })
+            .collect();
+        if words.len() < 2 {
+            bad.push(format!("{file}: `{cmd}` names no command"));
+            continue;
+        }
+        // A subcommand given by a placeholder (`karpctl {command} --yes`): one of them must take the rest.
+        let candidates: Vec<Vec<String>> = if cmd.split_whitespace().nth(1).is_some_and(|w| w.starts_with('{')) {
+            subs.iter().map(|s| { let mut w = words.clone(); w[1] = s.clone(); w }).collect()
+        } else if !subs.contains(&words[1]) && !words[1].starts_with('-') {
+            // Prose after all ("karpctl made these changes"): not a command.
+            continue;
+        } else {
+            vec![words.clone()]
+        };
+        if !candidates.iter().any(|w| accepted(w)) {
+            let e = karpctl::cli::Cli::try_parse_from(&candidates[0]).unwrap_err();
+            bad.push(format!("{file}: `{cmd}`: {}", e.to_string().lines().next().unwrap_or_default()));
+        }
+    }
+    assert!(bad.is_empty(), "messages name commands karpctl does not have:\n{}", bad.join("\n"));
+    // The guard can fail.
+    assert!(karpctl::cli::Cli::try_parse_from(["karpctl", "amis", "--pin"]).is_err());
+}
+
+/// The build directory a script settles on in a clean environment (HOME=/h):
+/// its own lines that set KARPCTL_CACHE and CARGO_TARGET_DIR, run by bash.
+fn script_target_dir(script: &str) -> String {
+    let text = read(&repo().join(script));
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| ["KARPCTL_CACHE=", "CARGO_TARGET_DIR=", "export KARPCTL_CACHE=", "export CARGO_TARGET_DIR="].iter().any(|p| l.starts_with(p)))
+        .collect();
+    assert!(lines.iter().any(|l| l.contains("CARGO_TARGET_DIR=")), "{script} sets no CARGO_TARGET_DIR");
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("{}\nprintf %s \"$CARGO_TARGET_DIR\"", lines.join("\n")))
+        .env_clear()
+        .env("HOME", "/h")
+        .output()
+        .unwrap();
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn the_sandbox_cargo_run_the_tests_and_install_build_in_one_directory() {
+    let dirs: Vec<(&str, String)> = ["scripts/test.sh", "scripts/sandbox.sh", "install.sh"].iter().map(|s| (*s, script_target_dir(s))).collect();
+    for (s, d) in &dirs {
+        assert_eq!(d, "/h/.cache/karpctl/target", "{s} builds elsewhere: {dirs:?}");
+    }
+    // `cargo run` after `source .sandbox/env` uses it too: the env file sets it.
+    let sandbox = read(&repo().join("scripts/sandbox.sh"));
+    let env_block = sandbox.split("> \"$sb/env.tmp\"").next().unwrap().rsplit("{\n").next().unwrap();
+    assert!(env_block.contains("echo \"export CARGO_TARGET_DIR='$CARGO_TARGET_DIR'\""), "the sandbox env does not set the build directory:\n{env_block}");
+    let readme = read(&repo().join("README.md"));
+    let quick = readme.split("## Quickstart").nth(1).unwrap().split("\n## ").next().unwrap();
+    assert!(quick.contains("CARGO_TARGET_DIR") && quick.contains("install.sh"), "README's quickstart says which build is shared");
+}

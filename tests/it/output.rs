@@ -255,7 +255,7 @@ fn plan_text_shows_symbols_reasons_fields_and_a_closing_count() {
         ],
         outcomes: vec![("e/same".into(), Outcome::UpToDate), ("f/broken".into(), Outcome::Failed { error: "boom".into() })],
         fresh: vec!["g/fresh".into()],
-        help: Default::default(),
+        ..Default::default()
     };
     let plain = karpctl::ui::plan_text(&report, 7, false, false);
     for line in [

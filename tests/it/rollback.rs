@@ -294,6 +294,17 @@ fn rollback_returns_to_the_nodegroup_and_up_brings_karpenter_back() {
         assert!(stdout.contains(line), "the report lists {line:?}:\n{stdout}");
     }
     assert!(stdout.contains(&format!("Node/{}", karpenter_nodes[0])), "{stdout}");
+    // What a rollback without --purge / --delete-crds leaves, each with why and what removes it.
+    let kept = stdout.split("\nKept:\n").nth(1).unwrap_or_else(|| panic!("no Kept list:\n{stdout}"));
+    for line in [
+        "cfn-stack/Karpenter-karpctl-sandbox: CloudFormation stack Karpenter-karpctl-sandbox (node role KarpenterNodeRole-karpctl-sandbox",
+        "discovery-tags/karpctl-sandbox: karpenter.sh/discovery=karpctl-sandbox tags karpctl added on sg-",
+        "crds/karpenter: CRDs ",
+        "iam/spot-service-linked-role: service-linked role AWSServiceRoleForEC2Spot: never deleted",
+    ] {
+        assert!(kept.contains(line), "the report keeps {line:?}:\n{stdout}");
+    }
+    assert!(kept.contains("`karpctl rollback --purge` deletes it") && kept.contains("`karpctl rollback --delete-crds` deletes them"), "{kept}");
     let stderr = text(&out.stderr);
     assert!(stderr.contains("rollback/nodegroups: waiting"), "progress while the nodegroup scales:\n{stderr}");
     drop(kubelet);
@@ -358,6 +369,11 @@ fn dry_run_and_plan_change_nothing_and_list_every_step_and_capacity_is_checked_f
     let pools = doc["planned"][1]["change"]["summary"].as_str().unwrap();
     assert!(pools.contains("delete NodePool(s) default, gpu") && pools.contains("Karpenter drains"), "{pools}");
     assert_eq!(doc["planned"][3]["change"]["destructive"], false, "karpctl's own pools are gone by the time the controller goes: {doc:#}");
+    let kept: Vec<&str> = doc["kept"].as_array().unwrap().iter().map(|k| k["step"].as_str().unwrap()).collect();
+    assert_eq!(kept, ["cfn-stack/Karpenter-karpctl-sandbox", "discovery-tags/karpctl-sandbox", "crds/karpenter", "iam/spot-service-linked-role"], "{doc:#}");
+    let purge: Value = serde_json::from_slice(&sb.karpctl(&["rollback", "--dry-run", "--purge", "--delete-crds", "-o", "json"]).stdout).unwrap();
+    let kept: Vec<&str> = purge["kept"].as_array().unwrap().iter().map(|k| k["step"].as_str().unwrap()).collect();
+    assert_eq!(kept, ["iam/spot-service-linked-role"], "with --purge and --delete-crds only the Spot role stays: {purge:#}");
 
 
     let plan = sb.karpctl(&["plan", "--rollback", "--purge", "--detailed-exitcode"]);
@@ -501,7 +517,7 @@ fn purge_leaves_nothing_karpctl_or_karpenter_tagged() {
     assert_eq!(first.status.code(), Some(1), "{}", show(&first));
     let out = text(&first.stdout);
     assert!(out.contains("! rollback/stack: deleting stack `Karpenter-karpctl-sandbox`: cloudformation:DeleteStack: InternalFailure"), "{out}");
-    assert!(text(&first.stderr).contains("run `karpctl rollback` again"), "{}", show(&first));
+    assert!(text(&first.stderr).contains("run `karpctl rollback --purge` again"), "resumed with the flag it ran with: {}", show(&first));
     let st = sb.state("state.json");
     assert_eq!(st["steps"]["rollback/stack"]["status"], "failed");
     assert_eq!(st["steps"]["rollback/sweep"]["status"], "done");

@@ -140,7 +140,8 @@ fn a_missing_parameter_is_a_clear_error_and_recorded_for_resume() {
     assert_eq!(up.status.code(), Some(1));
     let out = text(&up.stdout);
     assert!(out.contains("/aws/service/") && out.contains("does not exist") && out.contains("Kubernetes 1.29"), "{out}");
-    assert!(text(&up.stderr).contains("run `karpctl up` again"), "{}", text(&up.stderr));
+    // The run's own flags (this harness adds --target aws), so the named command resumes this run.
+    assert!(text(&up.stderr).contains("run `karpctl up --target aws` again"), "{}", text(&up.stderr));
     assert_eq!(state(&d)["steps"]["amis/pins"]["status"], "failed");
 }
 
@@ -444,4 +445,24 @@ fn verbose_runs_log_every_step_including_the_unchanged_ones() {
     let unchanged = |o: &Output| text(&o.stderr).lines().filter(|l| l.contains("discovery-tags/karpctl-sandbox: unchanged after")).count();
     assert_eq!(unchanged(&quiet), 0, "{}", text(&quiet.stderr));
     assert_eq!(unchanged(&loud), 1, "{}", text(&loud.stderr));
+}
+
+#[test]
+fn a_plan_without_state_beside_karpctls_stack_says_where_the_state_went() {
+    let Some(emu) = AwsEmulator::start(&[]) else { return };
+    let d = scratch("lost-state");
+    std::fs::write(d.join("karpctl.yaml"), CONFIG).unwrap();
+    let up = karpctl(&d, &emu, &["up", "--skip-preflight"]);
+    assert!(up.status.success(), "{}{}", text(&up.stdout), text(&up.stderr));
+
+    // The same config from another directory, with its state elsewhere (not beside it).
+    let other = scratch("lost-state-elsewhere");
+    std::fs::write(other.join("karpctl.yaml"), CONFIG).unwrap();
+    let plan = karpctl(&other, &emu, &["plan"]);
+    let err = text(&plan.stderr);
+    assert!(err.contains("note: no state at local file .karpctl/karpctl-sandbox.state.json, but karpctl's CloudFormation stack Karpenter-karpctl-sandbox"), "{err}");
+    assert!(err.lines().any(|l| l.trim_start().starts_with("help: point `state.path`")), "{err}");
+    // Where the state is, nothing is said.
+    let plan = karpctl(&d, &emu, &["plan"]);
+    assert!(!text(&plan.stderr).contains("no state at"), "{}", text(&plan.stderr));
 }

@@ -230,7 +230,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn sandbox_config() -> String {
     read(&repo().join("examples/sandbox.yaml"))
         .replace("../.sandbox/charts/", "charts/")
-        .replace(".sandbox/karpctl.state.json", "state.json")
+        .replace("../.sandbox/karpctl.state.json", "state.json")
 }
 
 pub fn diff(a: &std::collections::BTreeMap<String, u64>, b: &std::collections::BTreeMap<String, u64>) -> std::collections::BTreeMap<String, u64> {
@@ -246,6 +246,10 @@ fn up_converges_end_to_end_and_a_second_up_changes_nothing() {
     sb.write_config(&sandbox_config());
     let up = sb.karpctl(&["up"]);
     assert!(up.status.success(), "{}", show(&up));
+    // Waiting for readiness is reported as a state, not as a question inside a success.
+    // (The step is listed when the objects were not Ready yet at its first look.)
+    let report = String::from_utf8_lossy(&up.stdout).into_owned();
+    assert!(!report.contains("controller running?") && !report.contains("no status yet"), "{report}");
 
     // Kubernetes: CRDs from the chart, stamped; both releases deployed; objects Ready.
     let crd = sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"]);
@@ -292,6 +296,14 @@ fn a_pool_limit_edit_is_planned_and_applied_as_exactly_that_change() {
 
     let plan = sb.karpctl(&["plan", "-o", "json", "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(2), "{}", show(&plan));
+    let dry = sb.karpctl(&["up", "--dry-run", "-o", "json", "--detailed-exitcode"]);
+    // The same document (outcomes are listed as steps finish: compared in step order).
+    let doc = |o: &Output| {
+        let mut v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", show(o)));
+        v["outcomes"].as_array_mut().unwrap().sort_by_key(|x| x["step"].as_str().unwrap().to_string());
+        v
+    };
+    assert_eq!((dry.status.code(), doc(&dry)), (plan.status.code(), doc(&plan)), "up --dry-run is plan: {}", show(&dry));
     let doc: Value = serde_json::from_slice(&plan.stdout).unwrap();
     let planned: Vec<&Value> = doc["planned"].as_array().unwrap().iter().collect();
     assert_eq!(planned.len(), 1, "only the objects step changes: {doc:#}");
