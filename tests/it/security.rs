@@ -688,7 +688,7 @@ fn no_credential_or_token_reaches_output_state_or_temp_files() {
         serde_json::from_slice::<Value>(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", show(&o)));
     }
     // A failing run: a class the controller never reports Ready.
-    sb.write_config(&config.replace("  - name: default\n    amiFamily: al2023\n", "  - name: default\n    amiFamily: al2023\n    tags: {karpctl.testbed/not-ready: \"no AMI matched\"}\n"));
+    sb.write_config(&crate::up::no_subnets(&config));
     let failed = s.run(&["up", "--wait-timeout", "3s", "-o", "json"], true);
     assert_eq!(failed.status.code(), Some(1), "{}", show(&failed));
     // Without a kubeconfig karpctl mints EKS tokens from the credentials (for its

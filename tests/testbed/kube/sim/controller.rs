@@ -8,7 +8,8 @@
 //! references, ConfigMap and Secret keys), a kubeconfig holding a token of the pod's
 //! ServiceAccount (so the chart's RBAC is what it runs with), and AWS credentials only the
 //! way EKS would hand them out: a Pod Identity association for that ServiceAccount, or an
-//! IRSA role annotation whose role trusts it (web identity token through STS). Without
+//! IRSA role annotation whose role exists and trusts it through web identity (the STS
+//! exchange itself is not played: the provider's STS client ignores AWS_ENDPOINT_URL). Without
 //! either it runs with no credentials, as the pod would. Ports the pod would own are moved
 //! to free loopback ports. The Deployment is available only while the process answers
 //! `/readyz`; a changed template restarts it, a deleted or scaled-to-zero Deployment stops it.
@@ -99,9 +100,10 @@ fn controller_container(d: &Deployment) -> Option<&Container> {
     pod.containers.iter().find(|c| c.image.as_deref().is_some_and(|i| i.contains("karpenter/controller")))
 }
 
-/// The access key id the controller signs with under Pod Identity (IRSA gets a temporary one
-/// from STS): never the tests' own, so the emulator counts the two apart.
+/// The access key ids the controller signs with under Pod Identity and IRSA: never the
+/// tests' own, so the emulator counts the two apart.
 pub const POD_IDENTITY_KEY: &str = "karpenter-pod-identity";
+pub const IRSA_KEY: &str = "karpenter-irsa";
 
 /// How often a running controller's credentials are looked at again.
 const CREDS_RECHECK: Duration = Duration::from_secs(10);
@@ -296,12 +298,13 @@ impl Runner {
                 env.insert("AWS_SECRET_ACCESS_KEY".into(), "testing".into());
             }
             Creds::Irsa(role) => {
-                let web = sa_token(client, &ns, &sa, Some("sts.amazonaws.com")).await?;
-                let file = dir.join("web-identity-token");
-                std::fs::write(&file, web)?;
+                // The web identity exchange itself is not played: the provider's STS client
+                // ignores AWS_ENDPOINT_URL (it would look up the real STS host), so the
+                // controller gets static keys of its own, but only after the checks above
+                // found the role and its trust in this ServiceAccount as EKS would need them.
+                env.insert("AWS_ACCESS_KEY_ID".into(), IRSA_KEY.into());
+                env.insert("AWS_SECRET_ACCESS_KEY".into(), "testing".into());
                 env.insert("AWS_ROLE_ARN".into(), role);
-                env.insert("AWS_WEB_IDENTITY_TOKEN_FILE".into(), file.display().to_string());
-                env.insert("AWS_ROLE_SESSION_NAME".into(), "karpenter".into());
             }
             Creds::None(_) => {}
         }
