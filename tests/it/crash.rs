@@ -345,20 +345,22 @@ pub fn expected_aws_after_rollback(base: &Inventory, instances: usize) -> Invent
 
 pub fn expected_kube_after_up(base: &Inventory) -> Inventory {
     let mut want = base.clone();
-    want.insert("crds".into(), strings(&["ec2nodeclasses.karpenter.k8s.aws", "nodeclaims.karpenter.sh", "nodepools.karpenter.sh"]));
+    // The real chart's CRDs of the Karpenter groups (its fifth, capacitybuffers, is in another group).
+    want.insert("crds".into(), strings(&["ec2nodeclasses.karpenter.k8s.aws", "nodeclaims.karpenter.sh", "nodeoverlays.karpenter.sh", "nodepools.karpenter.sh"]));
     want.insert("nodepools".into(), strings(&["default", "gpu"]));
     want.insert("ec2nodeclasses".into(), strings(&["default", "gpu"]));
     want.insert("nodeclaims".into(), vec![]);
     want.insert("helm_releases".into(), strings(&["kube-system/karpenter deployed karpenter-1.14.1", "kube-system/nvidia-device-plugin deployed nvidia-device-plugin-0.17.4"]));
     want.insert("helm_release_records".into(), strings(&["kube-system/karpenter", "kube-system/nvidia-device-plugin"]));
     want.insert("deployments".into(), with(base, "deployments", &strings(&["kube-system/karpenter"])));
-    want.insert("daemonsets".into(), with(base, "daemonsets", &strings(&["kube-system/nvidia-device-plugin"])));
+    // NVIDIA's chart always renders the MPS control daemon (it schedules only on MPS-labelled nodes).
+    want.insert("daemonsets".into(), with(base, "daemonsets", &strings(&["kube-system/nvidia-device-plugin", "kube-system/nvidia-device-plugin-mps-control-daemon"])));
     want.insert("configmaps".into(), with(base, "configmaps", &CHART_CONFIGMAPS.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
     want.insert("serviceaccounts".into(), with(base, "serviceaccounts", &CHART_SERVICEACCOUNTS.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
     want
 }
 
-/// What the two fixture charts create besides their workloads.
+/// What the two real charts create besides their workloads.
 const CHART_CONFIGMAPS: &[&str] = &["kube-system/nvidia-device-plugin-configs"];
 const CHART_SERVICEACCOUNTS: &[&str] = &["kube-system/karpenter", "kube-system/nvidia-device-plugin-service-account"];
 

@@ -203,7 +203,71 @@ async fn workloads(client: &Client, opts: &Options) -> Pass {
     pass.step("pods", r);
     let r = daemon_sets(client, &mut pass).await;
     pass.step("daemonsets", r);
+    // Evictions by a real Karpenter need budgets that follow the pods; the stand-in
+    // ignores PDBs, and tests that run it set their status by hand.
+    if !matches!(opts.karpenter, Karpenter::Simulated) {
+        let r = disruption_budgets(client, &mut pass).await;
+        pass.step("poddisruptionbudgets", r);
+    }
     pass
+}
+
+/// kube-controller-manager's disruption controller: each PodDisruptionBudget's status from
+/// the pods its selector matches (terminating pods are not healthy; `minAvailable` or
+/// `maxUnavailable`, as a number or a percentage of the matched pods, rounded up as the
+/// controller does), so that the API server's eviction checks see what a cluster would.
+async fn disruption_budgets(c: &Client, pass: &mut Pass) -> Result<()> {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let pdbs = Api::<PodDisruptionBudget>::all(c.clone()).list(&ListParams::default()).await?.items;
+    if pdbs.is_empty() {
+        return Ok(());
+    }
+    let pods = Api::<Pod>::all(c.clone()).list(&ListParams::default()).await?.items;
+    for pdb in &pdbs {
+        let ns = pdb.namespace().unwrap_or_default();
+        let Some(spec) = &pdb.spec else { continue };
+        let labels = spec.selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
+        let matched: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|p| labels.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
+            .filter(|p| !terminal(p))
+            .collect();
+        let expected = matched.len() as i32;
+        let healthy = matched
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count() as i32;
+        let scaled = |v: &IntOrString| match v {
+            IntOrString::Int(n) => *n,
+            IntOrString::String(pct) => {
+                let p: f64 = pct.trim_end_matches('%').parse().unwrap_or(0.0);
+                (p * expected as f64 / 100.0).ceil() as i32
+            }
+        };
+        let desired = match (&spec.min_available, &spec.max_unavailable) {
+            (Some(min), _) => scaled(min),
+            (None, Some(max)) => (expected - scaled(max)).max(0),
+            (None, None) => 0,
+        };
+        let want = json!({
+            "observedGeneration": pdb.metadata.generation.unwrap_or(1),
+            "currentHealthy": healthy, "desiredHealthy": desired, "expectedPods": expected,
+            "disruptionsAllowed": (healthy - desired).max(0),
+        });
+        let api = Api::<PodDisruptionBudget>::namespaced(c.clone(), &ns);
+        let name = pdb.name_any();
+        match set_status(&api, &name, &serde_json::to_value(&pdb.status)?, want).await {
+            Ok(true) => pass.did(format!("poddisruptionbudget {ns}/{name}: {healthy} healthy, {desired} desired")),
+            Ok(false) => {}
+            Err(e) => pass.fail(format!("poddisruptionbudget {ns}/{name}"), e),
+        }
+    }
+    Ok(())
 }
 
 /// The Karpenter role: the stand-in below, or nothing when the real controller runs.
