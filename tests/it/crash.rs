@@ -395,13 +395,30 @@ impl Baseline {
     pub fn assert_after_up_with(&self, sb: &Sandbox, label: &str, instances: usize) {
         assert_inventory(label, &expected_kube_after_up(&self.kube), &kube_inventory(sb));
         let have = aws_inventory(sb);
-        assert_inventory(label, &expected_aws_after_up(&self.aws, &have, &self.template, instances, &self.tagged), &have);
+        let mut want = expected_aws_after_up(&self.aws, &have, &self.template, instances, &self.tagged);
+        want.insert("instance_profiles".into(), with(&self.aws, "instance_profiles", &controller_profiles(sb)));
+        assert_inventory(label, &want, &have);
     }
 
     /// The same, with the instances that ran before `up`.
     pub fn assert_after_up(&self, sb: &Sandbox, label: &str) {
         self.assert_after_up_with(sb, label, self.instances);
     }
+}
+
+/// The instance profiles the real controller made for the node classes (a class is Ready
+/// only with one), named as each class's status reports, each holding the stack's node role.
+fn controller_profiles(sb: &Sandbox) -> Vec<String> {
+    let classes = sb.kubectl_json(&["get", "ec2nodeclasses"]);
+    classes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let name = c["status"]["instanceProfile"].as_str().unwrap_or_else(|| panic!("no instance profile in the status of {}", c["metadata"]["name"]));
+            format!("{name} [{NODE_ROLE}]")
+        })
+        .collect()
 }
 
 /// Resource types and counts in the stack's template, from `karpctl render`.

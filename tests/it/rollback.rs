@@ -73,13 +73,10 @@ impl Bed {
         }
     }
 
-    /// Pending pods that select `pool`; the simulator gives them Karpenter nodes.
+    /// Pending pods that select `pool`; the real controller gives them Karpenter nodes.
     fn workload(&self, ns: &str, app: &str, replicas: usize, pool: &str, cpu: &str) {
+        self.namespace(ns);
         self.rt.block_on(async {
-            let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.kube.clone());
-            if nss.get_opt(ns).await.unwrap().is_none() {
-                nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.unwrap();
-            }
             let pods: Api<Pod> = Api::namespaced(self.kube.clone(), ns);
             for i in 0..replicas {
                 let pod: Pod = serde_json::from_value(json!({
@@ -89,24 +86,53 @@ impl Bed {
                                              "resources": {"requests": {"cpu": cpu, "memory": "512Mi"}}}]}
                 }))
                 .unwrap();
-                // The simulator makes the namespace's default service account; admission needs it.
-                let deadline = Instant::now() + Duration::from_secs(30);
-                loop {
-                    match pods.create(&PostParams::default(), &pod).await {
-                        Ok(_) => break,
-                        Err(e) if Instant::now() < deadline => {
-                            let _ = e;
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(e) => panic!("creating pod {app}-{i}: {e}"),
-                    }
-                }
+                create_when_admitted(&pods, &pod, &format!("pod {app}-{i}")).await;
             }
         });
-        wait_until(&format!("{app} pods running on Karpenter nodes"), Duration::from_secs(60), || {
-            let pods = self.pods(ns);
-            pods.iter().filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str) == Some(app))
+        self.wait_on_karpenter_nodes(ns, app, replicas);
+    }
+
+    /// A ReplicaSet of `replicas` pods that select nothing, made while no other node exists,
+    /// so the real controller gives them Karpenter nodes; an evicted pod comes back and the
+    /// scheduler places it wherever it fits, as a Deployment's would.
+    fn replicated(&self, ns: &str, app: &str, replicas: usize, cpu: &str) {
+        self.namespace(ns);
+        self.rt.block_on(async {
+            let sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(self.kube.clone(), ns);
+            let rs = serde_json::from_value(json!({
+                "metadata": {"name": app},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}},
+                         "template": {"metadata": {"labels": {"app": app}},
+                                      "spec": {"automountServiceAccountToken": false,
+                                               "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                                                               "resources": {"requests": {"cpu": cpu, "memory": "512Mi"}}}]}}}
+            }))
+            .unwrap();
+            sets.create(&PostParams::default(), &rs).await.unwrap();
+        });
+        self.wait_on_karpenter_nodes(ns, app, replicas);
+    }
+
+    fn namespace(&self, ns: &str) {
+        self.rt.block_on(async {
+            let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.kube.clone());
+            if nss.get_opt(ns).await.unwrap().is_none() {
+                nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap()).await.unwrap();
+            }
+        });
+    }
+
+    /// Waits for `replicas` pods of `app` Running on Karpenter nodes. The real controller may
+    /// have just started: it waits out the last one's leader lease (15 s), batches, and its
+    /// kwok build registers a node 30 s after launch.
+    fn wait_on_karpenter_nodes(&self, ns: &str, app: &str, replicas: usize) {
+        wait_until(&format!("{app} pods running on Karpenter nodes"), Duration::from_secs(150), || {
+            let karpenter: Vec<String> = self.nodes("karpenter.sh/nodepool").into_iter().filter_map(|n| n.metadata.name).collect();
+            self.pods(ns)
+                .iter()
+                .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str) == Some(app))
                 .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| karpenter.contains(n)))
                 .count()
                 == replicas
         });
@@ -172,6 +198,22 @@ impl Bed {
         let f = aws_sdk_ec2::types::Filter::builder().name("key").values(key).build();
         let out = self.rt.block_on(self.ec2().describe_tags().filters(f).send()).unwrap();
         out.tags().iter().filter_map(|t| t.resource_id().map(String::from)).collect()
+    }
+}
+
+/// Creates `obj`, retrying while admission refuses it (the simulator makes a new namespace's
+/// default ServiceAccount, which admission needs, a moment after the namespace).
+async fn create_when_admitted<K>(api: &Api<K>, obj: &K, what: &str)
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match api.create(&PostParams::default(), obj).await {
+            Ok(_) => return,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => panic!("creating {what}: {e}"),
+        }
     }
 }
 
@@ -278,10 +320,10 @@ fn assert_rolled_back(sb: &Sandbox, bed: &Bed) {
 #[test]
 fn rollback_returns_to_the_nodegroup_and_up_brings_karpenter_back() {
     let Some((mut sb, bed)) = converged("rb-e2e", &[]) else { return };
+    bed.replicated("apps", "web", 4, "500m");
+    bed.rt.block_on(bed.sim().pdb("apps", "web", "web", 3, 1));
     bed.nodegroup_nodes(2);
     let kubelet = NodegroupKubelet::start(&sb, &bed);
-    bed.workload("apps", "web", 4, "default", "500m");
-    bed.rt.block_on(bed.sim().pdb("apps", "web", "web", 3, 1));
     let karpenter_nodes: Vec<String> = bed.nodes("karpenter.sh/nodepool").iter().filter_map(|n| n.metadata.name.clone()).collect();
     assert!(!karpenter_nodes.is_empty());
 
@@ -309,7 +351,15 @@ fn rollback_returns_to_the_nodegroup_and_up_brings_karpenter_back() {
     assert!(stderr.contains("rollback/nodegroups: waiting"), "progress while the nodegroup scales:\n{stderr}");
     drop(kubelet);
     assert_rolled_back(&sb, &bed);
-    assert_eq!(bed.pods("apps").len(), 0, "the web pods left with their nodes (the simulator has no ReplicaSets to recreate them)");
+    // The drain moved the workload, one pod at a time within its budget, onto the nodegroup.
+    let web: Vec<(String, String)> = bed
+        .pods("apps")
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (p.metadata.name.clone().unwrap(), p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default()))
+        .collect();
+    assert_eq!(web.len(), 4, "{web:?}");
+    assert!(web.iter().all(|(_, node)| node.starts_with(&format!("{NODEGROUP}-"))), "every web pod runs on the nodegroup: {web:?}");
 
     // A second rollback: every step observes, nothing to do, nothing written anywhere.
     sb.stop_sim();

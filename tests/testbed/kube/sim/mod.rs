@@ -13,6 +13,8 @@
 //!   ReplicaSet), older ones scaled to 0, orphaned ones deleted, and the Deployment Available
 //!   with every replica ready, unless annotated `karpctl.testbed/stuck: "true"`. No pods are
 //!   created for them.
+//! - **replica sets** that no Deployment owns (a test's workload): their pods, kept at
+//!   `replicas` (an evicted pod is replaced), and their status.
 //! - **daemon sets**: scheduled and ready on every Node matching the template's nodeSelector,
 //!   required node affinity and tolerations. No pods are created for them.
 //! - **EC2NodeClasses**: Ready with the dependent conditions, `status.instanceProfile` and the
@@ -37,6 +39,8 @@
 //! - **scheduler** (see [`Options::scheduler`]): pending pods are bound to a Ready node they
 //!   fit on (nodeSelector, required node affinity, taints, requests against allocatable), or
 //!   marked `PodScheduled=False` reason `Unschedulable`.
+//! - **disruption budgets** (beside a real Karpenter only): each PodDisruptionBudget's status
+//!   from the pods it selects, so the API server's eviction checks see what a cluster would.
 //!
 //! [`Options`] picks the parts: the default is the fake Karpenter without the scheduler (as it
 //! always was). With [`Karpenter::Real`] (the simulator runs the real controller for the
@@ -44,8 +48,8 @@
 //! `scripts/testbed-karpenter.sh smoke`; [`Options::real_karpenter`]) the fake Karpenter is off
 //! and the scheduler on.
 //!
-//! Not simulated: pods for ReplicaSets/DaemonSets/Jobs, preemption, pod affinity and topology
-//! spread in the scheduler, PodDisruptionBudgets (an eviction of a pod a PDB covers is refused),
+//! Not simulated: pods for Deployments/DaemonSets/Jobs, preemption, pod affinity and topology
+//! spread in the scheduler, PodDisruptionBudget status beside the fake Karpenter (tests set it),
 //! in the fake Karpenter: NodePool limits, disruption, drift, expiry, consolidation,
 //! interruption handling and CPU/memory bin-packing (a node takes 10 pods); foreground/orphan
 //! deletion and garbage collection beyond the cases above, leader election, events.
@@ -191,6 +195,8 @@ async fn workloads(client: &Client, opts: &Options) -> Pass {
     }
     let r = deployments(client, opts, &mut pass).await;
     pass.step("deployments", r);
+    let r = workload_replica_sets(client, &mut pass).await;
+    pass.step("replicasets", r);
     let r = kwok_nodes(client, &mut pass).await;
     pass.step("kwok nodes", r);
     let r = node_lifecycle(client, &mut pass).await;
@@ -235,13 +241,7 @@ async fn disruption_budgets(c: &Client, pass: &mut Pass) -> Result<()> {
             .filter(|p| !terminal(p))
             .collect();
         let expected = matched.len() as i32;
-        let healthy = matched
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| {
-                p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count() as i32;
+        let healthy = matched.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p)).count() as i32;
         let scaled = |v: &IntOrString| match v {
             IntOrString::Int(n) => *n,
             IntOrString::String(pct) => {
@@ -583,6 +583,61 @@ async fn deployments(c: &Client, opts: &Options, pass: &mut Pass) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// The ReplicaSet controller, for ReplicaSets no Deployment owns (a test's workload): each
+/// keeps `replicas` live pods from its template, owned by it, named `<set>-<n>`, so a pod a
+/// drain evicted comes back and the scheduler places it elsewhere. Deployments' pods are not
+/// made: theirs are the charts' controllers, which run as processes or not at all.
+async fn workload_replica_sets(c: &Client, pass: &mut Pass) -> Result<()> {
+    let sets = Api::<ReplicaSet>::all(c.clone()).list(&ListParams::default()).await?.items;
+    let sets: Vec<&ReplicaSet> = sets.iter().filter(|rs| controller_of(&rs.metadata, "Deployment").is_none() && rs.metadata.deletion_timestamp.is_none()).collect();
+    if sets.is_empty() {
+        return Ok(());
+    }
+    let pods = Api::<Pod>::all(c.clone()).list(&ListParams::default()).await?.items;
+    for rs in sets {
+        let (ns, name, uid) = (rs.namespace().unwrap_or_default(), rs.name_any(), rs.metadata.uid.clone().unwrap_or_default());
+        let Some(spec) = &rs.spec else { continue };
+        let owned: Vec<&Pod> = pods.iter().filter(|p| controller_of(&p.metadata, "ReplicaSet").as_deref() == Some(uid.as_str())).collect();
+        let live = owned.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && !terminal(p)).count() as i32;
+        let want = spec.replicas.unwrap_or(1);
+        let api = Api::<Pod>::namespaced(c.clone(), &ns);
+        let taken: BTreeSet<String> = owned.iter().map(|p| p.name_any()).collect();
+        let mut next = 0usize;
+        for _ in live..want {
+            while taken.contains(&format!("{name}-{next}")) {
+                next += 1;
+            }
+            let pod_name = format!("{name}-{next}");
+            next += 1;
+            let template = spec.template.clone().unwrap_or_default();
+            let mut meta = template.metadata.unwrap_or_default();
+            meta.name = Some(pod_name.clone());
+            meta.namespace = Some(ns.clone());
+            meta.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "apps/v1".into(), kind: "ReplicaSet".into(), name: name.clone(), uid: uid.clone(),
+                controller: Some(true), block_owner_deletion: Some(true),
+            }]);
+            let pod = Pod { metadata: meta, spec: template.spec, status: None };
+            match api.create(&post(), &pod).await {
+                Ok(_) => pass.did(format!("replicaset {ns}/{name}: created pod {pod_name}")),
+                Err(e) if code(&e) == Some(409) => {}
+                Err(e) => pass.fail(format!("replicaset {ns}/{name}: pod {pod_name}"), e.into()),
+            }
+        }
+        let ready = owned.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p)).count() as i32;
+        let status = json!({"replicas": live.max(0), "readyReplicas": ready, "availableReplicas": ready, "observedGeneration": rs.metadata.generation.unwrap_or(1)});
+        let rs_api = Api::<ReplicaSet>::namespaced(c.clone(), &ns);
+        if let Err(e) = set_status(&rs_api, &name, &serde_json::to_value(&rs.status)?, status).await {
+            pass.fail(format!("replicaset {ns}/{name}"), e);
+        }
+    }
+    Ok(())
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 async fn deployment(c: &Client, d: &Deployment, sets: &[ReplicaSet], ready: bool, pass: &mut Pass) -> Result<()> {
