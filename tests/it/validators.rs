@@ -245,7 +245,7 @@ fn render_out_refuses_irsa_values_without_the_account_id_and_names_the_flag() {
         assert_eq!(o.status.code(), Some(1), "{name}: {}", show(&o));
         assert!(err.contains("not writing out: helm/karpenter-values.yaml lacks the IRSA annotation eks.amazonaws.com/role-arn"), "{name}: {err}");
         assert!(err.contains(&format!(":role/{role}")) && err.contains("no AWS credentials"), "{name}: {err}");
-        assert!(err.contains("help: karpctl render --out out --account-id <12-digit account id>"), "{name}: {err}");
+        assert!(err.contains("help: karpctl render --account-id <ACCOUNT_ID> --out out   # the cluster's 12-digit account"), "{name}: {err}");
         assert!(!d.join("out").exists(), "{name}: nothing may be written");
 
         // Without the values in it, the directory is complete.
