@@ -440,6 +440,61 @@ fn a_karpenter_upgrade_plans_crds_then_policies_then_controller_and_a_downgrade_
     assert!(show(&plan).contains("downgrading CRDs is not supported"), "{}", show(&plan));
 }
 
+#[test]
+fn an_upgrade_to_karpenter_1_15_runs_on_the_real_1_15_controller() {
+    let Some(sb) = Sandbox::start("up-1-15", &[]) else { return };
+    sb.write_config(&sandbox_config());
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}\n{}", show(&up), sb.controller_log());
+
+    // The real chart of 1.15.0 (run by the real 1.15.0 controller: the sim picks the binary
+    // by the Deployment's version label, so a chart that kept 1.14's would run 1.14).
+    let Some(new) = upstream("karpenter", "1.15.0", "chart") else { return };
+    copy_dir(&new, &sb.dir.join("charts/karpenter-1.15"));
+    let v115 = sandbox_config().replace("version: 1.14.1", "version: 1.15.0").replace("path: charts/karpenter\n", "path: charts/karpenter-1.15\n");
+    assert_ne!(v115, sandbox_config());
+    sb.write_config(&v115);
+    let plan = sb.karpctl(&["plan", "-o", "json"]);
+    assert!(plan.status.success(), "{}", show(&plan));
+    let steps = planned_steps(&serde_json::from_slice(&plan.stdout).unwrap());
+    let at = |id: &str| steps.iter().position(|s| s == id).unwrap_or_else(|| panic!("{id} not planned: {steps:?}"));
+    assert!(at("crds/karpenter") < at("cfn-stack/Karpenter-karpctl-sandbox"), "{steps:?}");
+    assert!(at("cfn-stack/Karpenter-karpctl-sandbox") < at("helm-release/kube-system/karpenter"), "{steps:?}");
+    let up = sb.karpctl(&["up"]);
+    assert!(up.status.success(), "{}\n{}", show(&up), sb.controller_log());
+    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.15.0");
+    let rel = sb.helm_list();
+    assert!(rel.as_array().unwrap().iter().any(|r| r["name"] == "karpenter" && r["chart"] == "karpenter-1.15.0"), "{rel}");
+    // 1.15's kubelet field is schemaless: the served CRD says so (the upgrade really happened).
+    let crd = sb.kubectl_json(&["get", "crd", "ec2nodeclasses.karpenter.k8s.aws"]);
+    let kubelet = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["kubelet"];
+    assert_eq!(kubelet["x-kubernetes-preserve-unknown-fields"], true, "{kubelet}");
+
+    // Every class Ready on the 1.15 controller, resolved from what karpctl made.
+    let classes = sb.kubectl_json(&["get", "ec2nodeclasses"]);
+    for c in classes["items"].as_array().unwrap() {
+        let st = &c["status"];
+        let ready = st["conditions"].as_array().unwrap().iter().any(|x| x["type"] == "Ready" && x["status"] == "True");
+        assert!(ready, "{c}\n{}", sb.controller_log());
+        assert!(!st["subnets"].as_array().unwrap().is_empty() && !st["securityGroups"].as_array().unwrap().is_empty(), "{st}");
+        assert!(!st["amis"].as_array().unwrap().is_empty() && st["instanceProfile"].is_string(), "{st}");
+    }
+    // The stack's policy lets 1.15's node repair reboot the cluster's instances.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let doc = rt.block_on(async {
+        let iam = aws_sdk_iam::Client::new(&sb.aws.sdk_config("us-west-2").await);
+        let arn = "arn:aws:iam::123456789012:policy/KarpenterControllerNodeLifecyclePolicy-karpctl-sandbox";
+        let p = iam.get_policy().policy_arn(arn).send().await.unwrap();
+        let v = p.policy().unwrap().default_version_id().unwrap().to_string();
+        let d = iam.get_policy_version().policy_arn(arn).version_id(v).send().await.unwrap();
+        d.policy_version().unwrap().document().unwrap().to_string()
+    });
+    assert!(doc.contains("ec2:RebootInstances") || doc.contains("ec2%3ARebootInstances"), "{doc}");
+    // And the 1.15 controller launches a node for a pod.
+    let v = sb.karpctl(&["verify", "--pool", "default", "-o", "json", "--timeout", "240s"]);
+    assert!(v.status.success(), "{}\n{}", show(&v), sb.controller_log());
+}
+
 /// The config with the default class's subnets selected by a tag no subnet has: the real
 /// controller reports SubnetsReady=False and never launches for it.
 pub fn no_subnets(config: &str) -> String {
