@@ -24,8 +24,8 @@ scripts/testbed-aws.sh install
 step "test beds: kube-apiserver, etcd, kubectl, helm from Go modules (cached after the first build)"
 scripts/testbed-kube.sh build
 step "test beds: the real Karpenter controller (kwok build) of the pinned release and of the upgrade test's start (cached)"
+scripts/testbed-karpenter.sh build 1.15.0
 scripts/testbed-karpenter.sh build 1.14.1
-scripts/testbed-karpenter.sh build 1.13.1
 step "validators: cfn-lint venv and NVIDIA's device plugin config parser (pinned, cached)"
 scripts/validators.sh install
 

@@ -22,7 +22,7 @@ set -euo pipefail
 
 RECIPE=1
 # The versions karpctl pins by default (src/config/types.rs DEFAULT_*_VERSION).
-KARPENTER_VERSION=1.14.1
+KARPENTER_VERSION=1.15.0
 DEVICE_PLUGIN_VERSION=0.17.4
 # The Go toolchain for modules that need a newer Go than the machine's (the one the module
 # proxy serves for that; see README "Tests").

@@ -12,7 +12,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 pub const API_VERSION: &str = "karpctl.io/v1alpha1";
-pub const DEFAULT_KARPENTER_VERSION: &str = "1.14.1";
+pub const DEFAULT_KARPENTER_VERSION: &str = "1.15.0";
 pub const DEFAULT_DEVICE_PLUGIN_VERSION: &str = "0.17.4";
 pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
 /// Set (to the cluster name) in the same CreateTags call as [`DISCOVERY_TAG`] on the

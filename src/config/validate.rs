@@ -107,7 +107,7 @@ fn check_karpenter(c: &Config, d: &mut Diags<'_>) -> KarpenterVersion {
             let help = if k.version.starts_with('v') {
                 format!("write it without the leading v: {}", &k.version[1..])
             } else {
-                "use a release version such as 1.14.1".into()
+                "use a release version such as 1.15.0".into()
             };
             d.error_help(&p.key("version"), format!("{:?} is not a version (major.minor.patch)", k.version), help);
             KarpenterVersion::parse(DEFAULT_KARPENTER_VERSION).expect("default version parses")

@@ -227,6 +227,9 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The sandbox preset pointed at the charts in the scratch directory.
+/// The Karpenter release karpctl pins by default (and the sandbox config names).
+pub const PINNED: &str = karpctl::config::types::DEFAULT_KARPENTER_VERSION;
+
 pub fn sandbox_config() -> String {
     read(&repo().join("examples/sandbox.yaml"))
         .replace("../.sandbox/charts/", "charts/")
@@ -253,7 +256,7 @@ fn up_converges_end_to_end_and_a_second_up_changes_nothing() {
 
     // Kubernetes: CRDs from the chart, stamped; both releases deployed; objects Ready.
     let crd = sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"]);
-    assert_eq!(crd["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.14.1");
+    assert_eq!(crd["metadata"]["annotations"]["karpctl.io/karpenter-version"], PINNED);
     let releases = sb.helm_list();
     let names: Vec<&str> = releases.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"karpenter") && names.contains(&"nvidia-device-plugin"), "{releases}");
@@ -398,62 +401,19 @@ fn planned_steps(doc: &Value) -> Vec<String> {
 #[test]
 fn a_karpenter_upgrade_plans_crds_then_policies_then_controller_and_a_downgrade_is_refused() {
     let Some(sb) = Sandbox::start("up-upgrade", &[]) else { return };
-    // Start on 1.13.1 (the newest minor before the pin that supports the bed's Kubernetes
-    // 1.36): the real chart of that release, run by the real controller of that release.
-    let Some(old) = upstream("karpenter", "1.13.1", "chart") else { return };
-    copy_dir(&old, &sb.dir.join("charts/karpenter-1.13"));
-    let v113 = sandbox_config().replace("version: 1.14.1", "version: 1.13.1").replace("path: charts/karpenter\n", "path: charts/karpenter-1.13\n");
-    sb.write_config(&v113);
+    // Start on 1.14.1 (the previous minor): the real chart of that release, run by the real
+    // controller of that release (the sim picks the binary by the Deployment's version label).
+    let Some(old) = upstream("karpenter", "1.14.1", "chart") else { return };
+    copy_dir(&old, &sb.dir.join("charts/karpenter-1.14"));
+    let v114 = sandbox_config().replace(&format!("version: {PINNED}"), "version: 1.14.1").replace("path: charts/karpenter\n", "path: charts/karpenter-1.14\n");
+    assert_ne!(v114, sandbox_config());
+    sb.write_config(&v114);
     let up = sb.karpctl(&["up"]);
     assert!(up.status.success(), "{}\n{}", show(&up), sb.controller_log());
-    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.13.1");
-
-    sb.write_config(&sandbox_config());
-    let plan = sb.karpctl(&["plan", "-o", "json"]);
-    assert!(plan.status.success(), "{}", show(&plan));
-    let steps = planned_steps(&serde_json::from_slice(&plan.stdout).unwrap());
-    let at = |id: &str| steps.iter().position(|s| s == id).unwrap_or_else(|| panic!("{id} not planned: {steps:?}"));
-    assert!(at("crds/karpenter") < at("cfn-stack/Karpenter-karpctl-sandbox"), "{steps:?}");
-    assert!(at("cfn-stack/Karpenter-karpctl-sandbox") < at("helm-release/kube-system/karpenter"), "{steps:?}");
-    let up = sb.karpctl(&["up"]);
-    assert!(up.status.success(), "{}", show(&up));
     assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.14.1");
-    let rel = sb.helm_list();
-    assert!(rel.as_array().unwrap().iter().any(|r| r["name"] == "karpenter" && r["chart"] == "karpenter-1.14.1"), "{rel}");
 
-    // Back to 1.13.1: refused before any step, so the stack's policies stay too.
-    sb.write_config(&v113);
-    sb.aws_mutations();
-    let before = sb.kube_writes();
-    let down = sb.karpctl(&["up"]);
-    assert_eq!(down.status.code(), Some(1), "{}", show(&down));
-    let out = show(&down);
-    assert!(out.contains("older than the installed Karpenter 1.14.1: karpctl does not downgrade"), "{out}");
-    assert_eq!(diff(&before, &sb.kube_writes()), Default::default());
-    assert_eq!(sb.aws_mutations()["mutating"], 0);
-    // A cluster whose CRDs are newer than the state knows (installed by hand) is refused by the CRD step.
-    let o = sb.kubectl(&["annotate", "--overwrite", "crd", "nodepools.karpenter.sh", "karpctl.io/karpenter-version=1.20.0"]);
-    assert!(o.status.success(), "{}", show(&o));
+    // To the pin, 1.15: CRDs first, then the stack's policies, then the controller.
     sb.write_config(&sandbox_config());
-    let plan = sb.karpctl(&["plan", "--refresh"]);
-    assert_eq!(plan.status.code(), Some(1), "{}", show(&plan));
-    assert!(show(&plan).contains("downgrading CRDs is not supported"), "{}", show(&plan));
-}
-
-#[test]
-fn an_upgrade_to_karpenter_1_15_runs_on_the_real_1_15_controller() {
-    let Some(sb) = Sandbox::start("up-1-15", &[]) else { return };
-    sb.write_config(&sandbox_config());
-    let up = sb.karpctl(&["up"]);
-    assert!(up.status.success(), "{}\n{}", show(&up), sb.controller_log());
-
-    // The real chart of 1.15.0 (run by the real 1.15.0 controller: the sim picks the binary
-    // by the Deployment's version label, so a chart that kept 1.14's would run 1.14).
-    let Some(new) = upstream("karpenter", "1.15.0", "chart") else { return };
-    copy_dir(&new, &sb.dir.join("charts/karpenter-1.15"));
-    let v115 = sandbox_config().replace("version: 1.14.1", "version: 1.15.0").replace("path: charts/karpenter\n", "path: charts/karpenter-1.15\n");
-    assert_ne!(v115, sandbox_config());
-    sb.write_config(&v115);
     let plan = sb.karpctl(&["plan", "-o", "json"]);
     assert!(plan.status.success(), "{}", show(&plan));
     let steps = planned_steps(&serde_json::from_slice(&plan.stdout).unwrap());
@@ -462,15 +422,14 @@ fn an_upgrade_to_karpenter_1_15_runs_on_the_real_1_15_controller() {
     assert!(at("cfn-stack/Karpenter-karpctl-sandbox") < at("helm-release/kube-system/karpenter"), "{steps:?}");
     let up = sb.karpctl(&["up"]);
     assert!(up.status.success(), "{}\n{}", show(&up), sb.controller_log());
-    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.15.0");
+    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], PINNED);
     let rel = sb.helm_list();
-    assert!(rel.as_array().unwrap().iter().any(|r| r["name"] == "karpenter" && r["chart"] == "karpenter-1.15.0"), "{rel}");
+    assert!(rel.as_array().unwrap().iter().any(|r| r["name"] == "karpenter" && r["chart"] == format!("karpenter-{PINNED}")), "{rel}");
     // 1.15's kubelet field is schemaless: the served CRD says so (the upgrade really happened).
     let crd = sb.kubectl_json(&["get", "crd", "ec2nodeclasses.karpenter.k8s.aws"]);
     let kubelet = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["kubelet"];
     assert_eq!(kubelet["x-kubernetes-preserve-unknown-fields"], true, "{kubelet}");
-
-    // Every class Ready on the 1.15 controller, resolved from what karpctl made.
+    // Every class Ready on the new controller, resolved from what karpctl made.
     let classes = sb.kubectl_json(&["get", "ec2nodeclasses"]);
     for c in classes["items"].as_array().unwrap() {
         let st = &c["status"];
@@ -479,7 +438,7 @@ fn an_upgrade_to_karpenter_1_15_runs_on_the_real_1_15_controller() {
         assert!(!st["subnets"].as_array().unwrap().is_empty() && !st["securityGroups"].as_array().unwrap().is_empty(), "{st}");
         assert!(!st["amis"].as_array().unwrap().is_empty() && st["instanceProfile"].is_string(), "{st}");
     }
-    // The stack's policy lets 1.15's node repair reboot the cluster's instances.
+    // The stack's policy now lets 1.15's node repair reboot the cluster's instances.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let doc = rt.block_on(async {
         let iam = aws_sdk_iam::Client::new(&sb.aws.sdk_config("us-west-2").await);
@@ -490,9 +449,24 @@ fn an_upgrade_to_karpenter_1_15_runs_on_the_real_1_15_controller() {
         d.policy_version().unwrap().document().unwrap().to_string()
     });
     assert!(doc.contains("ec2:RebootInstances") || doc.contains("ec2%3ARebootInstances"), "{doc}");
-    // And the 1.15 controller launches a node for a pod.
-    let v = sb.karpctl(&["verify", "--pool", "default", "-o", "json", "--timeout", "240s"]);
-    assert!(v.status.success(), "{}\n{}", show(&v), sb.controller_log());
+
+    // Back to 1.14.1: refused before any step, so the stack's policies stay too.
+    sb.write_config(&v114);
+    sb.aws_mutations();
+    let before = sb.kube_writes();
+    let down = sb.karpctl(&["up"]);
+    assert_eq!(down.status.code(), Some(1), "{}", show(&down));
+    let out = show(&down);
+    assert!(out.contains(&format!("older than the installed Karpenter {PINNED}: karpctl does not downgrade")), "{out}");
+    assert_eq!(diff(&before, &sb.kube_writes()), Default::default());
+    assert_eq!(sb.aws_mutations()["mutating"], 0);
+    // A cluster whose CRDs are newer than the state knows (installed by hand) is refused by the CRD step.
+    let o = sb.kubectl(&["annotate", "--overwrite", "crd", "nodepools.karpenter.sh", "karpctl.io/karpenter-version=1.20.0"]);
+    assert!(o.status.success(), "{}", show(&o));
+    sb.write_config(&sandbox_config());
+    let plan = sb.karpctl(&["plan", "--refresh"]);
+    assert_eq!(plan.status.code(), Some(1), "{}", show(&plan));
+    assert!(show(&plan).contains("downgrading CRDs is not supported"), "{}", show(&plan));
 }
 
 /// The config with the default class's subnets selected by a tag no subnet has: the real
@@ -664,7 +638,7 @@ fn verify_provisions_a_node_of_the_pool_and_status_shows_the_live_setup() {
     assert_eq!(gpu["nodes"], 1, "the node verify made: {gpu}");
     // The chart ships 5 CRDs; status lists the 4 of the Karpenter groups (not capacitybuffers).
     assert_eq!(live["crds"].as_array().unwrap().len(), 4, "{live}");
-    assert!(live["crds"].as_array().unwrap().iter().all(|c| c["karpenterVersion"] == "1.14.1"));
+    assert!(live["crds"].as_array().unwrap().iter().all(|c| c["karpenterVersion"] == PINNED));
     assert_eq!(live["devicePlugin"]["installed"], true, "{live}");
     let text = sb.karpctl(&["status"]);
     let out = String::from_utf8_lossy(&text.stdout).into_owned();

@@ -563,8 +563,8 @@ fn the_real_1_15_chart_takes_the_1_15_settings() {
     let arn = format!("arn:aws:iam::{ACCOUNT}:role/my-karpenter");
     let problems = check_controller("every-setting-1.15", &c, &docs, &defaults, Some(ENDPOINT), Some(&arn));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    // The check reads the gates: the pinned 1.14 chart has no AWS_FEATURE_GATES at all.
-    let old = chart("karpenter").expect("the pinned chart");
+    // The check reads the gates: the 1.14 chart has no AWS_FEATURE_GATES at all.
+    let old = chart_at("karpenter", "1.14.1").expect("the 1.14.1 chart");
     let old_docs = helm_template(&helm, "karpenter", &old, &c.karpenter.namespace, &d.join("out/helm/karpenter-values.yaml"));
     let missed = check_controller("on-1.14", &c, &old_docs, &chart_values(&old), Some(ENDPOINT), Some(&arn)).join("\n");
     assert!(missed.contains("AWS_FEATURE_GATES \"\" lacks RebootForRepair=true"), "{missed}");
