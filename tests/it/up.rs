@@ -21,6 +21,9 @@ pub struct Sandbox {
     pub aws: AwsEmulator,
     pub dir: PathBuf,
     pub bin: PathBuf,
+    /// The emulated account's region (`--region`, us-west-2 unless a test names another):
+    /// the controller's AWS calls go there, as a real controller's go to its cluster's.
+    pub region: String,
     sim: Option<(std::thread::JoinHandle<()>, tokio::sync::watch::Sender<bool>)>,
 }
 
@@ -63,7 +66,8 @@ impl Sandbox {
         copy_dir(&device_plugin_chart, &dir.join("charts/nvidia-device-plugin"));
         let handle: Value = serde_json::from_str(&read(&kube.dir.join("handle.json"))).unwrap();
         let bin = PathBuf::from(handle["bin_dir"].as_str().unwrap());
-        let mut sb = Sandbox { kube, aws, dir, bin, sim: None };
+        let region = aws_args.iter().position(|a| *a == "--region").and_then(|i| aws_args.get(i + 1)).unwrap_or(&"us-west-2").to_string();
+        let mut sb = Sandbox { kube, aws, dir, bin, region, sim: None };
         sb.start_sim();
         Some(sb)
     }
@@ -79,6 +83,7 @@ impl Sandbox {
         let kubeconfig = self.kube.kubeconfig();
         let endpoint = self.aws.endpoint.clone();
         let work = self.dir.join("controller");
+        let region = self.region.clone();
         let h = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
@@ -87,7 +92,7 @@ impl Sandbox {
                 let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
                 let client = kube::Client::try_from(cfg).unwrap();
                 let binaries = binaries_from_script(repo().join("scripts/testbed-karpenter.sh"));
-                let spec = ControllerSpec::from_kubeconfig(&kubeconfig, binaries, endpoint, "us-west-2".into(), work).unwrap();
+                let spec = ControllerSpec::from_kubeconfig(&kubeconfig, binaries, endpoint, region, work).unwrap();
                 let runner = Runner::new(spec).await.unwrap();
                 let opts = crate::sim::model::Options { karpenter: crate::sim::model::Karpenter::Real(std::sync::Arc::new(runner)), ..Default::default() };
                 crate::sim::model::run_with(client, Duration::from_millis(200), rx, opts).await;
@@ -467,6 +472,40 @@ fn a_karpenter_upgrade_plans_crds_then_policies_then_controller_and_a_downgrade_
     let plan = sb.karpctl(&["plan", "--refresh"]);
     assert_eq!(plan.status.code(), Some(1), "{}", show(&plan));
     assert!(show(&plan).contains("downgrading CRDs is not supported"), "{}", show(&plan));
+}
+
+#[test]
+fn doctor_names_admission_webhooks_left_from_karpenter_before_1_0_with_the_command_that_removes_them() {
+    let Some(sb) = Sandbox::start("doctor-webhooks", &[]) else { return };
+    sb.write_config(&sandbox_config());
+    let row = |o: &Output| -> Value {
+        let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(o)));
+        doc["checks"].as_array().unwrap().iter().find(|c| c["name"] == "karpenter webhooks").cloned().unwrap_or_else(|| panic!("no webhook row: {doc}"))
+    };
+    let clean = sb.karpctl(&["doctor", "-o", "json"]);
+    assert_eq!(row(&clean)["status"], "ok", "{}", show(&clean));
+
+    // What a 0.x chart with webhook.enabled left behind: failing closed, pointing at a gone service.
+    let hook = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "validation.webhook.karpenter.sh"},
+        "webhooks": [{"name": "validation.webhook.karpenter.sh", "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "clientConfig": {"service": {"name": "karpenter", "namespace": "karpenter", "port": 8443}},
+            "rules": [{"apiGroups": ["karpenter.sh"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["nodepools"]}]}]});
+    std::fs::write(sb.dir.join("hook.json"), hook.to_string()).unwrap();
+    let o = sb.kubectl(&["apply", "-f", sb.dir.join("hook.json").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", show(&o));
+    let dirty = sb.karpctl(&["doctor", "-o", "json"]);
+    assert_eq!(dirty.status.code(), Some(1), "{}", show(&dirty));
+    let r = row(&dirty);
+    assert_eq!(r["status"], "fail", "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("validatingwebhookconfiguration/validation.webhook.karpenter.sh"), "{r}");
+    // The fix is a command that works.
+    let fix = r["fix"].as_str().unwrap();
+    let args: Vec<&str> = fix.strip_prefix("kubectl ").unwrap_or_else(|| panic!("{fix}")).split_whitespace().collect();
+    let o = sb.kubectl(&args);
+    assert!(o.status.success(), "{fix}: {}", show(&o));
+    let again = sb.karpctl(&["doctor", "-o", "json"]);
+    assert_eq!(row(&again)["status"], "ok", "{}", show(&again));
 }
 
 /// The config with the default class's subnets selected by a tag no subnet has: the real
