@@ -10,13 +10,13 @@
 #   scripts/testbed-karpenter.sh prune             delete stale cached builds of the versions pinned here
 #   scripts/testbed-karpenter.sh smoke [VERSION]   end to end: emulator + kube bed + controller + sim
 #
-# VERSION defaults to 1.14.1 (KARPCTL_KARPENTER_VERSION). See tests/testbed/README.md,
+# VERSION defaults to 1.15.0 (KARPCTL_KARPENTER_VERSION). See tests/testbed/README.md,
 # "Karpenter controller".
 set -euo pipefail
 
 # Bump when the build recipe changes (it is part of the cache key).
 SCRIPT_VERSION=1
-DEFAULT_VERSION="${KARPCTL_KARPENTER_VERSION:-1.14.1}"
+DEFAULT_VERSION="${KARPCTL_KARPENTER_VERSION:-1.15.0}"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SRC_ROOT="$REPO/tests/testbed/karpenter"

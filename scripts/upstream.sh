@@ -22,8 +22,11 @@ set -euo pipefail
 
 RECIPE=1
 # The versions karpctl pins by default (src/config/types.rs DEFAULT_*_VERSION).
-KARPENTER_VERSION=1.14.1
+KARPENTER_VERSION=1.15.0
 DEVICE_PLUGIN_VERSION=0.17.4
+# The Go toolchain for modules that need a newer Go than the machine's (the one the module
+# proxy serves for that; see README "Tests").
+NEWER_GO=go1.27.3
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_ROOT="${KARPCTL_CACHE:-$HOME/.cache/karpctl}/upstream"
@@ -51,8 +54,17 @@ module_dir() {
   local module="$1" version="$2" out tmp
   command -v go >/dev/null 2>&1 || die "go is required to fetch $module (install Go >= 1.26; it reads the Go module proxy)"
   tmp="$(mktemp -d)"
-  # Outside any module, with the module cache's own read-only layout.
-  if ! out="$(cd "$tmp" && GOFLAGS=-mod=mod GOTOOLCHAIN=local go mod download -json "$module@v$version" 2>&1)"; then
+  # Outside any module, with the module cache's own read-only layout. A release whose go.mod
+  # asks for a newer Go than the machine's (Karpenter 1.15 wants 1.26.9) is fetched by the
+  # newer toolchain, which the go command itself takes from the module proxy.
+  local ok=1
+  out="$(cd "$tmp" && GOFLAGS=-mod=mod GOTOOLCHAIN=local go mod download -json "$module@v$version" 2>&1)" || ok=0
+  if [[ "$ok" == 0 && "$out" == *"requires go "* ]]; then
+    log "$module@v$version needs a newer Go than $(go env GOVERSION): fetching it with GOTOOLCHAIN=$NEWER_GO"
+    ok=1
+    out="$(cd "$tmp" && GOFLAGS=-mod=mod GOTOOLCHAIN="$NEWER_GO" go mod download -json "$module@v$version" 2>&1)" || ok=0
+  fi
+  if [[ "$ok" == 0 ]]; then
     rm -rf "$tmp"
     die "could not download $module@v$version from the Go module proxy: $(printf '%s' "$out" | tr '\n' ' ' | cut -c1-400)"
   fi

@@ -12,7 +12,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 pub const API_VERSION: &str = "karpctl.io/v1alpha1";
-pub const DEFAULT_KARPENTER_VERSION: &str = "1.14.1";
+pub const DEFAULT_KARPENTER_VERSION: &str = "1.15.0";
 pub const DEFAULT_DEVICE_PLUGIN_VERSION: &str = "0.17.4";
 pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
 /// Set (to the cluster name) in the same CreateTags call as [`DISCOVERY_TAG`] on the
@@ -134,6 +134,9 @@ pub struct KarpenterSettings {
     /// Feature gates by name, e.g. `spotToSpotConsolidation: true`.
     #[serde(default)]
     pub feature_gates: BTreeMap<String, bool>,
+    /// AWS provider feature gates by name (Karpenter 1.15+), e.g. `rebootForRepair: true`.
+    #[serde(default, rename = "awsFeatureGates")]
+    pub aws_feature_gates: BTreeMap<String, bool>,
     pub batch_max_duration: Option<String>,
     pub batch_idle_duration: Option<String>,
     #[serde(rename = "isolatedVPC")]
@@ -148,6 +151,7 @@ impl Default for KarpenterSettings {
         KarpenterSettings {
             interruption_queue: true,
             feature_gates: BTreeMap::new(),
+            aws_feature_gates: BTreeMap::new(),
             batch_max_duration: None,
             batch_idle_duration: None,
             isolated_vpc: None,
@@ -667,6 +671,8 @@ pub enum DisruptionReason {
     Empty,
     Drifted,
     Underutilized,
+    /// Node repair (Karpenter 1.15+: repair respects budgets).
+    Unhealthy,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -12,7 +12,7 @@ use super::diag::Diags;
 use super::rules::*;
 use super::source::FieldPath;
 use super::types::*;
-use crate::model::version::{kubernetes_minor, KarpenterVersion, MAX_KNOWN_MINOR, MIN_SUPPORTED};
+use crate::model::version::{kubernetes_minor, KarpenterVersion, Since, MAX_KNOWN_MINOR, MIN_SUPPORTED};
 
 /// `karpenter.k8s.aws/*` keys the v1.14 CRDs accept as requirement or label keys.
 pub const AWS_ALLOWED_KEYS: &[&str] = &[
@@ -107,7 +107,7 @@ fn check_karpenter(c: &Config, d: &mut Diags<'_>) -> KarpenterVersion {
             let help = if k.version.starts_with('v') {
                 format!("write it without the leading v: {}", &k.version[1..])
             } else {
-                "use a release version such as 1.14.1".into()
+                "use a release version such as 1.15.0".into()
             };
             d.error_help(&p.key("version"), format!("{:?} is not a version (major.minor.patch)", k.version), help);
             KarpenterVersion::parse(DEFAULT_KARPENTER_VERSION).expect("default version parses")
@@ -140,6 +140,22 @@ fn check_karpenter(c: &Config, d: &mut Diags<'_>) -> KarpenterVersion {
             _ => {}
         }
     }
+    for gate in k.settings.aws_feature_gates.keys() {
+        let gp = sp.key("awsFeatureGates").key(gate.clone());
+        match KarpenterVersion::aws_feature_gate_since(gate) {
+            None => {
+                let known: Vec<String> = KarpenterVersion::known_aws_feature_gates().iter().map(|s| s.to_string()).collect();
+                d.key_error(&gp, format!("unknown AWS feature gate `{gate}`"), super::schema::suggest(gate, &known));
+            }
+            Some(since) if !version.at_least(since) => {
+                d.error(&gp, format!("AWS feature gate `{gate}` needs Karpenter 1.{since} or later (config has {version})"));
+            }
+            _ => {}
+        }
+    }
+    if k.settings.aws_feature_gates.get("rebootForRepair") == Some(&true) && k.settings.feature_gates.get("nodeRepair") != Some(&true) {
+        d.warning(&sp.key("awsFeatureGates").key("rebootForRepair"), "rebootForRepair has no effect without the nodeRepair feature gate (settings.featureGates.nodeRepair: true)");
+    }
     for (name, v) in [("batchMaxDuration", &k.settings.batch_max_duration), ("batchIdleDuration", &k.settings.batch_idle_duration)] {
         if let Some(v) = v {
             if !is_go_duration(v) {
@@ -147,7 +163,7 @@ fn check_karpenter(c: &Config, d: &mut Diags<'_>) -> KarpenterVersion {
             }
         }
     }
-    if k.settings.min_values_policy.is_some() && !version.at_least(6) {
+    if k.settings.min_values_policy.is_some() && !version.has(Since::MinValuesPolicy) {
         d.error(&sp.key("minValuesPolicy"), format!("minValuesPolicy needs Karpenter 1.6 or later (config has {version})"));
     }
     if let Some(path) = &k.chart.path {
@@ -309,7 +325,7 @@ fn check_node_classes(c: &Config, version: KarpenterVersion, d: &mut Diags<'_>) 
             (AmiFamily::Al2, Variant::Nvidia | Variant::Neuron) if nc.architectures.contains(&Arch::Arm64) => {
                 d.error(&p.key("architectures"), "the AL2 GPU AMI is x86_64 only");
             }
-            (AmiFamily::Al2023, Variant::Nvidia) if nc.architectures.contains(&Arch::Arm64) && !version.at_least(4) => {
+            (AmiFamily::Al2023, Variant::Nvidia) if nc.architectures.contains(&Arch::Arm64) && !version.has(Since::Al2023NvidiaArm64) => {
                 d.error_help(
                     &p.key("architectures"),
                     format!("Karpenter {version} does not look up AL2023 arm64 NVIDIA AMIs (added in 1.4)"),
@@ -349,7 +365,7 @@ fn check_node_classes(c: &Config, version: KarpenterVersion, d: &mut Diags<'_>) 
         check_metadata(&p.key("metadataOptions"), nc, d);
         check_class_tags(&p.key("tags"), &nc.tags, d);
         if let Some(k) = &nc.kubelet {
-            check_kubelet(&p.key("kubelet"), k, nc.ami_family, d);
+            check_kubelet(&p.key("kubelet"), k, nc.ami_family, version, d);
         }
         check_user_data(&p.key("userData"), nc, d);
         out.insert(nc.name.clone(), ClassInfo { family: nc.ami_family, variant: nc.variant, architectures: nc.architectures.clone() });
@@ -433,7 +449,7 @@ fn check_ami_terms(p: &FieldPath, nc: &NodeClass, version: KarpenterVersion, d: 
                 _ => d.error(&tp.key("alias"), format!("{alias:?} must look like family@version, e.g. al2023@v20250915 (at most 30 characters)")),
             }
         }
-        if t.ssm_parameter.is_some() && !version.at_least(4) {
+        if t.ssm_parameter.is_some() && !version.has(Since::SsmParameterAmiTerms) {
             d.error(&tp.key("ssmParameter"), format!("ssmParameter needs Karpenter 1.4 or later (config has {version})"));
         }
     }
@@ -576,7 +592,11 @@ fn check_class_tags(p: &FieldPath, tags: &BTreeMap<String, String>, d: &mut Diag
     }
 }
 
-fn check_kubelet(p: &FieldPath, k: &Kubelet, family: AmiFamily, d: &mut Diags<'_>) {
+/// Karpenter's own kubelet checks. From 1.15 the CRD no longer types `spec.kubelet`; the
+/// controller checks it after apply and blocks the class (ValidationSucceeded=False) for
+/// fields the AMI family would drop, so those are errors here, before any API call.
+fn check_kubelet(p: &FieldPath, k: &Kubelet, family: AmiFamily, version: KarpenterVersion, d: &mut Diags<'_>) {
+    let blocks = version.has(Since::KubeletCheckedByController);
     if let Some(v) = k.max_pods {
         if v < 0 {
             d.error(&p.key("maxPods"), "maxPods cannot be negative");
@@ -585,8 +605,22 @@ fn check_kubelet(p: &FieldPath, k: &Kubelet, family: AmiFamily, d: &mut Diags<'_
     if let Some(v) = k.pods_per_core {
         if v < 0 {
             d.error(&p.key("podsPerCore"), "podsPerCore cannot be negative");
+        } else if family == AmiFamily::Bottlerocket && blocks {
+            d.error_help(
+                &p.key("podsPerCore"),
+                format!("Karpenter {version} refuses podsPerCore on Bottlerocket (it has no setting for it): the class would never be Ready"),
+                "remove podsPerCore, or set maxPods",
+            );
         } else if family == AmiFamily::Bottlerocket {
             d.warning(&p.key("podsPerCore"), "Bottlerocket ignores podsPerCore");
+        }
+    }
+    if k.cluster_dns.len() > 1 && matches!(family, AmiFamily::Bottlerocket | AmiFamily::Al2) {
+        let what = format!("the {} bootstrap takes one cluster DNS address; only the first of {} reaches the kubelet", family.crd_name(), k.cluster_dns.len());
+        if blocks {
+            d.error_help(&p.key("clusterDNS"), format!("Karpenter {version} refuses this: {what}"), "list one address");
+        } else {
+            d.warning(&p.key("clusterDNS"), what);
         }
     }
     for (name, map) in [("systemReserved", &k.system_reserved), ("kubeReserved", &k.kube_reserved)] {
@@ -728,7 +762,7 @@ fn check_label_key(p: &FieldPath, key: &str, version: KarpenterVersion, what: &s
             return false;
         }
     }
-    if !version.at_least(9)
+    if !version.has(Since::GteLteAndKubernetesLabels)
         && (domain.ends_with("kubernetes.io") || domain.ends_with("k8s.io"))
         && !WELL_KNOWN.contains(&key)
         && !(domain.ends_with("node.kubernetes.io") || domain.ends_with("node-restriction.kubernetes.io") || domain == "kops.k8s.io")
@@ -869,7 +903,7 @@ fn check_node_pools(c: &Config, version: KarpenterVersion, classes: &BTreeMap<St
                 d.error(&p.key("capacityTypes").index(j), format!("{} is listed twice", ct.as_str()));
             }
             if *ct == CapacityType::Reserved {
-                if !version.at_least(3) {
+                if !version.has(Since::CapacityReservations) {
                     d.error(&p.key("capacityTypes").index(j), format!("capacity type `reserved` needs Karpenter 1.3 or later (config has {version})"));
                 } else {
                     d.error_help(
@@ -925,7 +959,7 @@ fn check_node_pools(c: &Config, version: KarpenterVersion, classes: &BTreeMap<St
                 Some(v) if v < 0.0 => d.error(&lp, "limits cannot be negative"),
                 _ => {}
             }
-            if k == "nodes" && !version.at_least(11) {
+            if k == "nodes" && !version.has(Since::PlacementGroupsAndNodeLimits) {
                 d.warning(&lp, format!("limits.nodes is only enforced for dynamic pools from Karpenter 1.11 (config has {version})"));
             }
         }
@@ -944,7 +978,7 @@ fn check_node_pools(c: &Config, version: KarpenterVersion, classes: &BTreeMap<St
         }
         if let Some(dis) = &np.disruption {
             let dp = p.key("disruption");
-            if dis.consolidation_policy == ConsolidationPolicy::Balanced && !version.at_least(14) {
+            if dis.consolidation_policy == ConsolidationPolicy::Balanced && !version.has(Since::BalancedConsolidation) {
                 d.error(&dp.key("consolidationPolicy"), format!("consolidationPolicy Balanced needs Karpenter 1.14 or later (config has {version})"));
             }
             if let Some(ca) = &dis.consolidate_after {
@@ -980,6 +1014,9 @@ fn check_node_pools(c: &Config, version: KarpenterVersion, classes: &BTreeMap<St
                     if !rs.insert(*reason) {
                         d.error(&bp.key("reasons").index(r), format!("{reason:?} is listed twice"));
                     }
+                    if *reason == DisruptionReason::Unhealthy && !version.has(Since::UnhealthyBudgets) {
+                        d.error(&bp.key("reasons").index(r), format!("budget reason Unhealthy needs Karpenter 1.15 or later (config has {version}): node repair respects budgets from 1.15"));
+                    }
                 }
             }
         }
@@ -1005,7 +1042,7 @@ fn check_node_pools(c: &Config, version: KarpenterVersion, classes: &BTreeMap<St
                     d.error(&rp.key("values"), format!("operator {} takes no values", r.operator.as_str()))
                 }
                 Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte => {
-                    if matches!(r.operator, Operator::Gte | Operator::Lte) && !version.at_least(9) {
+                    if matches!(r.operator, Operator::Gte | Operator::Lte) && !version.has(Since::GteLteAndKubernetesLabels) {
                         d.error(&rp.key("operator"), format!("operator {} needs Karpenter 1.9 or later (config has {version})", r.operator.as_str()));
                     }
                     if r.values.len() != 1 || r.values[0].parse::<u64>().is_err() {

@@ -245,6 +245,34 @@ pub fn is_ready(obj: &Value) -> bool {
     })
 }
 
+/// Why the controller refuses an EC2NodeClass's spec for good, if it does: its
+/// `ValidationSucceeded=False` for the current generation with a reason that only a change
+/// to the spec clears (Karpenter 1.15 checks the schemaless `spec.kubelet` this way).
+/// Waiting cannot help these; IAM auth-check failures and the cluster CIDR lookup can, so
+/// they are left to the timeout.
+pub fn refused(obj: &Value) -> Option<String> {
+    const SPEC_REASONS: &[&str] = &[
+        "InvalidKubeletConfiguration",
+        "UnsupportedKubeletConfiguration",
+        "KubeletExpressionInvalid",
+        "KubeletExpressionEvaluationFailed",
+        "KubeletExpressionsDisabled",
+        "UserDataSizeLimitExceeded",
+        "NVIDIAConsumableCapacityInvalid",
+        "DRADisabled",
+        "TagValidationFailed",
+    ];
+    let c = condition(obj, "ValidationSucceeded")?;
+    let gen = obj.pointer("/metadata/generation").and_then(Value::as_i64);
+    let current = match (c["observedGeneration"].as_i64(), gen) {
+        (Some(o), Some(g)) => o >= g,
+        _ => true,
+    };
+    let reason = c["reason"].as_str().unwrap_or("");
+    (c["status"] == "False" && current && SPEC_REASONS.contains(&reason))
+        .then(|| format!("ValidationSucceeded=False {reason}: {}", c["message"].as_str().unwrap_or("")))
+}
+
 /// What an object no controller has reported on yet says: a state while a
 /// run waits, not a failure (only a readiness timeout asks about the controller).
 pub const NOT_REPORTED: &str = "no conditions reported yet";
@@ -303,6 +331,26 @@ mod tests {
         assert_eq!(ch[0].old, json!("100"));
         assert_eq!(ch[0].new, json!("200"));
         assert!(field_changes("x", &old, &old).is_empty());
+    }
+
+    #[test]
+    fn a_spec_the_controller_refuses_is_told_apart_from_one_still_settling() {
+        // As Karpenter 1.15's validation controller writes it for Bottlerocket + podsPerCore.
+        let refused_now = json!({"metadata": {"generation": 2}, "status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": "ValidationSucceededNotReady", "observedGeneration": 2},
+            {"type": "ValidationSucceeded", "status": "False", "reason": "UnsupportedKubeletConfiguration", "observedGeneration": 2,
+             "message": "spec.kubelet has fields not applied by the Bottlerocket AMI family that would be silently dropped: podsPerCore"}]}});
+        let why = refused(&refused_now).expect("refused");
+        assert!(why.starts_with("ValidationSucceeded=False UnsupportedKubeletConfiguration: spec.kubelet has fields"), "{why}");
+        // The same condition for an older generation: the fix may already be applied.
+        let stale = json!({"metadata": {"generation": 3}, "status": refused_now["status"].clone()});
+        assert_eq!(refused(&stale), None);
+        // A failure that waiting can clear (IAM propagation) is not final.
+        let auth = json!({"metadata": {"generation": 1}, "status": {"conditions": [
+            {"type": "ValidationSucceeded", "status": "False", "reason": "CreateFleetAuthCheckFailed", "observedGeneration": 1, "message": "denied"}]}});
+        assert_eq!(refused(&auth), None);
+        let ok = json!({"metadata": {"generation": 1}, "status": {"conditions": [{"type": "ValidationSucceeded", "status": "True", "observedGeneration": 1}]}});
+        assert_eq!(refused(&ok), None);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct KarpenterSettingsValues {
     pub interruption_queue: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub feature_gates: BTreeMap<String, bool>,
+    /// The chart's `settings.awsFeatureGates` (1.15+), rendered into AWS_FEATURE_GATES.
+    #[serde(rename = "awsFeatureGates", skip_serializing_if = "BTreeMap::is_empty")]
+    pub aws_feature_gates: BTreeMap<String, bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_max_duration: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -78,7 +78,14 @@ async fn helm() -> Check {
     }
 }
 
-async fn cluster_checks(c: &Config, sdk: &aws_config::SdkConfig) -> Vec<Check> {
+/// The cluster's checks, and its address (endpoint and CA) for the checks through its API.
+async fn cluster_checks(c: &Config, sdk: &aws_config::SdkConfig) -> (Vec<Check>, Option<serde_json::Value>) {
+    let mut facts = None;
+    let out = cluster_rows(c, sdk, &mut facts).await;
+    (out, facts)
+}
+
+async fn cluster_rows(c: &Config, sdk: &aws_config::SdkConfig, facts: &mut Option<serde_json::Value>) -> Vec<Check> {
     let eks = crate::aws::eks(sdk);
     let mut out = Vec::new();
     let cluster = match eks.describe_cluster().name(&c.cluster.name).send().await {
@@ -97,6 +104,10 @@ async fn cluster_checks(c: &Config, sdk: &aws_config::SdkConfig) -> Vec<Check> {
         }
     };
     let Some(cl) = cluster else { return out };
+    *facts = Some(serde_json::json!({
+        "endpoint": cl.endpoint.clone().unwrap_or_default(),
+        "certificateAuthority": cl.certificate_authority.as_ref().and_then(|a| a.data.clone()).unwrap_or_default(),
+    }));
     let status = cl.status.as_ref().map(|s| s.as_str().to_string()).unwrap_or_default();
     if status == "ACTIVE" {
         out.push(ok("cluster", format!("{} is ACTIVE, Kubernetes {}", c.cluster.name, cl.version.clone().unwrap_or_default())));
@@ -197,6 +208,61 @@ async fn cluster_checks(c: &Config, sdk: &aws_config::SdkConfig) -> Vec<Check> {
     out
 }
 
+/// Admission webhooks that Karpenter charts before 1.0 registered (`webhook.enabled`); no
+/// chart karpctl installs serves them, so one left behind points at a service that is gone
+/// and, failing closed, blocks every write of a NodePool or EC2NodeClass.
+const OLD_KARPENTER_WEBHOOKS: &[(&str, &str)] = &[
+    ("validatingwebhookconfiguration", "validation.webhook.karpenter.sh"),
+    ("validatingwebhookconfiguration", "validation.webhook.config.karpenter.sh"),
+    ("validatingwebhookconfiguration", "validation.webhook.karpenter.k8s.aws"),
+    ("mutatingwebhookconfiguration", "defaulting.webhook.karpenter.sh"),
+    ("mutatingwebhookconfiguration", "defaulting.webhook.karpenter.k8s.aws"),
+];
+
+/// The webhook check when the cluster's API could not be read: not a failure of the setup.
+fn unlisted(detail: String) -> Check {
+    let fix = Some("pass --kubeconfig if the cluster's endpoint is not reachable from here".to_string());
+    Check { name: "karpenter webhooks", status: Status::Skip, detail, why: None, fix, access: None }
+}
+
+/// The cluster's admission webhooks, read through the cluster's API (or the kubeconfig).
+async fn webhooks(c: &Config, g: &Global, sdk: &aws_config::SdkConfig, facts: Option<serde_json::Value>) -> Check {
+    use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+    use kube::api::{Api, ListParams};
+    let conn = crate::kube::Connector::new(g, sdk.clone(), &c.cluster.name);
+    let listed = async {
+        let client = conn.client(facts.as_ref()).await?;
+        let mut names: Vec<(String, String)> = Vec::new();
+        let lp = ListParams::default();
+        for w in Api::<ValidatingWebhookConfiguration>::all(client.clone()).list(&lp).await?.items {
+            names.push(("validatingwebhookconfiguration".into(), w.metadata.name.unwrap_or_default()));
+        }
+        for w in Api::<MutatingWebhookConfiguration>::all(client).list(&lp).await?.items {
+            names.push(("mutatingwebhookconfiguration".into(), w.metadata.name.unwrap_or_default()));
+        }
+        anyhow::Ok(names)
+    };
+    let names = match tokio::time::timeout(std::time::Duration::from_secs(10), listed).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            return unlisted(format!("could not list the cluster's admission webhooks: {e:#}"));
+        }
+        Err(_) => return unlisted("the cluster's API did not answer within 10s".into()),
+    };
+    let left: Vec<&(String, String)> = names.iter().filter(|(k, n)| OLD_KARPENTER_WEBHOOKS.iter().any(|(ok, on)| ok == k && on == n)).collect();
+    if left.is_empty() {
+        return ok("karpenter webhooks", "no admission webhooks left from Karpenter before 1.0");
+    }
+    let list: Vec<String> = left.iter().map(|(k, n)| format!("{k}/{n}")).collect();
+    bad(
+        "karpenter webhooks",
+        Status::Fail,
+        format!("admission webhooks of a Karpenter before 1.0 are still registered: {}", list.join(", ")),
+        "no Karpenter that karpctl installs serves them; failing closed, they refuse every NodePool and EC2NodeClass write",
+        format!("kubectl delete {}", list.join(" ")),
+    )
+}
+
 async fn spot_role(c: &Config, sdk: &aws_config::SdkConfig) -> Check {
     let spot = c.node_pools.iter().any(|p| p.capacity_types.contains(&CapacityType::Spot));
     if !spot {
@@ -233,15 +299,22 @@ pub async fn checks(c: &Config, g: &Global, with_helm: bool) -> Vec<Check> {
             None
         }
     };
-    let (who, cluster, spot, helm) = tokio::join!(caller(&sdk), cluster_checks(c, &sdk), spot_role(c, &sdk), helm);
+    let (who, (cluster, facts), spot, helm) = tokio::join!(caller(&sdk), cluster_checks(c, &sdk), spot_role(c, &sdk), helm);
     let unreachable = who.access.is_some();
+    let hooks = if unreachable || (facts.is_none() && g.kubeconfig.is_none() && g.context.is_none()) {
+        unlisted("not checked: the cluster's address is unknown (see cluster)".into())
+    } else {
+        webhooks(c, g, &sdk, facts).await
+    };
     let mut all = vec![who];
     if unreachable {
         all.extend(cluster.into_iter().map(not_checked));
         all.push(if spot.status == Status::Skip { spot } else { not_checked(spot) });
+        all.push(hooks);
     } else {
         all.extend(cluster);
         all.push(spot);
+        all.push(hooks);
     }
     all.extend(helm);
     let names = Names::of(c);

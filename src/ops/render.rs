@@ -6,7 +6,7 @@ credentials or network; a local state file is read for the AMI pins `up` recorde
 */
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
@@ -63,17 +63,19 @@ pub enum RenderRefusal {
 impl RenderRefusal {
     pub fn help(&self) -> String {
         match self {
-            RenderRefusal::Incomplete { dir, missing } => {
-                format!("karpctl render --out {} {} {}", dir.display(), missing.flag, placeholder(missing.flag))
-            }
+            RenderRefusal::Incomplete { dir, missing } => supply(missing.flag, Some(dir)),
         }
     }
 }
 
-fn placeholder(flag: &str) -> &'static str {
+/// The command that supplies a fact `render` cannot look up offline, and where its value comes from.
+fn supply(flag: &str, out: Option<&Path>) -> String {
+    let out = out.map(|d| format!(" --out {}", d.display())).unwrap_or_default();
     match flag {
-        "--account-id" => "<12-digit account id>   # the cluster's account: aws sts get-caller-identity --query Account --output text",
-        _ => "<value>",
+        "--account-id" => format!(
+            "karpctl render --account-id <ACCOUNT_ID>{out}   # the cluster's 12-digit account: aws sts get-caller-identity --query Account --output text"
+        ),
+        other => format!("pass {other} to karpctl render{out}"),
     }
 }
 
@@ -183,7 +185,7 @@ pub async fn render(g: &Global, args: &RenderArgs) -> anyhow::Result<Report> {
             return Err(RenderRefusal::Incomplete { dir: dir.clone(), missing: m.clone() }.into());
         }
         let field = m.field.split('.').fold(FieldPath::root(), |p, k| p.key(k));
-        let help = format!("karpctl render {} {}", m.flag, placeholder(m.flag));
+        let help = supply(m.flag, None);
         report.warnings.push(loaded.warning_at(&field, &format!("{} {}", m.document, m.message), Some(&help)));
         notes.push(format!("{} {} (pass {})", m.document, m.message, m.flag));
     }

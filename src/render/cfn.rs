@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Names};
 use crate::model::cfn::*;
-use crate::model::version::{KarpenterVersion, PolicySplit};
+use crate::model::version::{KarpenterVersion, PolicySplit, Since};
 
 pub const IAM_POLICY_LIMIT: usize = 6144;
 pub const CLUSTER_TAG: &str = "karpctl.io/cluster";
@@ -67,10 +67,10 @@ fn controller_parts(cluster: &str, v: KarpenterVersion, queue: bool) -> Vec<Poli
     let tagged_types = ["fleet/*", "instance/*", "volume/*", "network-interface/*", "launch-template/*", "spot-instances-request/*"];
 
     let mut access = vec![arn("ec2:${AWS::Region}::image/*"), arn("ec2:${AWS::Region}::snapshot/*"), ec2("security-group/*"), ec2("subnet/*")];
-    if v.at_least(3) {
+    if v.has(Since::CapacityReservations) {
         access.push(ec2("capacity-reservation/*"));
     }
-    if v.at_least(11) {
+    if v.has(Since::PlacementGroupsAndNodeLimits) {
         access.push(ec2("placement-group/*"));
     }
     let node_lifecycle = vec![
@@ -123,7 +123,13 @@ fn controller_parts(cluster: &str, v: KarpenterVersion, queue: bool) -> Vec<Poli
         ),
         stmt(
             "AllowScopedDeletion",
-            &["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
+            if v.has(Since::RebootForRepair) {
+                // Node repair's reboot (the rebootForRepair AWS feature gate), on the same
+                // cluster-owned, pool-tagged instances the controller may terminate.
+                &["ec2:TerminateInstances", "ec2:RebootInstances", "ec2:DeleteLaunchTemplate"]
+            } else {
+                &["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"]
+            },
             vec![ec2("instance/*"), ec2("launch-template/*")],
             cond(&[("StringEquals", &owned_res, one("owned")), ("StringLike", "aws:ResourceTag/karpenter.sh/nodepool", one("*"))]),
         ),
@@ -198,15 +204,15 @@ fn controller_parts(cluster: &str, v: KarpenterVersion, queue: bool) -> Vec<Poli
     )];
 
     let mut describe = Vec::new();
-    if v.at_least(3) {
+    if v.has(Since::CapacityReservations) {
         describe.push("ec2:DescribeCapacityReservations");
     }
     describe.extend(["ec2:DescribeImages", "ec2:DescribeInstances"]);
-    if v.at_least(12) {
+    if v.has(Since::InstanceStatus) {
         describe.push("ec2:DescribeInstanceStatus");
     }
     describe.extend(["ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates"]);
-    if v.at_least(11) {
+    if v.has(Since::PlacementGroupsAndNodeLimits) {
         describe.push("ec2:DescribePlacementGroups");
     }
     describe.extend(["ec2:DescribeSecurityGroups", "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets"]);
@@ -220,7 +226,7 @@ fn controller_parts(cluster: &str, v: KarpenterVersion, queue: bool) -> Vec<Poli
         stmt("AllowSSMReadActions", &["ssm:GetParameter"], vec![arn("ssm:${AWS::Region}::parameter/aws/service/*")], BTreeMap::new()),
         stmt("AllowPricingReadActions", &["pricing:GetProducts"], vec![Expr::lit("*")], BTreeMap::new()),
     ];
-    if v.at_least(7) {
+    if v.has(Since::ListInstanceProfiles) {
         discovery.push(stmt("AllowUnscopedInstanceProfileListAction", &["iam:ListInstanceProfiles"], vec![Expr::lit("*")], BTreeMap::new()));
     }
     discovery.push(stmt("AllowInstanceProfileReadActions", &["iam:GetInstanceProfile"], vec![profile], BTreeMap::new()));
@@ -419,7 +425,7 @@ pub fn template(c: &Config, v: KarpenterVersion) -> Result<Template, CfnError> {
             ("RebalanceRule", "aws.ec2", "EC2 Instance Rebalance Recommendation"),
             ("InstanceStateChangeRule", "aws.ec2", "EC2 Instance State-change Notification"),
         ];
-        if v.at_least(10) {
+        if v.has(Since::CapacityReservationInterruptions) {
             rules.push(("CapacityReservationInterruptionRule", "aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"));
         }
         for (id, source, detail) in rules {

@@ -81,6 +81,7 @@ pub fn karpenter_values(c: &Config, facts: &Facts) -> KarpenterValues {
             cluster_endpoint: facts.cluster_endpoint.clone(),
             interruption_queue: k.settings.interruption_queue.then(|| names.queue.clone()),
             feature_gates: k.settings.feature_gates.clone(),
+            aws_feature_gates: k.settings.aws_feature_gates.clone(),
             batch_max_duration: k.settings.batch_max_duration.clone(),
             batch_idle_duration: k.settings.batch_idle_duration.clone(),
             isolated_vpc: k.settings.isolated_vpc,

@@ -271,6 +271,7 @@ pub fn node_pool(c: &Config, np: &cfg::NodePool) -> NodePool {
                         cfg::DisruptionReason::Empty => "Empty",
                         cfg::DisruptionReason::Drifted => "Drifted",
                         cfg::DisruptionReason::Underutilized => "Underutilized",
+                        cfg::DisruptionReason::Unhealthy => "Unhealthy",
                     })
                     .collect(),
             })

@@ -84,6 +84,35 @@ pub fn refuse_recorded_downgrade(state: &crate::state::State, version: &str) -> 
     Ok(())
 }
 
+/// Why applying `desired` over the live CRD `live` would strand stored objects: versions in
+/// the live CRD's `status.storedVersions` that the new CRD no longer serves. The API server
+/// refuses such an update, and objects still stored in a dropped version would become
+/// unreadable; the fix is to rewrite them in a kept version and then trim storedVersions.
+pub fn dropped_stored_versions(live: &Value, desired: &Value) -> Option<String> {
+    let name = name_of(desired);
+    let kept: Vec<&str> = desired.pointer("/spec/versions").and_then(Value::as_array)?.iter().filter_map(|v| v["name"].as_str()).collect();
+    let stored: Vec<&str> = live.pointer("/status/storedVersions").and_then(Value::as_array)?.iter().filter_map(Value::as_str).collect();
+    let dropped: Vec<&str> = stored.iter().copied().filter(|v| !kept.contains(v)).collect();
+    if dropped.is_empty() {
+        return None;
+    }
+    let storage = desired
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .and_then(|vs| vs.iter().find(|v| v["storage"] == true))
+        .and_then(|v| v["name"].as_str())
+        .unwrap_or("v1");
+    let plural = desired.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or(&name);
+    Some(format!(
+        "CRD {name} still lists stored version(s) {} that the new CRDs drop (they serve {}); the API server refuses the update \
+         and objects stored that way would be unreadable.\nfix: rewrite every object in {storage} with the installed controller, \
+         e.g. `kubectl get {plural} -o json | kubectl replace -f -`, then \
+         `kubectl patch crd {name} --subresource=status --type=merge -p '{{\"status\":{{\"storedVersions\":[\"{storage}\"]}}}}'`, and run `karpctl up` again",
+        dropped.join(", "),
+        kept.join(", ")
+    ))
+}
+
 fn name_of(crd: &Value) -> String {
     crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string()
 }
@@ -138,6 +167,11 @@ impl Step for Crds {
                             "CRD {name} is at Karpenter {have}, newer than karpenter.version {want}: downgrading CRDs is not supported \
                              (fields the newer controller stored would be lost); set karpenter.version: {have} or newer"
                         );
+                    }
+                }
+                if let Some(f) = &found {
+                    if let Some(why) = dropped_stored_versions(f, crd) {
+                        anyhow::bail!("{why}");
                     }
                 }
                 existing.push(json!({
@@ -221,5 +255,29 @@ async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str, timeo
             anyhow::bail!("CRD {name} was not established within {}s", timeout.as_secs());
         }
         pace.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd(versions: &[(&str, bool)]) -> Value {
+        let vs: Vec<Value> = versions.iter().map(|(n, storage)| json!({"name": n, "served": true, "storage": storage})).collect();
+        json!({"metadata": {"name": "nodepools.karpenter.sh"}, "spec": {"names": {"plural": "nodepools"}, "versions": vs}})
+    }
+
+    #[test]
+    fn a_stored_version_the_new_crds_drop_is_refused_with_the_migration() {
+        // A cluster that ran v1beta1 (before Karpenter 1.0) and never trimmed storedVersions.
+        let live = json!({"status": {"storedVersions": ["v1beta1", "v1"]}});
+        let why = dropped_stored_versions(&live, &crd(&[("v1", true)])).expect("refused");
+        assert!(why.contains("stored version(s) v1beta1") && why.contains("they serve v1"), "{why}");
+        assert!(why.contains("kubectl get nodepools -o json | kubectl replace -f -"), "{why}");
+        assert!(why.contains(r#"--subresource=status --type=merge -p '{"status":{"storedVersions":["v1"]}}'"#), "{why}");
+        // Trimmed, or still served: nothing to refuse.
+        assert_eq!(dropped_stored_versions(&json!({"status": {"storedVersions": ["v1"]}}), &crd(&[("v1", true)])), None);
+        assert_eq!(dropped_stored_versions(&live, &crd(&[("v1beta1", false), ("v1", true)])), None);
+        assert_eq!(dropped_stored_versions(&json!({}), &crd(&[("v1", true)])), None);
     }
 }

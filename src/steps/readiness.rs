@@ -2,7 +2,8 @@
 Step `ready/<cluster>`: waits until every EC2NodeClass and NodePool reports
 Ready for its current generation, with progress and a timeout. On timeout the
 error carries each object's failing conditions (AMI not found, subnets not
-found, …), which is where Karpenter explains itself.
+found, …), which is where Karpenter explains itself. A class the controller
+refuses for good (`ValidationSucceeded=False` for a spec reason) fails at once.
 */
 
 use std::sync::Arc;
@@ -28,12 +29,16 @@ pub struct Readiness {
     pub conn: Arc<Connector>,
 }
 
+/// How a refused class's reason starts.
+const REFUSED: &str = "the Karpenter controller refuses it: ";
+
 pub fn id(cluster: &str) -> String {
     format!("ready/{cluster}")
 }
 
 impl Readiness {
-    /// (reference, ready, why not) for every object.
+    /// (reference, ready, why not) for every object; why starts with [`REFUSED`] for a
+    /// class the controller refuses (waiting cannot fix it).
     async fn check(&self, client: &kube::Client) -> anyhow::Result<Vec<(String, bool, String)>> {
         let mut out = Vec::new();
         let kinds = [(apply::node_class_resource(), &self.classes), (apply::node_pool_resource(), &self.pools)];
@@ -47,7 +52,10 @@ impl Readiness {
                     Err(e) => return Err(e.into()),
                 };
                 match obj {
-                    Some(o) => out.push((r, apply::is_ready(&o), apply::why_not_ready(&o))),
+                    Some(o) => match apply::refused(&o) {
+                        Some(why) => out.push((r, false, format!("{REFUSED}{why}"))),
+                        None => out.push((r, apply::is_ready(&o), apply::why_not_ready(&o))),
+                    },
                     None => out.push((r, false, "not created yet".into())),
                 }
             }
@@ -105,6 +113,13 @@ impl Step for Readiness {
                     Err(e) => return Err(e),
                 };
                 let waiting: Vec<&(String, bool, String)> = checks.iter().filter(|c| !c.1).collect();
+                let refused: Vec<String> = waiting.iter().filter(|w| w.2.starts_with(REFUSED)).map(|(r, _, why)| format!("{r}: {why}")).collect();
+                if !refused.is_empty() {
+                    anyhow::bail!(
+                        "{}\nwaiting cannot fix this: change the node class in the config and run `karpctl up` again (it resumes here)",
+                        refused.join("\n")
+                    );
+                }
                 if waiting.is_empty() {
                     return Ok(json!({"ready": checks.iter().map(|c| c.0.clone()).collect::<Vec<_>>()}));
                 }

@@ -400,7 +400,8 @@ fn aws_failures_are_one_line_in_words_with_a_help_line_and_no_retries_when_dns_f
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     let out = text(&o.stdout);
-    let line = out.lines().find(|l| l.contains("eks:DescribeCluster")).unwrap_or_else(|| panic!("no failed step:\n{out}\n{err}"));
+    // Whichever of the concurrent first reads (eks:DescribeCluster, cloudformation:DescribeStacks) fails first.
+    let line = out.lines().find(|l| l.starts_with("! ") && l.contains("the endpoint does not resolve")).unwrap_or_else(|| panic!("no failed step:\n{out}\n{err}"));
     assert!(line.contains("us-wset-2 is not an AWS region karpctl knows") && line.contains("region us-wset-2 (--region)"), "{line}");
     assert!(!out.contains("DispatchFailure") && !out.contains("ConnectorError") && !out.contains("unhandled error"), "{out}");
     assert!(err.lines().any(|l| l.trim_start().starts_with("help: correct the region (us-wset-2)")), "plan ends with a help line:\n{err}");

@@ -350,7 +350,7 @@ pub fn expected_kube_after_up(base: &Inventory) -> Inventory {
     want.insert("nodepools".into(), strings(&["default", "gpu"]));
     want.insert("ec2nodeclasses".into(), strings(&["default", "gpu"]));
     want.insert("nodeclaims".into(), vec![]);
-    want.insert("helm_releases".into(), strings(&["kube-system/karpenter deployed karpenter-1.14.1", "kube-system/nvidia-device-plugin deployed nvidia-device-plugin-0.17.4"]));
+    want.insert("helm_releases".into(), vec![format!("kube-system/karpenter deployed karpenter-{}", crate::up::PINNED), "kube-system/nvidia-device-plugin deployed nvidia-device-plugin-0.17.4".to_string()]);
     want.insert("helm_release_records".into(), strings(&["kube-system/karpenter", "kube-system/nvidia-device-plugin"]));
     want.insert("deployments".into(), with(base, "deployments", &strings(&["kube-system/karpenter"])));
     // NVIDIA's chart always renders the MPS control daemon (it schedules only on MPS-labelled nodes).

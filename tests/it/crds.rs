@@ -51,7 +51,10 @@ pub fn load_crd(path: &Path) -> Crd {
 }
 
 fn crds() -> Option<Vec<Crd>> {
-    let dir = crds_dir()?;
+    crds_in(&crds_dir()?)
+}
+
+fn crds_in(dir: &Path) -> Option<Vec<Crd>> {
     Some(
         ["karpenter.sh_nodepools.yaml", "karpenter.k8s.aws_ec2nodeclasses.yaml"]
             .iter()
@@ -91,6 +94,43 @@ fn every_preset_manifest_fits_the_real_crds() {
     }
     assert!(checked >= 40, "expected every preset's classes and pools to be checked, got {checked}");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every preset rendered for Karpenter 1.15 fits 1.15's own CRDs (its EC2NodeClass kubelet
+/// is schemaless, its budgets take the Unhealthy reason), from the v1.15.0 module.
+#[test]
+fn every_preset_rendered_for_1_15_fits_the_1_15_crds() {
+    let Some(dir) = upstream("karpenter", "1.15.0", "crds") else { return };
+    let v115 = crds_in(&dir).expect("1.15.0 CRDs");
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for p in presets() {
+        let mut c = load_preset(p);
+        c.karpenter.version = "1.15.0".into();
+        for np in &mut c.node_pools {
+            if let Some(d) = np.disruption.as_mut() {
+                for b in &mut d.budgets {
+                    b.reasons.push(karpctl::config::types::DisruptionReason::Unhealthy);
+                }
+            }
+        }
+        let b = render::render(&c, &pinned_inputs(&c)).unwrap();
+        for d in &b.documents {
+            if let Some(errs) = violations(&v115, &d.content) {
+                checked += 1;
+                problems.extend(errs.into_iter().map(|e| format!("{} {}: {e}", preset_name(p), d.path)));
+            }
+        }
+    }
+    assert!(checked >= 20, "expected every preset's classes and pools to be checked, got {checked}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // And the 1.14 schema refuses the reason, so the check above is not vacuous.
+    let old = crds_in(&upstream("karpenter", "1.14.1", "crds").expect("1.14.1 CRDs")).unwrap();
+    let pool = serde_json::json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "p"},
+        "spec": {"disruption": {"consolidateAfter": "0s", "budgets": [{"nodes": "1", "reasons": ["Unhealthy"]}]},
+                 "template": {"spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "d"}, "requirements": []}}}});
+    assert!(!violations(&old, &pool).unwrap().is_empty(), "the 1.14.1 CRDs refuse budget reason Unhealthy");
+    assert!(violations(&v115, &pool).unwrap().is_empty(), "1.15 accepts it: {:?}", violations(&v115, &pool));
 }
 
 #[test]

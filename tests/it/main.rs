@@ -26,3 +26,4 @@ mod support;
 mod testbed;
 mod up;
 mod validators;
+mod versions;

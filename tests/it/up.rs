@@ -21,6 +21,9 @@ pub struct Sandbox {
     pub aws: AwsEmulator,
     pub dir: PathBuf,
     pub bin: PathBuf,
+    /// The emulated account's region (`--region`, us-west-2 unless a test names another):
+    /// the controller's AWS calls go there, as a real controller's go to its cluster's.
+    pub region: String,
     sim: Option<(std::thread::JoinHandle<()>, tokio::sync::watch::Sender<bool>)>,
 }
 
@@ -63,7 +66,8 @@ impl Sandbox {
         copy_dir(&device_plugin_chart, &dir.join("charts/nvidia-device-plugin"));
         let handle: Value = serde_json::from_str(&read(&kube.dir.join("handle.json"))).unwrap();
         let bin = PathBuf::from(handle["bin_dir"].as_str().unwrap());
-        let mut sb = Sandbox { kube, aws, dir, bin, sim: None };
+        let region = aws_args.iter().position(|a| *a == "--region").and_then(|i| aws_args.get(i + 1)).unwrap_or(&"us-west-2").to_string();
+        let mut sb = Sandbox { kube, aws, dir, bin, region, sim: None };
         sb.start_sim();
         Some(sb)
     }
@@ -79,6 +83,7 @@ impl Sandbox {
         let kubeconfig = self.kube.kubeconfig();
         let endpoint = self.aws.endpoint.clone();
         let work = self.dir.join("controller");
+        let region = self.region.clone();
         let h = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
@@ -87,7 +92,7 @@ impl Sandbox {
                 let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
                 let client = kube::Client::try_from(cfg).unwrap();
                 let binaries = binaries_from_script(repo().join("scripts/testbed-karpenter.sh"));
-                let spec = ControllerSpec::from_kubeconfig(&kubeconfig, binaries, endpoint, "us-west-2".into(), work).unwrap();
+                let spec = ControllerSpec::from_kubeconfig(&kubeconfig, binaries, endpoint, region, work).unwrap();
                 let runner = Runner::new(spec).await.unwrap();
                 let opts = crate::sim::model::Options { karpenter: crate::sim::model::Karpenter::Real(std::sync::Arc::new(runner)), ..Default::default() };
                 crate::sim::model::run_with(client, Duration::from_millis(200), rx, opts).await;
@@ -227,6 +232,9 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The sandbox preset pointed at the charts in the scratch directory.
+/// The Karpenter release karpctl pins by default (and the sandbox config names).
+pub const PINNED: &str = karpctl::config::types::DEFAULT_KARPENTER_VERSION;
+
 pub fn sandbox_config() -> String {
     read(&repo().join("examples/sandbox.yaml"))
         .replace("../.sandbox/charts/", "charts/")
@@ -253,7 +261,7 @@ fn up_converges_end_to_end_and_a_second_up_changes_nothing() {
 
     // Kubernetes: CRDs from the chart, stamped; both releases deployed; objects Ready.
     let crd = sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"]);
-    assert_eq!(crd["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.14.1");
+    assert_eq!(crd["metadata"]["annotations"]["karpctl.io/karpenter-version"], PINNED);
     let releases = sb.helm_list();
     let names: Vec<&str> = releases.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"karpenter") && names.contains(&"nvidia-device-plugin"), "{releases}");
@@ -398,16 +406,18 @@ fn planned_steps(doc: &Value) -> Vec<String> {
 #[test]
 fn a_karpenter_upgrade_plans_crds_then_policies_then_controller_and_a_downgrade_is_refused() {
     let Some(sb) = Sandbox::start("up-upgrade", &[]) else { return };
-    // Start on 1.13.1 (the newest minor before the pin that supports the bed's Kubernetes
-    // 1.36): the real chart of that release, run by the real controller of that release.
-    let Some(old) = upstream("karpenter", "1.13.1", "chart") else { return };
-    copy_dir(&old, &sb.dir.join("charts/karpenter-1.13"));
-    let v113 = sandbox_config().replace("version: 1.14.1", "version: 1.13.1").replace("path: charts/karpenter\n", "path: charts/karpenter-1.13\n");
-    sb.write_config(&v113);
+    // Start on 1.14.1 (the previous minor): the real chart of that release, run by the real
+    // controller of that release (the sim picks the binary by the Deployment's version label).
+    let Some(old) = upstream("karpenter", "1.14.1", "chart") else { return };
+    copy_dir(&old, &sb.dir.join("charts/karpenter-1.14"));
+    let v114 = sandbox_config().replace(&format!("version: {PINNED}"), "version: 1.14.1").replace("path: charts/karpenter\n", "path: charts/karpenter-1.14\n");
+    assert_ne!(v114, sandbox_config());
+    sb.write_config(&v114);
     let up = sb.karpctl(&["up"]);
     assert!(up.status.success(), "{}\n{}", show(&up), sb.controller_log());
-    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.13.1");
+    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.14.1");
 
+    // To the pin, 1.15: CRDs first, then the stack's policies, then the controller.
     sb.write_config(&sandbox_config());
     let plan = sb.karpctl(&["plan", "-o", "json"]);
     assert!(plan.status.success(), "{}", show(&plan));
@@ -416,19 +426,43 @@ fn a_karpenter_upgrade_plans_crds_then_policies_then_controller_and_a_downgrade_
     assert!(at("crds/karpenter") < at("cfn-stack/Karpenter-karpctl-sandbox"), "{steps:?}");
     assert!(at("cfn-stack/Karpenter-karpctl-sandbox") < at("helm-release/kube-system/karpenter"), "{steps:?}");
     let up = sb.karpctl(&["up"]);
-    assert!(up.status.success(), "{}", show(&up));
-    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], "1.14.1");
+    assert!(up.status.success(), "{}\n{}", show(&up), sb.controller_log());
+    assert_eq!(sb.kubectl_json(&["get", "crd", "nodepools.karpenter.sh"])["metadata"]["annotations"]["karpctl.io/karpenter-version"], PINNED);
     let rel = sb.helm_list();
-    assert!(rel.as_array().unwrap().iter().any(|r| r["name"] == "karpenter" && r["chart"] == "karpenter-1.14.1"), "{rel}");
+    assert!(rel.as_array().unwrap().iter().any(|r| r["name"] == "karpenter" && r["chart"] == format!("karpenter-{PINNED}")), "{rel}");
+    // 1.15's kubelet field is schemaless: the served CRD says so (the upgrade really happened).
+    let crd = sb.kubectl_json(&["get", "crd", "ec2nodeclasses.karpenter.k8s.aws"]);
+    let kubelet = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["kubelet"];
+    assert_eq!(kubelet["x-kubernetes-preserve-unknown-fields"], true, "{kubelet}");
+    // Every class Ready on the new controller, resolved from what karpctl made.
+    let classes = sb.kubectl_json(&["get", "ec2nodeclasses"]);
+    for c in classes["items"].as_array().unwrap() {
+        let st = &c["status"];
+        let ready = st["conditions"].as_array().unwrap().iter().any(|x| x["type"] == "Ready" && x["status"] == "True");
+        assert!(ready, "{c}\n{}", sb.controller_log());
+        assert!(!st["subnets"].as_array().unwrap().is_empty() && !st["securityGroups"].as_array().unwrap().is_empty(), "{st}");
+        assert!(!st["amis"].as_array().unwrap().is_empty() && st["instanceProfile"].is_string(), "{st}");
+    }
+    // The stack's policy now lets 1.15's node repair reboot the cluster's instances.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let doc = rt.block_on(async {
+        let iam = aws_sdk_iam::Client::new(&sb.aws.sdk_config("us-west-2").await);
+        let arn = "arn:aws:iam::123456789012:policy/KarpenterControllerNodeLifecyclePolicy-karpctl-sandbox";
+        let p = iam.get_policy().policy_arn(arn).send().await.unwrap();
+        let v = p.policy().unwrap().default_version_id().unwrap().to_string();
+        let d = iam.get_policy_version().policy_arn(arn).version_id(v).send().await.unwrap();
+        d.policy_version().unwrap().document().unwrap().to_string()
+    });
+    assert!(doc.contains("ec2:RebootInstances") || doc.contains("ec2%3ARebootInstances"), "{doc}");
 
-    // Back to 1.13.1: refused before any step, so the stack's policies stay too.
-    sb.write_config(&v113);
+    // Back to 1.14.1: refused before any step, so the stack's policies stay too.
+    sb.write_config(&v114);
     sb.aws_mutations();
     let before = sb.kube_writes();
     let down = sb.karpctl(&["up"]);
     assert_eq!(down.status.code(), Some(1), "{}", show(&down));
     let out = show(&down);
-    assert!(out.contains("older than the installed Karpenter 1.14.1: karpctl does not downgrade"), "{out}");
+    assert!(out.contains(&format!("older than the installed Karpenter {PINNED}: karpctl does not downgrade")), "{out}");
     assert_eq!(diff(&before, &sb.kube_writes()), Default::default());
     assert_eq!(sb.aws_mutations()["mutating"], 0);
     // A cluster whose CRDs are newer than the state knows (installed by hand) is refused by the CRD step.
@@ -438,6 +472,40 @@ fn a_karpenter_upgrade_plans_crds_then_policies_then_controller_and_a_downgrade_
     let plan = sb.karpctl(&["plan", "--refresh"]);
     assert_eq!(plan.status.code(), Some(1), "{}", show(&plan));
     assert!(show(&plan).contains("downgrading CRDs is not supported"), "{}", show(&plan));
+}
+
+#[test]
+fn doctor_names_admission_webhooks_left_from_karpenter_before_1_0_with_the_command_that_removes_them() {
+    let Some(sb) = Sandbox::start("doctor-webhooks", &[]) else { return };
+    sb.write_config(&sandbox_config());
+    let row = |o: &Output| -> Value {
+        let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(o)));
+        doc["checks"].as_array().unwrap().iter().find(|c| c["name"] == "karpenter webhooks").cloned().unwrap_or_else(|| panic!("no webhook row: {doc}"))
+    };
+    let clean = sb.karpctl(&["doctor", "-o", "json"]);
+    assert_eq!(row(&clean)["status"], "ok", "{}", show(&clean));
+
+    // What a 0.x chart with webhook.enabled left behind: failing closed, pointing at a gone service.
+    let hook = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "validation.webhook.karpenter.sh"},
+        "webhooks": [{"name": "validation.webhook.karpenter.sh", "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "clientConfig": {"service": {"name": "karpenter", "namespace": "karpenter", "port": 8443}},
+            "rules": [{"apiGroups": ["karpenter.sh"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["nodepools"]}]}]});
+    std::fs::write(sb.dir.join("hook.json"), hook.to_string()).unwrap();
+    let o = sb.kubectl(&["apply", "-f", sb.dir.join("hook.json").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", show(&o));
+    let dirty = sb.karpctl(&["doctor", "-o", "json"]);
+    assert_eq!(dirty.status.code(), Some(1), "{}", show(&dirty));
+    let r = row(&dirty);
+    assert_eq!(r["status"], "fail", "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("validatingwebhookconfiguration/validation.webhook.karpenter.sh"), "{r}");
+    // The fix is a command that works.
+    let fix = r["fix"].as_str().unwrap();
+    let args: Vec<&str> = fix.strip_prefix("kubectl ").unwrap_or_else(|| panic!("{fix}")).split_whitespace().collect();
+    let o = sb.kubectl(&args);
+    assert!(o.status.success(), "{fix}: {}", show(&o));
+    let again = sb.karpctl(&["doctor", "-o", "json"]);
+    assert_eq!(row(&again)["status"], "ok", "{}", show(&again));
 }
 
 /// The config with the default class's subnets selected by a tag no subnet has: the real
@@ -609,7 +677,7 @@ fn verify_provisions_a_node_of_the_pool_and_status_shows_the_live_setup() {
     assert_eq!(gpu["nodes"], 1, "the node verify made: {gpu}");
     // The chart ships 5 CRDs; status lists the 4 of the Karpenter groups (not capacitybuffers).
     assert_eq!(live["crds"].as_array().unwrap().len(), 4, "{live}");
-    assert!(live["crds"].as_array().unwrap().iter().all(|c| c["karpenterVersion"] == "1.14.1"));
+    assert!(live["crds"].as_array().unwrap().iter().all(|c| c["karpenterVersion"] == PINNED));
     assert_eq!(live["devicePlugin"]["installed"], true, "{live}");
     let text = sb.karpctl(&["status"]);
     let out = String::from_utf8_lossy(&text.stdout).into_owned();

@@ -72,7 +72,12 @@ fn helm() -> Option<PathBuf> {
 
 /// The real chart of the pinned release, from its Go module (scripts/upstream.sh).
 fn chart(name: &str) -> Option<PathBuf> {
-    script_path("scripts/upstream.sh", &["path", name, "", "chart"])
+    chart_at(name, "")
+}
+
+/// The real chart of a given release ("" = the pinned one).
+fn chart_at(name: &str, version: &str) -> Option<PathBuf> {
+    script_path("scripts/upstream.sh", &["path", name, version, "chart"])
 }
 
 fn text(b: &[u8]) -> String {
@@ -245,7 +250,7 @@ fn render_out_refuses_irsa_values_without_the_account_id_and_names_the_flag() {
         assert_eq!(o.status.code(), Some(1), "{name}: {}", show(&o));
         assert!(err.contains("not writing out: helm/karpenter-values.yaml lacks the IRSA annotation eks.amazonaws.com/role-arn"), "{name}: {err}");
         assert!(err.contains(&format!(":role/{role}")) && err.contains("no AWS credentials"), "{name}: {err}");
-        assert!(err.contains("help: karpctl render --out out --account-id <12-digit account id>"), "{name}: {err}");
+        assert!(err.contains("help: karpctl render --account-id <ACCOUNT_ID> --out out   # the cluster's 12-digit account"), "{name}: {err}");
         assert!(!d.join("out").exists(), "{name}: nothing may be written");
 
         // Without the values in it, the directory is complete.
@@ -414,6 +419,18 @@ fn check_controller(label: &str, c: &Config, docs: &[Value], chart_values: &Valu
             p(format!("FEATURE_GATES {gates:?} lacks {entry}"));
         }
     }
+    // 1.15's AWS gates: AWS_FEATURE_GATES spells the DRA ones in capitals.
+    let aws_gates = env.get("AWS_FEATURE_GATES").cloned().flatten().unwrap_or_default();
+    for (gate, on) in &settings.aws_feature_gates {
+        let name = match gate.strip_prefix("dra") {
+            Some(rest) => format!("DRA{rest}"),
+            None => gate_name(gate),
+        };
+        let entry = format!("{name}={on}");
+        if !aws_gates.split(',').any(|g| g == entry) {
+            p(format!("AWS_FEATURE_GATES {aws_gates:?} lacks {entry}"));
+        }
+    }
     for (kind, want) in [("requests", &c.karpenter.resources.requests), ("limits", &c.karpenter.resources.limits)] {
         for (res, q) in want {
             if ctr["resources"][kind][res].as_str() != Some(q.0.as_str()) {
@@ -526,6 +543,32 @@ fn the_real_karpenter_chart_runs_a_working_controller_from_ups_values_in_either_
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_real_1_15_chart_takes_the_1_15_settings() {
+    // Karpenter 1.15's new gates, through `render --out`, into the real 1.15.0 chart.
+    let (Some(helm), Some(chart15)) = (helm(), chart_at("karpenter", "1.15.0")) else { return };
+    let defaults = chart_values(&chart15);
+    let yaml = EVERY_CONTROLLER_SETTING
+        .replace("  namespace: karpenter\n", "  namespace: karpenter\n  version: 1.15.0\n")
+        .replace("featureGates: {spotToSpotConsolidation: true, nodeRepair: true}",
+                 "featureGates: {spotToSpotConsolidation: true, nodeRepair: true, podDeletionCostManagement: true}\n    awsFeatureGates: {rebootForRepair: true, nodeClassCEL: true}");
+    let c = parse_config("every-setting-1.15", &yaml);
+    assert_eq!((c.karpenter.version.as_str(), c.karpenter.settings.aws_feature_gates.len()), ("1.15.0", 2), "{yaml}");
+    let d = config_dir("chart-1-15", &yaml);
+    let o = karpctl(&d, &["render", "--out", "out", "--account-id", ACCOUNT, "--cluster-endpoint", ENDPOINT]);
+    assert!(o.status.success(), "{}", show(&o));
+    let docs = helm_template(&helm, "karpenter", &chart15, &c.karpenter.namespace, &d.join("out/helm/karpenter-values.yaml"));
+    let arn = format!("arn:aws:iam::{ACCOUNT}:role/my-karpenter");
+    let problems = check_controller("every-setting-1.15", &c, &docs, &defaults, Some(ENDPOINT), Some(&arn));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The check reads the gates: the 1.14 chart has no AWS_FEATURE_GATES at all.
+    let old = chart_at("karpenter", "1.14.1").expect("the 1.14.1 chart");
+    let old_docs = helm_template(&helm, "karpenter", &old, &c.karpenter.namespace, &d.join("out/helm/karpenter-values.yaml"));
+    let missed = check_controller("on-1.14", &c, &old_docs, &chart_values(&old), Some(ENDPOINT), Some(&arn)).join("\n");
+    assert!(missed.contains("AWS_FEATURE_GATES \"\" lacks RebootForRepair=true"), "{missed}");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
