@@ -12,7 +12,7 @@ use super::diag::Diags;
 use super::rules::*;
 use super::source::FieldPath;
 use super::types::*;
-use crate::model::version::{kubernetes_minor, KarpenterVersion, Since, MAX_KNOWN_MINOR, MIN_SUPPORTED};
+use crate::model::version::{kubernetes_minor, GateKind, KarpenterVersion, Since, MAX_KNOWN_MINOR, MIN_SUPPORTED};
 
 /// `karpenter.k8s.aws/*` keys the v1.14 CRDs accept as requirement or label keys.
 pub const AWS_ALLOWED_KEYS: &[&str] = &[
@@ -127,30 +127,20 @@ fn check_karpenter(c: &Config, d: &mut Diags<'_>) -> KarpenterVersion {
         }
     }
     let sp = p.key("settings");
-    for gate in k.settings.feature_gates.keys() {
-        let gp = sp.key("featureGates").key(gate.clone());
-        match KarpenterVersion::feature_gate_since(gate) {
-            None => {
-                let known: Vec<String> = KarpenterVersion::known_feature_gates().iter().map(|s| s.to_string()).collect();
-                d.key_error(&gp, format!("unknown feature gate `{gate}`"), super::schema::suggest(gate, &known));
+    for (kind, gates) in [(GateKind::Core, &k.settings.feature_gates), (GateKind::Aws, &k.settings.aws_feature_gates)] {
+        let what = kind.noun();
+        for gate in gates.keys() {
+            let gp = sp.key(kind.config_key()).key(gate.clone());
+            match kind.since(gate) {
+                None => {
+                    let known: Vec<String> = kind.known().iter().map(|s| s.to_string()).collect();
+                    d.key_error(&gp, format!("unknown {what} `{gate}`"), super::schema::suggest(gate, &known));
+                }
+                Some(since) if !version.at_least(since) => {
+                    d.error(&gp, format!("{what} `{gate}` needs Karpenter 1.{since} or later (config has {version})"));
+                }
+                _ => {}
             }
-            Some(since) if !version.at_least(since) => {
-                d.error(&gp, format!("feature gate `{gate}` needs Karpenter 1.{since} or later (config has {version})"));
-            }
-            _ => {}
-        }
-    }
-    for gate in k.settings.aws_feature_gates.keys() {
-        let gp = sp.key("awsFeatureGates").key(gate.clone());
-        match KarpenterVersion::aws_feature_gate_since(gate) {
-            None => {
-                let known: Vec<String> = KarpenterVersion::known_aws_feature_gates().iter().map(|s| s.to_string()).collect();
-                d.key_error(&gp, format!("unknown AWS feature gate `{gate}`"), super::schema::suggest(gate, &known));
-            }
-            Some(since) if !version.at_least(since) => {
-                d.error(&gp, format!("AWS feature gate `{gate}` needs Karpenter 1.{since} or later (config has {version})"));
-            }
-            _ => {}
         }
     }
     if k.settings.aws_feature_gates.get("rebootForRepair") == Some(&true) && k.settings.feature_gates.get("nodeRepair") != Some(&true) {

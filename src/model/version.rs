@@ -163,6 +163,43 @@ impl KarpenterVersion {
     }
 }
 
+/// The chart's two sets of feature gates: `settings.featureGates` and (1.15+)
+/// `settings.awsFeatureGates`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateKind {
+    Core,
+    Aws,
+}
+
+impl GateKind {
+    /// Minor version that first has the gate, or None if unknown.
+    pub fn since(self, name: &str) -> Option<u32> {
+        match self {
+            GateKind::Core => KarpenterVersion::feature_gate_since(name),
+            GateKind::Aws => KarpenterVersion::aws_feature_gate_since(name),
+        }
+    }
+    pub fn known(self) -> &'static [&'static str] {
+        match self {
+            GateKind::Core => KarpenterVersion::known_feature_gates(),
+            GateKind::Aws => KarpenterVersion::known_aws_feature_gates(),
+        }
+    }
+    /// The key under `karpenter.settings` (and the chart's `settings`).
+    pub fn config_key(self) -> &'static str {
+        match self {
+            GateKind::Core => "featureGates",
+            GateKind::Aws => "awsFeatureGates",
+        }
+    }
+    pub fn noun(self) -> &'static str {
+        match self {
+            GateKind::Core => "feature gate",
+            GateKind::Aws => "AWS feature gate",
+        }
+    }
+}
+
 fn num(s: &str) -> Option<u32> {
     if s.is_empty() || s.len() > 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -170,14 +170,7 @@ fn up_preview(command: &str) -> String {
 /// the one that shows what is left without changing anything.
 pub fn next_steps(report: &RunReport, command: &str, preview: &str) -> Vec<String> {
     let failed = report.failed();
-    let mut help: Vec<String> = Vec::new();
-    for (step, _) in &failed {
-        if let Some(h) = report.help.get(step) {
-            if !help.contains(h) {
-                help.push(h.clone());
-            }
-        }
-    }
+    let mut help = failed_steps_help(report);
     if failed.iter().any(|(_, o)| matches!(o, Outcome::NeedsApproval { .. })) {
         help.push(format!("read why above, then approve: karpctl {command} --yes"));
     }
@@ -227,18 +220,24 @@ async fn planned(g: &Global, opts: WalkOptions, detailed_exitcode: bool, command
     Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, notes, aws_access: w.report.aws_access() })
 }
 
-/// `help:` lines for a plan that could not look at every step: each failed
-/// step's own next command (once each), else how to find the cause.
-pub fn plan_help(report: &RunReport, command: &str) -> Vec<String> {
-    let failed = report.failed();
+/// Each failed step's own next command, once each, in the order the steps failed.
+fn failed_steps_help(report: &RunReport) -> Vec<String> {
     let mut help: Vec<String> = Vec::new();
-    for (step, _) in &failed {
+    for (step, _) in &report.failed() {
         if let Some(h) = report.help.get(step) {
             if !help.contains(h) {
                 help.push(h.clone());
             }
         }
     }
+    help
+}
+
+/// `help:` lines for a plan that could not look at every step: each failed
+/// step's own next command (once each), else how to find the cause.
+pub fn plan_help(report: &RunReport, command: &str) -> Vec<String> {
+    let failed = report.failed();
+    let mut help = failed_steps_help(report);
     if !failed.is_empty() && help.is_empty() {
         help.push(format!("fix the cause shown above and run `karpctl {command}` again; `karpctl doctor` checks the credentials and the cluster in AWS"));
     }

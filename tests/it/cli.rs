@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use crate::support::*;
 
-fn karpctl(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn karpctl(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_karpctl"))
         .args(args)
         .current_dir(dir)

@@ -22,6 +22,7 @@ use karpctl::render::{self, Encoding, Facts};
 use serde_json::{json, Value};
 
 use crate::security::{template, versions};
+use crate::cli::karpctl;
 use crate::support::*;
 
 // ---------------------------------------------------------------------------------------
@@ -214,18 +215,6 @@ fn cfn_lint_fails_a_broken_template() {
 // 2. `render`'s values work on their own
 
 const ACCOUNT: &str = "111122223333";
-
-/// `karpctl ARGS` in `dir`, offline (every AWS client pointed at a closed port).
-fn karpctl(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_karpctl"))
-        .args(args)
-        .current_dir(dir)
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        .env("NO_COLOR", "1")
-        .env_remove("KARPCTL_CONFIG")
-        .output()
-        .expect("karpctl runs")
-}
 
 /// A fresh directory holding `config` as karpctl.yaml.
 fn config_dir(name: &str, config: &str) -> PathBuf {

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use karpctl::model::version::{KarpenterVersion, MAX_KNOWN_MINOR};
+use karpctl::model::version::{GateKind, KarpenterVersion, MAX_KNOWN_MINOR};
 use serde_json::Value;
 
 use crate::security::template;
@@ -73,10 +73,8 @@ fn version_rs_knows_each_releases_kubernetes_range_and_feature_gates() {
         if range != format!("1.{lo}-1.{hi}") {
             problems.push(format!("{v}: the module supports Kubernetes {range}; version.rs says 1.{lo}-1.{hi}"));
         }
-        for (kind, since, known) in [
-            ("feature-gate", KarpenterVersion::feature_gate_since as fn(&str) -> Option<u32>, KarpenterVersion::known_feature_gates()),
-            ("aws-feature-gate", KarpenterVersion::aws_feature_gate_since, KarpenterVersion::known_aws_feature_gates()),
-        ] {
+        for (kind, gates) in [("feature-gate", GateKind::Core), ("aws-feature-gate", GateKind::Aws)] {
+            let (since, known) = (|g: &str| gates.since(g), gates.known());
             for gate in of(&f, kind) {
                 match since(gate) {
                     Some(s) if v.at_least(s) && known.contains(&gate.as_str()) => {}

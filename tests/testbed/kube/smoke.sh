@@ -200,8 +200,11 @@ check "helm lint of the real charts" \
   helm lint "$KCHART" "$NCHART" --set settings.clusterName=lint --namespace lint
 check "helm package of the real charts" \
   helm package "$KCHART" "$NCHART" -d "$WORK/pkg"
-KTGZ="$WORK/pkg/karpenter-1.14.1.tgz"
-NTGZ="$WORK/pkg/nvidia-device-plugin-0.17.4.tgz"
+# The packages carry the pinned versions (scripts/upstream.sh versions).
+KVER="$("$UPSTREAM" versions | sed -n 's/^karpenter=//p')"
+NVER="$("$UPSTREAM" versions | sed -n 's/^nvidia-device-plugin=//p')"
+KTGZ="$WORK/pkg/karpenter-$KVER.tgz"
+NTGZ="$WORK/pkg/nvidia-device-plugin-$NVER.tgz"
 
 reject "Karpenter chart refuses to install without settings.clusterName" \
   "without a valid settings.clusterName" \

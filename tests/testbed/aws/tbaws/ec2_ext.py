@@ -90,6 +90,21 @@ def _tag_specs(params: dict, resource_type: str) -> dict[str, str]:
     return tags
 
 
+def _matches(filters, obj, fields):
+    """Whether `obj` (with "tags") passes every EC2 filter: tag:KEY, tag-key and tag-value,
+    or a field named in `fields` (filter name -> key of obj); any other filter is refused."""
+    ok = True
+    for fname, values in filters.items():
+        tag = _tag_filters_match(obj["tags"], fname, values)
+        if tag is not None:
+            ok = ok and tag
+        elif fname in fields:
+            ok = ok and str(obj.get(fields[fname])) in values
+        else:
+            raise Ec2Error("InvalidParameterValue", f"The filter '{fname}' is invalid")
+    return ok
+
+
 def _tag_filters_match(tags: dict[str, str], name: str, values: list[str]) -> bool | None:
     """None when `name` is not a tag filter."""
     if name == "tag-key":
@@ -295,16 +310,7 @@ def describe_placement_groups(ctx: Ctx) -> str:
     for g in sorted(groups, key=lambda g: g["name"]):
         if (names and g["name"] not in names) or (ids and g["id"] not in ids):
             continue
-        ok = True
-        for fname, values in filters.items():
-            tag = _tag_filters_match(g["tags"], fname, values)
-            if tag is not None:
-                ok = ok and tag
-            elif fname in fields:
-                ok = ok and str(g.get(fields[fname])) in values
-            else:
-                raise Ec2Error("InvalidParameterValue", f"The filter '{fname}' is invalid")
-        if ok:
+        if _matches(filters, g, fields):
             out.append(_pg_xml(g))
     return _items("placementGroupSet", out)
 
@@ -406,16 +412,7 @@ def describe_capacity_reservations(ctx: Ctx) -> str:
         cr = all_crs[cid]
         if ids and cid not in ids:
             continue
-        ok = True
-        for fname, values in filters.items():
-            tag = _tag_filters_match(cr["tags"], fname, values)
-            if tag is not None:
-                ok = ok and tag
-            elif fname in fields:
-                ok = ok and str(cr.get(fields[fname])) in values
-            else:
-                raise Ec2Error("InvalidParameterValue", f"The filter '{fname}' is invalid")
-        if ok:
+        if _matches(filters, cr, fields):
             out.append(_cr_xml(cr))
     page, token = _page(out, p, size, json.dumps([ids, filters, size], sort_keys=True))
     return _items("capacityReservationSet", page) + _el("nextToken", token)
