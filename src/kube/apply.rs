@@ -236,13 +236,16 @@ pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
 
 /// Ready=True for the object's current generation.
 pub fn is_ready(obj: &Value) -> bool {
-    let gen = obj.pointer("/metadata/generation").and_then(Value::as_i64);
-    condition(obj, "Ready").is_some_and(|c| {
-        c["status"] == "True" && match (c["observedGeneration"].as_i64(), gen) {
-            (Some(o), Some(g)) => o >= g,
-            _ => true,
-        }
-    })
+    condition(obj, "Ready").is_some_and(|c| c["status"] == "True" && of_current_generation(obj, c))
+}
+
+/// Whether condition `c` speaks of `obj`'s current generation (an object or condition
+/// without one counts as current).
+fn of_current_generation(obj: &Value, c: &Value) -> bool {
+    match (c["observedGeneration"].as_i64(), obj.pointer("/metadata/generation").and_then(Value::as_i64)) {
+        (Some(o), Some(g)) => o >= g,
+        _ => true,
+    }
 }
 
 /// Why the controller refuses an EC2NodeClass's spec for good, if it does: its
@@ -263,13 +266,8 @@ pub fn refused(obj: &Value) -> Option<String> {
         "TagValidationFailed",
     ];
     let c = condition(obj, "ValidationSucceeded")?;
-    let gen = obj.pointer("/metadata/generation").and_then(Value::as_i64);
-    let current = match (c["observedGeneration"].as_i64(), gen) {
-        (Some(o), Some(g)) => o >= g,
-        _ => true,
-    };
     let reason = c["reason"].as_str().unwrap_or("");
-    (c["status"] == "False" && current && SPEC_REASONS.contains(&reason))
+    (c["status"] == "False" && of_current_generation(obj, c) && SPEC_REASONS.contains(&reason))
         .then(|| format!("ValidationSucceeded=False {reason}: {}", c["message"].as_str().unwrap_or("")))
 }
 

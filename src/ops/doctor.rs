@@ -104,10 +104,7 @@ async fn cluster_rows(c: &Config, sdk: &aws_config::SdkConfig, facts: &mut Optio
         }
     };
     let Some(cl) = cluster else { return out };
-    *facts = Some(serde_json::json!({
-        "endpoint": cl.endpoint.clone().unwrap_or_default(),
-        "certificateAuthority": cl.certificate_authority.as_ref().and_then(|a| a.data.clone()).unwrap_or_default(),
-    }));
+    *facts = Some(crate::steps::cluster::facts(&cl));
     let status = cl.status.as_ref().map(|s| s.as_str().to_string()).unwrap_or_default();
     if status == "ACTIVE" {
         out.push(ok("cluster", format!("{} is ACTIVE, Kubernetes {}", c.cluster.name, cl.version.clone().unwrap_or_default())));

@@ -11,6 +11,24 @@ use serde_json::{json, Value};
 use crate::aws::AwsError;
 use crate::engine::{Change, Step, StepCx};
 
+/// What later steps (and `doctor`) read of the cluster: the `cluster/<name>` outputs.
+pub fn facts(c: &aws_sdk_eks::types::Cluster) -> Value {
+    let vpc = c.resources_vpc_config.as_ref();
+    json!({
+        "arn": c.arn,
+        "version": c.version,
+        "platformVersion": c.platform_version,
+        "endpoint": c.endpoint,
+        "certificateAuthority": c.certificate_authority.as_ref().and_then(|a| a.data.clone()),
+        "oidcIssuer": c.identity.as_ref().and_then(|i| i.oidc.as_ref()).and_then(|o| o.issuer.clone()),
+        "vpcId": vpc.and_then(|v| v.vpc_id.clone()),
+        "subnetIds": vpc.and_then(|v| v.subnet_ids.clone()).unwrap_or_default(),
+        "clusterSecurityGroupId": vpc.and_then(|v| v.cluster_security_group_id.clone()),
+        "authenticationMode": c.access_config.as_ref().and_then(|a| a.authentication_mode.as_ref()).map(|m| m.as_str().to_string()),
+        "serviceIpv4Cidr": c.kubernetes_network_config.as_ref().and_then(|k| k.service_ipv4_cidr.clone()),
+    })
+}
+
 pub struct ClusterFacts {
     pub name: String,
     pub eks: aws_sdk_eks::Client,
@@ -54,20 +72,7 @@ impl Step for ClusterFacts {
             if status != "ACTIVE" {
                 anyhow::bail!("EKS cluster {:?} is {status}; karpctl needs it ACTIVE", self.name);
             }
-            let vpc = c.resources_vpc_config.as_ref();
-            Ok(json!({
-                "arn": c.arn,
-                "version": c.version,
-                "platformVersion": c.platform_version,
-                "endpoint": c.endpoint,
-                "certificateAuthority": c.certificate_authority.and_then(|a| a.data),
-                "oidcIssuer": c.identity.and_then(|i| i.oidc).and_then(|o| o.issuer),
-                "vpcId": vpc.and_then(|v| v.vpc_id.clone()),
-                "subnetIds": vpc.and_then(|v| v.subnet_ids.clone()).unwrap_or_default(),
-                "clusterSecurityGroupId": vpc.and_then(|v| v.cluster_security_group_id.clone()),
-                "authenticationMode": c.access_config.and_then(|a| a.authentication_mode).map(|m| m.as_str().to_string()),
-                "serviceIpv4Cidr": c.kubernetes_network_config.and_then(|k| k.service_ipv4_cidr),
-            }))
+            Ok(facts(&c))
         })
     }
     fn diff(&self, _observed: &Value, _cx: &StepCx<'_>) -> Change {

@@ -17,12 +17,7 @@ fn expectations(bytes: &[u8]) -> Vec<String> {
 #[test]
 fn every_invalid_config_is_rejected_at_the_named_field() {
     let dir = repo().join("tests/invalid");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
+    let files = files_with_extension(&dir, "yaml");
     assert!(files.len() >= 60, "the corpus needs at least 60 files, has {}", files.len());
     let mut failures = Vec::new();
     for f in &files {

@@ -6,7 +6,6 @@
 //! and the renderer know it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use karpctl::model::version::{GateKind, KarpenterVersion, MAX_KNOWN_MINOR};
 use serde_json::Value;
@@ -29,14 +28,7 @@ struct Facts {
 }
 
 fn facts() -> Vec<Facts> {
-    let dir = repo().join("docs/karpenter");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "facts"))
-        .collect();
-    files.sort();
-    files
+    files_with_extension(&repo().join("docs/karpenter"), "facts")
         .into_iter()
         .map(|f| {
             let name = f.file_stem().unwrap().to_string_lossy().to_string();
