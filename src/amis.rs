@@ -94,12 +94,11 @@ pub enum AmiError {
     Missing { path: String, what: String, k8s: String, hint: String },
     #[error("SSM parameter {path} has an unexpected value {value:?}")]
     Unparsable { path: String, value: String },
-    #[error(transparent)]
-    Aws(#[from] crate::aws::AwsError),
 }
 
 /// Reads every parameter the needs refer to, 10 names per call, all calls at once.
-pub async fn lookup(ssm: &aws_sdk_ssm::Client, k8s: &str, needs: &BTreeSet<Need>) -> Result<BTreeMap<Need, Found>, AmiError> {
+/// Fails with the [`crate::aws::AwsError`] of a failed call, or an [`AmiError`].
+pub async fn lookup(ssm: &aws_sdk_ssm::Client, k8s: &str, needs: &BTreeSet<Need>) -> anyhow::Result<BTreeMap<Need, Found>> {
     let mut names: Vec<String> = needs.iter().flat_map(|n| { let p = paths(k8s, n); [p.image_id, p.release] }).collect();
     names.sort();
     names.dedup();
@@ -132,7 +131,7 @@ pub async fn lookup(ssm: &aws_sdk_ssm::Client, k8s: &str, needs: &BTreeSet<Need>
         };
         let image_id = get(&p.image_id)?;
         if !image_id.starts_with("ami-") {
-            return Err(AmiError::Unparsable { path: p.image_id, value: image_id });
+            return Err(AmiError::Unparsable { path: p.image_id, value: image_id }.into());
         }
         let release = get(&p.release)?;
         found.insert(n.clone(), Found { image_id, release, parameter: p.image_id });

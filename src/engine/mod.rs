@@ -28,10 +28,6 @@ pub fn help_for(e: &anyhow::Error) -> Option<String> {
         if let Some(a) = c.downcast_ref::<crate::aws::AwsError>() {
             return a.help();
         }
-        // Transparent wrapper: its chain does not show the AWS error inside.
-        if let Some(crate::amis::AmiError::Aws(a)) = c.downcast_ref::<crate::amis::AmiError>() {
-            return a.help();
-        }
         if let Some(h) = c.downcast_ref::<crate::helm::HelmError>() {
             return h.help();
         }

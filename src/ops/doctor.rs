@@ -92,7 +92,7 @@ async fn cluster_rows(c: &Config, sdk: &aws_config::SdkConfig, facts: &mut Optio
         Ok(o) => o.cluster,
         Err(e) => {
             let err = crate::aws::AwsError::from_sdk("eks:DescribeCluster", &e);
-            let fix = if err.code == "ResourceNotFoundException" {
+            let fix = if err.is_not_found() {
                 format!("check cluster.name ({}) and the region", c.cluster.name)
             } else {
                 err.help().unwrap_or_else(|| "check eks:DescribeCluster permissions for the caller".into())
@@ -141,13 +141,8 @@ async fn cluster_rows(c: &Config, sdk: &aws_config::SdkConfig, facts: &mut Optio
         Ok("access-entry") => ok("node access", format!("EC2_LINUX access entry (authentication mode {mode})")),
         Ok(_) => ok("node access", format!("aws-auth mapping (authentication mode {mode})")),
     });
-    let agent = match eks.describe_addon().cluster_name(&c.cluster.name).addon_name("eks-pod-identity-agent").send().await {
-        Ok(_) => Ok(true),
-        Err(e) => {
-            let err = crate::aws::AwsError::from_sdk("eks:DescribeAddon", &e);
-            if err.code == "ResourceNotFoundException" { Ok(false) } else { Err(err) }
-        }
-    };
+    let agent = eks.describe_addon().cluster_name(&c.cluster.name).addon_name("eks-pod-identity-agent").send().await;
+    let agent = crate::aws::found(agent.map_err(|e| crate::aws::AwsError::from_sdk("eks:DescribeAddon", &e))).map(|a| a.is_some());
     // A failed read (throttling after every retry, a denied call) is not "no agent".
     let agent = match agent {
         Ok(a) => a,
@@ -269,7 +264,7 @@ async fn spot_role(c: &Config, sdk: &aws_config::SdkConfig) -> Check {
         Ok(_) => ok("spot role", "AWSServiceRoleForEC2Spot exists"),
         Err(e) => {
             let err = crate::aws::AwsError::from_sdk("iam:GetRole", &e);
-            if err.code == "NoSuchEntity" {
+            if err.is_not_found() {
                 bad(
                     "spot role",
                     Status::Warn,

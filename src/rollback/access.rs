@@ -59,7 +59,7 @@ async fn stack_outputs(cfn: &aws_sdk_cloudformation::Client, stack: &str) -> any
         })),
         Err(e) => {
             let err = AwsError::from_sdk("cloudformation:DescribeStacks", &e);
-            if err.code == "ValidationError" && err.message.contains("does not exist") {
+            if err.is_not_found() {
                 Ok(None)
             } else {
                 Err(err.into())
@@ -127,19 +127,11 @@ impl Step for NodeAccess {
             let mut entry = Value::Null;
             if auth != "CONFIG_MAP" {
                 cx.progress("DescribeAccessEntry");
-                match self.eks.describe_access_entry().cluster_name(&self.cluster).principal_arn(&role).send().await {
-                    Ok(o) => {
-                        if let Some(e) = o.access_entry {
-                            let ours = e.tags().and_then(|t| t.get(CLUSTER_TAG)).is_some_and(|v| *v == self.cluster);
-                            entry = json!({"arn": e.access_entry_arn, "type": e.r#type, "ours": ours});
-                        }
-                    }
-                    Err(e) => {
-                        let err = AwsError::from_sdk("eks:DescribeAccessEntry", &e);
-                        if err.code != "ResourceNotFoundException" {
-                            return Err(err.into());
-                        }
-                    }
+                let out = self.eks.describe_access_entry().cluster_name(&self.cluster).principal_arn(&role).send().await;
+                let out = crate::aws::found(out.map_err(|e| AwsError::from_sdk("eks:DescribeAccessEntry", &e)))?;
+                if let Some(e) = out.and_then(|o| o.access_entry) {
+                    let ours = e.tags().and_then(|t| t.get(CLUSTER_TAG)).is_some_and(|v| *v == self.cluster);
+                    entry = json!({"arn": e.access_entry_arn, "type": e.r#type, "ours": ours});
                 }
             }
             cx.progress("reading ConfigMap kube-system/aws-auth");
@@ -174,15 +166,8 @@ impl Step for NodeAccess {
             let mut removed = Vec::new();
             if o["entry"]["ours"] == true {
                 cx.progress("DeleteAccessEntry");
-                match self.eks.delete_access_entry().cluster_name(&self.cluster).principal_arn(role).send().await {
-                    Ok(_) => {}
-                    Err(e) => {
-                        let err = AwsError::from_sdk("eks:DeleteAccessEntry", &e);
-                        if err.code != "ResourceNotFoundException" {
-                            return Err(err.into());
-                        }
-                    }
-                }
+                let out = self.eks.delete_access_entry().cluster_name(&self.cluster).principal_arn(role).send().await;
+                crate::aws::found(out.map_err(|e| AwsError::from_sdk("eks:DeleteAccessEntry", &e)))?;
                 removed.push(format!("access entry {}", o["entry"]["arn"].as_str().unwrap_or(role)));
             }
             if o["mapped"] == true {
@@ -271,16 +256,8 @@ fn role_name_of(arn: &str) -> &str {
 
 impl Identity {
     async fn role(&self) -> anyhow::Result<Value> {
-        let role = match self.iam.get_role().role_name(&self.role).send().await {
-            Ok(o) => o.role,
-            Err(e) => {
-                let err = iam_err("iam:GetRole", &e);
-                if err.code != "NoSuchEntity" {
-                    return Err(err.into());
-                }
-                None
-            }
-        };
+        let out = self.iam.get_role().role_name(&self.role).send().await.map_err(|e| iam_err("iam:GetRole", &e));
+        let role = crate::aws::found(out)?.and_then(|o| o.role);
         let Some(role) = role else { return Ok(json!({"exists": false})) };
         let tags = self.iam.list_role_tags().role_name(&self.role).send().await.map_err(|e| iam_err("iam:ListRoleTags", &e))?;
         let ours = tags.tags().iter().any(|t| t.key() == CLUSTER_TAG && t.value() == self.cluster);
@@ -428,22 +405,14 @@ impl Step for Identity {
             let mut removed = Vec::new();
             for id in &associations {
                 cx.progress(format!("DeletePodIdentityAssociation {id}"));
-                if let Err(e) = self.eks.delete_pod_identity_association().cluster_name(&self.cluster).association_id(id).send().await {
-                    let err = AwsError::from_sdk("eks:DeletePodIdentityAssociation", &e);
-                    if err.code != "ResourceNotFoundException" {
-                        return Err(err.into());
-                    }
-                }
+                let out = self.eks.delete_pod_identity_association().cluster_name(&self.cluster).association_id(id).send().await;
+                crate::aws::found(out.map_err(|e| AwsError::from_sdk("eks:DeletePodIdentityAssociation", &e)))?;
                 removed.push(format!("pod identity association {id} ({}/karpenter)", self.namespace));
             }
             for p in &detach {
                 cx.progress(format!("DetachRolePolicy {p}"));
-                if let Err(e) = self.iam.detach_role_policy().role_name(&self.role).policy_arn(p).send().await {
-                    let err = iam_err("iam:DetachRolePolicy", &e);
-                    if err.code != "NoSuchEntity" {
-                        return Err(err.into());
-                    }
-                }
+                let out = self.iam.detach_role_policy().role_name(&self.role).policy_arn(p).send().await;
+                crate::aws::found(out.map_err(|e| iam_err("iam:DetachRolePolicy", &e)))?;
                 if !delete_role {
                     removed.push(format!("policy {p} from role {}", self.role));
                 }
@@ -464,23 +433,15 @@ impl Step for Identity {
                         .map_err(|e| iam_err("iam:RemoveRoleFromInstanceProfile", &e))?;
                 }
                 cx.progress(format!("DeleteRole {}", self.role));
-                if let Err(e) = self.iam.delete_role().role_name(&self.role).send().await {
-                    let err = iam_err("iam:DeleteRole", &e);
-                    if err.code != "NoSuchEntity" {
-                        return Err(anyhow::Error::from(err).context(format!("deleting role {}", self.role)));
-                    }
-                }
+                let out = self.iam.delete_role().role_name(&self.role).send().await;
+                crate::aws::found(out.map_err(|e| iam_err("iam:DeleteRole", &e))).with_context(|| format!("deleting role {}", self.role))?;
                 removed.push(format!("IAM role {}", self.role));
             }
             if oidc {
                 let arn = o["oidcProvider"]["arn"].as_str().unwrap_or_default();
                 cx.progress("DeleteOpenIDConnectProvider");
-                if let Err(e) = self.iam.delete_open_id_connect_provider().open_id_connect_provider_arn(arn).send().await {
-                    let err = iam_err("iam:DeleteOpenIDConnectProvider", &e);
-                    if err.code != "NoSuchEntity" {
-                        return Err(err.into());
-                    }
-                }
+                let out = self.iam.delete_open_id_connect_provider().open_id_connect_provider_arn(arn).send().await;
+                crate::aws::found(out.map_err(|e| iam_err("iam:DeleteOpenIDConnectProvider", &e)))?;
                 removed.push(format!("OIDC provider {arn}"));
             }
             Ok(json!({"removed": super::removed(cx.previous, &removed), "kept": kept(o, &self.role)}))

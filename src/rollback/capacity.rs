@@ -130,7 +130,7 @@ impl Nodegroups {
             Ok(o) => o.nodegroup.ok_or_else(|| anyhow::anyhow!("DescribeNodegroup returned no nodegroup {name}")),
             Err(e) => {
                 let err = AwsError::from_sdk("eks:DescribeNodegroup", &e);
-                if err.code == "ResourceNotFoundException" {
+                if err.is_not_found() {
                     anyhow::bail!(
                         "managed nodegroup {name:?} not found in cluster {} ({err}); check rollback.nodegroups (`aws eks list-nodegroups --cluster-name {}`)",
                         self.cluster,
@@ -333,7 +333,7 @@ impl Step for Nodegroups {
                         Err(e) => {
                             let err = AwsError::from_sdk("eks:UpdateNodegroupConfig", &e);
                             // Another update is running: wait for it, then ours.
-                            if err.code != "ResourceInUseException" || started.elapsed() >= self.timeout {
+                            if !err.is_in_use() || started.elapsed() >= self.timeout {
                                 return Err(anyhow::Error::from(err).context(format!("scaling nodegroup {name}")));
                             }
                             cx.progress(format!("nodegroup {name} is being updated; waiting to scale it"));

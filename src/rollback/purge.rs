@@ -237,32 +237,20 @@ impl Step for Sweep {
             for lt in o["launchTemplates"].as_array().into_iter().flatten() {
                 let id = lt["id"].as_str().unwrap_or_default();
                 cx.progress(format!("DeleteLaunchTemplate {}", lt["name"].as_str().unwrap_or(id)));
-                if let Err(e) = self.ec2.delete_launch_template().launch_template_id(id).send().await {
-                    let err = AwsError::from_sdk("ec2:DeleteLaunchTemplate", &e);
-                    if !err.code.contains("NotFound") {
-                        return Err(err.into());
-                    }
-                }
+                let out = self.ec2.delete_launch_template().launch_template_id(id).send().await;
+                crate::aws::found(out.map_err(|e| AwsError::from_sdk("ec2:DeleteLaunchTemplate", &e)))?;
                 removed.push(format!("launch template {} ({id})", lt["name"].as_str().unwrap_or("?")));
             }
             for p in o["instanceProfiles"].as_array().into_iter().flatten() {
                 let name = p["name"].as_str().unwrap_or_default();
                 for role in strings(&p["roles"]) {
                     cx.progress(format!("RemoveRoleFromInstanceProfile {name} {role}"));
-                    if let Err(e) = self.iam.remove_role_from_instance_profile().instance_profile_name(name).role_name(&role).send().await {
-                        let err = AwsError::from_sdk("iam:RemoveRoleFromInstanceProfile", &e);
-                        if err.code != "NoSuchEntity" {
-                            return Err(err.into());
-                        }
-                    }
+                    let out = self.iam.remove_role_from_instance_profile().instance_profile_name(name).role_name(&role).send().await;
+                    crate::aws::found(out.map_err(|e| AwsError::from_sdk("iam:RemoveRoleFromInstanceProfile", &e)))?;
                 }
                 cx.progress(format!("DeleteInstanceProfile {name}"));
-                if let Err(e) = self.iam.delete_instance_profile().instance_profile_name(name).send().await {
-                    let err = AwsError::from_sdk("iam:DeleteInstanceProfile", &e);
-                    if err.code != "NoSuchEntity" {
-                        return Err(err.into());
-                    }
-                }
+                let out = self.iam.delete_instance_profile().instance_profile_name(name).send().await;
+                crate::aws::found(out.map_err(|e| AwsError::from_sdk("iam:DeleteInstanceProfile", &e)))?;
                 removed.push(format!("instance profile {name}"));
             }
             let tags = strings(&o["discoveryTags"]);
@@ -313,17 +301,8 @@ const WAIT: Duration = Duration::from_secs(30 * 60);
 
 impl Stack {
     async fn describe(&self, name_or_id: &str) -> anyhow::Result<Option<aws_sdk_cloudformation::types::Stack>> {
-        match self.cfn.describe_stacks().stack_name(name_or_id).send().await {
-            Ok(o) => Ok(o.stacks.unwrap_or_default().into_iter().next()),
-            Err(e) => {
-                let err = AwsError::from_sdk("cloudformation:DescribeStacks", &e);
-                if err.code == "ValidationError" && err.message.contains("does not exist") {
-                    Ok(None)
-                } else {
-                    Err(err.into())
-                }
-            }
-        }
+        let out = self.cfn.describe_stacks().stack_name(name_or_id).send().await.map_err(|e| AwsError::from_sdk("cloudformation:DescribeStacks", &e));
+        Ok(crate::aws::found(out)?.and_then(|o| o.stacks.unwrap_or_default().into_iter().next()))
     }
 
     /// The events of the delete that started at `since` (with `token`), oldest first.

@@ -381,17 +381,8 @@ impl CfnStack {
 
     /// DescribeStacks; `None` when the stack does not exist (or, by id, is gone).
     async fn describe(&self, name_or_id: &str) -> Result<Option<Stack>, AwsError> {
-        match self.cfn.describe_stacks().stack_name(name_or_id).send().await {
-            Ok(o) => Ok(o.stacks.unwrap_or_default().into_iter().next()),
-            Err(e) => {
-                let err = aws_err("cloudformation:DescribeStacks", &e);
-                if err.code == "ValidationError" && err.message.contains("does not exist") {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        let out = self.cfn.describe_stacks().stack_name(name_or_id).send().await.map_err(|e| aws_err("cloudformation:DescribeStacks", &e));
+        Ok(crate::aws::found(out)?.and_then(|o| o.stacks.unwrap_or_default().into_iter().next()))
     }
 
     async fn observe_now(&self, cx: &StepCx<'_>) -> anyhow::Result<Value> {
@@ -540,7 +531,7 @@ impl CfnStack {
             .await;
         if let Err(e) = sent {
             let err = aws_err("cloudformation:UpdateStack", &e);
-            if err.code == "ValidationError" && err.message.contains("No updates are to be performed") {
+            if err.is_no_updates() {
                 cx.progress("no updates are to be performed");
                 return Ok(self.outputs_from(observed));
             }

@@ -58,7 +58,7 @@ impl Step for ClusterFacts {
                 Ok(o) => o,
                 Err(e) => {
                     let err = AwsError::from_sdk("eks:DescribeCluster", &e);
-                    if err.code == "ResourceNotFoundException" {
+                    if err.is_not_found() {
                         anyhow::bail!(
                             "EKS cluster {:?} not found in this account and region ({err}); check cluster.name and --region",
                             self.name

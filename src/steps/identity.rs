@@ -116,30 +116,17 @@ impl Step for ControllerIdentity {
                 IdentityMode::Auto => {
                     cx.progress("checking for the eks-pod-identity-agent add-on");
                     // Only "no such add-on" means IRSA: a throttled or failed read must not switch modes.
-                    match self.eks.describe_addon().cluster_name(&self.cluster).addon_name("eks-pod-identity-agent").send().await {
-                        Ok(_) => IdentityMode::PodIdentity,
-                        Err(e) => {
-                            let err = AwsError::from_sdk("eks:DescribeAddon", &e);
-                            if err.code != "ResourceNotFoundException" {
-                                return Err(err.into());
-                            }
-                            IdentityMode::Irsa
-                        }
+                    let out = self.eks.describe_addon().cluster_name(&self.cluster).addon_name("eks-pod-identity-agent").send().await;
+                    match crate::aws::found(out.map_err(|e| AwsError::from_sdk("eks:DescribeAddon", &e)))? {
+                        Some(_) => IdentityMode::PodIdentity,
+                        None => IdentityMode::Irsa,
                     }
                 }
                 m => m,
             };
             cx.progress(format!("reading role {}", self.role_name));
-            let role = match self.iam.get_role().role_name(&self.role_name).send().await {
-                Ok(o) => o.role,
-                Err(e) => {
-                    let err = AwsError::from_sdk("iam:GetRole", &e);
-                    if err.code != "NoSuchEntity" {
-                        return Err(err.into());
-                    }
-                    None
-                }
-            };
+            let out = self.iam.get_role().role_name(&self.role_name).send().await.map_err(|e| AwsError::from_sdk("iam:GetRole", &e));
+            let role = crate::aws::found(out)?.and_then(|o| o.role);
             let trust: Value = role
                 .as_ref()
                 .and_then(|r| r.assume_role_policy_document.as_deref())

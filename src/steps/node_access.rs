@@ -93,16 +93,9 @@ impl Step for NodeAccess {
                 return Ok(json!({"mode": mode, "nodeRoleArn": role, "authenticationMode": auth}));
             }
             cx.progress("DescribeAccessEntry");
-            let entry = match self.eks.describe_access_entry().cluster_name(&self.cluster).principal_arn(&role).send().await {
-                Ok(o) => o.access_entry.map(|e| json!({"type": e.r#type, "arn": e.access_entry_arn})),
-                Err(e) => {
-                    let err = AwsError::from_sdk("eks:DescribeAccessEntry", &e);
-                    if err.code != "ResourceNotFoundException" {
-                        return Err(err.into());
-                    }
-                    None
-                }
-            };
+            let out = self.eks.describe_access_entry().cluster_name(&self.cluster).principal_arn(&role).send().await;
+            let out = crate::aws::found(out.map_err(|e| AwsError::from_sdk("eks:DescribeAccessEntry", &e)))?;
+            let entry = out.and_then(|o| o.access_entry).map(|e| json!({"type": e.r#type, "arn": e.access_entry_arn}));
             Ok(json!({"mode": mode, "nodeRoleArn": role, "authenticationMode": auth, "entry": entry}))
         })
     }

@@ -30,17 +30,11 @@ impl Step for SpotRole {
     fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
         Box::pin(async move {
             cx.progress("GetRole");
-            match self.iam.get_role().role_name(ROLE).send().await {
-                Ok(o) => Ok(json!({"exists": true, "arn": o.role.map(|r| r.arn)})),
-                Err(e) => {
-                    let err = AwsError::from_sdk("iam:GetRole", &e);
-                    if err.code == "NoSuchEntity" {
-                        Ok(json!({"exists": false}))
-                    } else {
-                        Err(err.into())
-                    }
-                }
-            }
+            let out = self.iam.get_role().role_name(ROLE).send().await.map_err(|e| AwsError::from_sdk("iam:GetRole", &e));
+            Ok(match crate::aws::found(out)? {
+                Some(o) => json!({"exists": true, "arn": o.role.map(|r| r.arn)}),
+                None => json!({"exists": false}),
+            })
         })
     }
     fn diff(&self, observed: &Value, _cx: &StepCx<'_>) -> Change {
@@ -58,7 +52,7 @@ impl Step for SpotRole {
                 Err(e) => {
                     let err = AwsError::from_sdk("iam:CreateServiceLinkedRole", &e);
                     // Created meanwhile by someone else: that is the state we want.
-                    if err.code != "InvalidInput" || !err.message.contains("has been taken") {
+                    if !err.is_already_exists() {
                         return Err(err.into());
                     }
                     None
