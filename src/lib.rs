@@ -4,7 +4,7 @@ and back again. The binary is a thin shell over this library so tests can drive
 every layer directly.
 
 Without the default `cli` feature only the offline core is built (config,
-model, render, the state format, fsutil): it has no cloud clients, so the fuzz
+model, render, the state format, json, fsutil): it has no cloud clients, so the fuzz
 targets link it in minutes.
 */
 
@@ -20,6 +20,7 @@ pub mod engine;
 pub mod fsutil;
 #[cfg(feature = "cli")]
 pub mod helm;
+pub mod json;
 #[cfg(feature = "cli")]
 pub mod kube;
 pub mod model;

@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use crate::json::FieldChange;
 pub use runner::{Mode, Outcome, Planned, RunReport, Runner, RunnerError};
 
 /// The `help:` line for a failed step: the exact next command, when the error's
@@ -69,14 +70,6 @@ impl fmt::Display for Action {
             Action::Delete => "delete",
         })
     }
-}
-
-/// One field-level difference between what exists and what is wanted.
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
-pub struct FieldChange {
-    pub field: String,
-    pub old: Value,
-    pub new: Value,
 }
 
 /// The result of a step's `diff`.

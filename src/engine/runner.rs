@@ -16,7 +16,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::fingerprint::{field_changes, fingerprint};
+use super::fingerprint::fingerprint;
+use crate::json::{field_changes, FieldChange};
 use super::{Action, Change, Event, Events, Step, StepCx, Why};
 use crate::state::{State, StepRecord, StepStatus};
 
@@ -221,7 +222,7 @@ impl<'a> Runner<'a> {
         }
         let mut out = Vec::new();
         let mut upstream_seen = BTreeSet::new();
-        for (field, old, new) in field_changes(&r.inputs, composed) {
+        for FieldChange { field, old, new } in field_changes("", &r.inputs, composed) {
             if let Some(rest) = field.strip_prefix("upstream.") {
                 let step = rest.split('.').next().unwrap_or(rest).to_string();
                 if upstream_seen.insert(step.clone()) {

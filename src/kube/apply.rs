@@ -10,7 +10,6 @@ use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, Patch
 use kube::discovery::{ApiResource, Scope};
 use serde_json::Value;
 
-use crate::engine::FieldChange;
 
 pub const FIELD_MANAGER: &str = "karpctl";
 
@@ -182,22 +181,6 @@ pub fn projection(existing: &Value, desired: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Leaf-level differences between two JSON values, as `prefix.path` fields.
-pub fn field_changes(prefix: &str, old: &Value, new: &Value) -> Vec<FieldChange> {
-    crate::engine::fingerprint::field_changes(old, new)
-        .into_iter()
-        .map(|(path, old, new)| {
-            let field = match (prefix.is_empty(), path.as_str()) {
-                (true, _) => path.clone(),
-                (false, "(all)") => prefix.to_string(),
-                (false, p) if p.starts_with('[') => format!("{prefix}{p}"),
-                (false, p) => format!("{prefix}.{p}"),
-            };
-            FieldChange { field, old, new }
-        })
-        .collect()
-}
-
 /// The Karpenter kinds karpctl applies.
 pub fn node_pool_resource() -> ApiResource {
     ApiResource {
@@ -317,18 +300,6 @@ mod tests {
             "spec": {"limits": {"cpu": "100"}}, "status": {"x": 1}});
         let desired = json!({"apiVersion": "v1", "kind": "K", "metadata": {"labels": {"a": "2", "b": "3"}}, "spec": {}});
         assert_eq!(projection(&existing, &desired), json!({"metadata.labels": {"a": "1", "b": null}, "spec": {"limits": {"cpu": "100"}}}));
-    }
-
-    #[test]
-    fn field_changes_are_leaves_with_paths() {
-        let old = json!({"spec": {"limits": {"cpu": "100", "memory": "1Gi"}, "list": [1, 2]}});
-        let new = json!({"spec": {"limits": {"cpu": "200", "memory": "1Gi"}, "list": [1, 3]}});
-        let ch = field_changes("NodePool/default", &old, &new);
-        let fields: Vec<&str> = ch.iter().map(|c| c.field.as_str()).collect();
-        assert_eq!(fields, ["NodePool/default.spec.limits.cpu", "NodePool/default.spec.list[1]"]);
-        assert_eq!(ch[0].old, json!("100"));
-        assert_eq!(ch[0].new, json!("200"));
-        assert!(field_changes("x", &old, &old).is_empty());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use crate::aws::AwsError;
-use crate::engine::fingerprint::canonical;
+use crate::json::canonical;
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
 
 /// Tag naming the step that owns the stack (next to `karpctl.io/cluster`).
@@ -208,7 +208,7 @@ pub fn template_changes(old: &Value, new: &Value) -> Vec<FieldChange> {
             (Some(r), None) => out.push(FieldChange { field: format!("resources.{id}"), old: rtype(r), new: Value::Null }),
             (Some(a), Some(b)) if canonical(a) != canonical(b) => {
                 let mut paths: Vec<String> = Vec::new();
-                for (p, _, _) in crate::engine::fingerprint::field_changes(a, b) {
+                for crate::json::FieldChange { field: p, .. } in crate::json::field_changes("", a, b) {
                     if !paths.contains(&p) {
                         paths.push(p);
                     }

@@ -146,7 +146,7 @@ impl Step for HelmRelease {
         if r["status"] != "deployed" {
             fields.push(FieldChange { field: "status".into(), old: r["status"].clone(), new: json!("deployed") });
         }
-        fields.extend(crate::kube::apply::field_changes("values", &observed["values"], want));
+        fields.extend(crate::json::field_changes("values", &observed["values"], want));
         if fields.is_empty() {
             let waiting = observed["notRolledOut"].as_array().map(Vec::len).unwrap_or(0);
             if waiting == 0 {

@@ -164,7 +164,7 @@ impl Step for Objects {
                 fields.push(FieldChange { field: r.into(), old: Value::Null, new: json!("create") });
                 continue;
             }
-            let ch = apply::field_changes(r, &e["current"], &e["would"]);
+            let ch = crate::json::field_changes(r, &e["current"], &e["would"]);
             if !ch.is_empty() {
                 updated.push(r.to_string());
                 fields.extend(ch);
