@@ -27,6 +27,11 @@ pub fn canonical(v: &Value) -> String {
     serde_json::to_string(&sort(v)).expect("JSON serializes")
 }
 
+/// The strings of a JSON array (nothing for anything else).
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(String::from)).collect()
+}
+
 /// One field-level difference between what exists and what is wanted.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct FieldChange {

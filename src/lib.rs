@@ -20,6 +20,8 @@ pub mod engine;
 pub mod fsutil;
 #[cfg(feature = "cli")]
 pub mod helm;
+#[cfg(feature = "cli")]
+pub mod help;
 pub mod json;
 #[cfg(feature = "cli")]
 pub mod kube;

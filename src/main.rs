@@ -5,7 +5,6 @@ use clap::CommandFactory;
 use karpctl::cli::{Cli, Command};
 use karpctl::config::LoadError;
 use karpctl::engine::RunnerError;
-use karpctl::state::StateError;
 use karpctl::ops::{self, exit, Report};
 use karpctl::ui;
 
@@ -51,12 +50,8 @@ fn help(e: &anyhow::Error, g: &karpctl::cli::Global) -> Vec<String> {
         out.extend(ops::context::sandbox_hint(g));
         return out;
     }
-    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<StateError>()).and_then(StateError::help) {
-        out.push(h);
-    }
-    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<karpctl::helm::HelmError>()).and_then(|h| h.help()) {
-        out.push(h);
-    }
+    // The domain errors' next command (AWS, Helm, the state file, Kubernetes apply).
+    out.extend(karpctl::help::for_error(e));
     if let Some(i) = e.chain().find_map(|c| c.downcast_ref::<ops::init::InitError>()) {
         out.push(i.help());
     }
@@ -66,12 +61,8 @@ fn help(e: &anyhow::Error, g: &karpctl::cli::Global) -> Vec<String> {
     if e.chain().any(|c| matches!(c.downcast_ref::<RunnerError>(), Some(RunnerError::Cancelled { .. }))) {
         out.push("karpctl up   # (or the command you ran) resumes where it stopped".into());
     }
-    if out.is_empty() {
-        if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<karpctl::aws::AwsError>()).and_then(|a| a.help()) {
-            out.push(h);
-        } else if e.chain().any(|c| c.downcast_ref::<kube::Error>().is_some() || c.downcast_ref::<karpctl::aws::AwsError>().is_some()) {
-            out.push("karpctl doctor   # checks the credentials and the cluster in AWS".into());
-        }
+    if out.is_empty() && e.chain().any(|c| c.downcast_ref::<kube::Error>().is_some() || c.downcast_ref::<karpctl::aws::AwsError>().is_some()) {
+        out.push("karpctl doctor   # checks the credentials and the cluster in AWS".into());
     }
     out
 }

@@ -15,7 +15,6 @@ use serde_json::Value;
 use crate::cli::{OutputFormat, SchemaDocument};
 use crate::config::Diagnostic;
 use crate::engine::{Action, Outcome, Planned, RunReport};
-use crate::ops::doctor::Check;
 use crate::render::DocKind;
 use crate::state::{LockInfo, State};
 
@@ -444,3 +443,29 @@ pub fn schema(doc: SchemaDocument) -> Value {
     };
     serde_json::to_value(s).expect("a schema serializes")
 }
+
+/// How a preflight check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Ok,
+    Warn,
+    Fail,
+    Skip,
+}
+
+/// One preflight check as `doctor` (and `up` before its first change) reports it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: CheckStatus,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// Why AWS could not be asked, when that is what failed.
+    #[serde(skip)]
+    pub access: Option<crate::aws::Access>,
+}
+

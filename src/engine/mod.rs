@@ -20,32 +20,37 @@ use serde_json::Value;
 pub use crate::json::FieldChange;
 pub use runner::{Mode, Outcome, Planned, RunReport, Runner, RunnerError};
 
-/// The `help:` line for a failed step: the exact next command, when the error's
-/// kind says what it is. Errors that carry their own `help:` in the text (stack
-/// failures, timeouts) give none here.
-pub fn help_for(e: &anyhow::Error) -> Option<String> {
-    use crate::kube::apply::ApplyError;
-    for c in e.chain() {
-        if let Some(a) = c.downcast_ref::<crate::aws::AwsError>() {
-            return a.help();
-        }
-        if let Some(h) = c.downcast_ref::<crate::helm::HelmError>() {
-            return h.help();
-        }
-        if let Some(d) = c.downcast_ref::<crate::steps::objects::DryRunRefused>() {
-            return Some(d.help());
-        }
-        if let Some(ApplyError::Conflict { .. }) = c.downcast_ref::<ApplyError>() {
-            return Some("`karpctl up --force-conflicts` takes the fields over from the other manager".into());
-        }
-    }
-    if crate::kube::is_transient(e) {
-        return Some(
-            "the Kubernetes API server did not answer; check it is reachable (`kubectl get --raw /readyz`), then run `karpctl up` again (finished steps are skipped)"
-                .into(),
-        );
-    }
-    None
+/// What the engine needs to know of a step's error, told by the code that
+/// understands the error (the runner's [`Classify`], `crate::help::classify` in
+/// karpctl): the engine itself knows no domain error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failure {
+    /// The `help:` line: the exact next command, when the error's kind says one.
+    /// Errors that carry their own `help:` in the text give none.
+    pub help: Option<String>,
+    /// Set when the failure is the run's, not the step's (AWS could not be asked
+    /// at all): later steps failing for the same reason point at the first one.
+    pub blocker: Option<Blocker>,
+    /// A create refused because the thing exists: after a retried create, usually
+    /// what the first attempt made (its answer was lost), so the runner looks again.
+    pub already_exists: bool,
+}
+
+/// A reason no step of the run can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocker {
+    /// Tells two blockers apart (`no-credentials`, `no-region` …).
+    pub key: &'static str,
+    /// What it stopped, in words: "AWS could not be asked".
+    pub what: &'static str,
+}
+
+/// Classifies a step's error for the runner.
+pub type Classify = fn(&anyhow::Error) -> Failure;
+
+/// A [`Classify`] that knows nothing: no help, no blockers, no second look.
+pub fn unclassified(_: &anyhow::Error) -> Failure {
+    Failure::default()
 }
 
 /// What a step would do to reach its desired state.

@@ -71,32 +71,36 @@ pub struct RunReport {
     /// Failed steps' `help:` lines (step → next command), where the error says one.
     #[serde(skip)]
     pub help: BTreeMap<String, String>,
-    /// Set when a step failed because AWS could not be asked at all (no
-    /// credentials, a region that does not resolve …): the run's problem, not the
-    /// step's; with the first step that failed that way (later ones refer to it
-    /// instead of repeating it). Boxed: the report travels in `RunnerError`.
+    /// Set when a step failed for a reason no step can succeed with (AWS could
+    /// not be asked at all: no credentials, a region that does not resolve …):
+    /// the run's problem, not the step's; with the first step that failed that
+    /// way (later ones refer to it instead of repeating it). Boxed: the report
+    /// travels in `RunnerError`.
     #[serde(skip)]
-    pub aws_access: Option<Box<(crate::aws::Access, String)>>,
+    pub blocked: Option<Box<(super::Blocker, String)>>,
 }
 
 impl RunReport {
-    /// How a failed step's error is reported: in full, except that a second step
-    /// that could not ask AWS for the same reason points at the first one.
-    fn failure_text(&mut self, id: &str, e: &anyhow::Error) -> String {
-        let Some(access) = crate::aws::access_failure(e).and_then(|a| a.access) else { return error_text(e) };
-        match self.aws_access.as_deref() {
-            Some((first_access, first)) if *first_access == access => format!("not done: AWS could not be asked, for the reason {first} gives"),
+    /// Records a failed step's help and says how its error is reported: in full,
+    /// except that a second step blocked for the same reason points at the first one.
+    fn failure_text(&mut self, id: &str, e: &anyhow::Error, f: super::Failure) -> String {
+        if let Some(h) = f.help {
+            self.help.insert(id.to_string(), h);
+        }
+        let Some(blocker) = f.blocker else { return error_text(e) };
+        match self.blocked.as_deref() {
+            Some((first_blocker, first)) if first_blocker.key == blocker.key => format!("not done: {}, for the reason {first} gives", blocker.what),
             Some(_) => error_text(e),
             None => {
-                self.aws_access = Some(Box::new((access, id.to_string())));
+                self.blocked = Some(Box::new((blocker, id.to_string())));
                 error_text(e)
             }
         }
     }
 
-    /// Why AWS could not be asked, when a step failed for that.
-    pub fn aws_access(&self) -> Option<crate::aws::Access> {
-        self.aws_access.as_deref().map(|(a, _)| *a)
+    /// What blocked the run, when a step failed for a reason no step can succeed with.
+    pub fn blocked_by(&self) -> Option<super::Blocker> {
+        self.blocked.as_deref().map(|(b, _)| *b)
     }
 }
 
@@ -135,6 +139,8 @@ pub struct Runner<'a> {
     /// Approve destructive changes (`--yes`).
     pub approve: bool,
     pub events: Events<'a>,
+    /// What a step's error means (help line, blocker, "already exists").
+    pub classify: super::Classify,
 }
 
 /// What a step wants, computed once when it is scheduled.
@@ -345,10 +351,7 @@ impl<'a> Runner<'a> {
                         Ok(x) => x,
                         Err(e) => {
                             in_flight.remove(&id);
-                            if let Some(h) = super::help_for(&e) {
-                                report.help.insert(id.clone(), h);
-                            }
-                            let shown = report.failure_text(&id, &e);
+                            let shown = report.failure_text(&id, &e, (self.classify)(&e));
                             if self.mode == Mode::Apply {
                                 // Recorded so `status` shows it and the next run says why it runs.
                                 let rec = state.steps.entry(id.clone()).or_insert_with(|| blank_record(step.kind(), StepStatus::Failed));
@@ -419,6 +422,7 @@ impl<'a> Runner<'a> {
                     let events = self.events;
                     let action = change.action;
                     let approve = self.approve;
+                    let classify = self.classify;
                     running.push(Box::pin(async move {
                         let cx = StepCx::new(&id, &desired.upstream, previous.as_ref(), events).resumed(resumed);
                         let mut result = step.apply(&cx, &observed, &change).await;
@@ -426,7 +430,7 @@ impl<'a> Runner<'a> {
                         // refused as "already exists": look again and go on from what is there, as
                         // the next run would (a few times: a step may make several things).
                         for _ in 0..3 {
-                            if !result.as_ref().is_err_and(crate::aws::is_already_exists) {
+                            if !result.as_ref().is_err_and(|e| classify(e).already_exists) {
                                 break;
                             }
                             let Ok(now) = step.observe(&cx).await else { break };
@@ -457,10 +461,7 @@ impl<'a> Runner<'a> {
                             finish(&id, Outcome::Applied { action }, Some(started), &mut report, &mut finished);
                         }
                         Err(e) => {
-                            if let Some(h) = super::help_for(&e) {
-                                report.help.insert(id.clone(), h);
-                            }
-                            let shown = report.failure_text(&id, &e);
+                            let shown = report.failure_text(&id, &e, (self.classify)(&e));
                             rec.status = StepStatus::Failed;
                             rec.error = Some(error_text(&e));
                             rec.finished_at = Some(now());

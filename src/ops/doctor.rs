@@ -4,37 +4,14 @@ Each check says what it found, why it matters and how to fix it, so a failed
 `up` is caught before it starts. Independent checks run concurrently.
 */
 
-use serde::Serialize;
-
 use crate::cli::{Global, OutputFormat};
 use crate::config::types::{CapacityType, Config, IdentityMode};
 use crate::config::{self, Names};
 use crate::model::version::{kubernetes_minor, KarpenterVersion};
 
+pub use crate::output::{Check, CheckStatus as Status};
+
 use super::{exit, Report};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Warn,
-    Fail,
-    Skip,
-}
-
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Status,
-    pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub why: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
-    /// Why AWS could not be asked, when that is what failed.
-    #[serde(skip)]
-    pub access: Option<crate::aws::Access>,
-}
 
 fn ok(name: &'static str, detail: impl Into<String>) -> Check {
     Check { name, status: Status::Ok, detail: detail.into(), why: None, fix: None, access: None }

@@ -14,6 +14,7 @@ pub mod render;
 pub mod rollback;
 pub mod state;
 pub mod verify;
+pub mod walk;
 
 use crate::config::Diagnostic;
 

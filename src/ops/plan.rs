@@ -11,11 +11,11 @@ use anyhow::Context;
 
 use crate::cli::{Global, OutputFormat, PlanArgs, UpArgs};
 use crate::config;
-use crate::engine::{Mode, Outcome, RunReport, Runner, Step};
-use crate::output::{Run, RunKind};
+use crate::engine::{Mode, RunReport, Step};
+use crate::output::RunKind;
 use crate::state::LockInfo;
-use crate::ui::progress::{Progress, Style};
 
+use super::walk::{next_steps, plan_exit, plan_help, run, select, Run};
 use super::{exit, Report};
 
 struct Walk {
@@ -38,37 +38,6 @@ struct WalkOptions {
     force_conflicts: bool,
     wait_timeout: Option<Duration>,
     targets: Vec<String>,
-}
-
-/// Keeps the steps `targets` name and everything they depend on.
-pub fn select<'a>(steps: &[&'a dyn Step], targets: &[String]) -> anyhow::Result<Vec<&'a dyn Step>> {
-    if targets.is_empty() {
-        return Ok(steps.to_vec());
-    }
-    let matches = |s: &dyn Step, t: &str| match t {
-        "aws" => s.layer() == crate::engine::Layer::Aws,
-        "kubernetes" => s.layer() == crate::engine::Layer::Kubernetes,
-        t if t.ends_with('/') => s.id().starts_with(t),
-        t => s.id() == t,
-    };
-    let mut keep: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    for t in targets {
-        let hit: Vec<String> = steps.iter().filter(|s| matches(**s, t)).map(|s| s.id()).collect();
-        if hit.is_empty() {
-            let ids: Vec<String> = steps.iter().map(|s| s.id()).collect();
-            anyhow::bail!("--target {t} matches no step; steps: aws, kubernetes, {}", ids.join(", "));
-        }
-        keep.extend(hit);
-    }
-    // Close over dependencies.
-    loop {
-        let more: Vec<String> = steps.iter().filter(|s| keep.contains(&s.id())).flat_map(|s| s.deps()).filter(|d| !keep.contains(d)).collect();
-        if more.is_empty() {
-            break;
-        }
-        keep.extend(more);
-    }
-    Ok(steps.iter().copied().filter(|s| keep.contains(&s.id())).collect())
 }
 
 async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
@@ -107,18 +76,9 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
         };
         let all = crate::steps::up_steps(c, &env)?;
         let steps = select(&all.iter().map(|s| s.as_ref() as &dyn Step).collect::<Vec<_>>(), &o.targets)?;
-        let progress = Progress::new(Style::detect(g.output == OutputFormat::Json, g.verbose > 0));
-        let events = |e| progress.event(e);
-        let runner = Runner {
-            steps: steps.clone(),
-            mode,
-            refresh,
-            concurrency: 8,
-            approve: g.yes,
-            events: &events,
-        };
-        let mut cancel = interrupt;
-        let report = runner.run(&mut state, &backend, cancel.as_mut()).await.context(if mode == Mode::Apply { "applying" } else { "planning" })?;
+        let report = run(g, Run { mode, refresh, concurrency: 8 }, &steps, &mut state, &backend, interrupt)
+            .await
+            .context(if mode == Mode::Apply { "applying" } else { "planning" })?;
         Ok((report, steps.len(), no_state))
     })
     .await
@@ -130,7 +90,7 @@ fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
         OutputFormat::Text => Ok(crate::ui::plan_text(&w.report, w.total, applied, crate::ui::stdout_color())),
         f => {
             let kind = if applied { RunKind::Apply } else { RunKind::Plan };
-            crate::output::encode(&Run::new(kind, &w.report, w.total), f)
+            crate::output::encode(&crate::output::Run::new(kind, &w.report, w.total), f)
         }
     }
 }
@@ -164,38 +124,6 @@ fn up_preview(command: &str) -> String {
     }
 }
 
-/// `help:` lines for steps that did not finish: each failed step's own next
-/// command (once each), then approve, inspect, and — last — how to resume.
-/// `command` is the command as run (`up --prune`, `rollback --purge`), `preview`
-/// the one that shows what is left without changing anything.
-pub fn next_steps(report: &RunReport, command: &str, preview: &str) -> Vec<String> {
-    let failed = report.failed();
-    let mut help = failed_steps_help(report);
-    if failed.iter().any(|(_, o)| matches!(o, Outcome::NeedsApproval { .. })) {
-        help.push(format!("read why above, then approve: karpctl {command} --yes"));
-    }
-    if failed.iter().any(|(_, o)| !matches!(o, Outcome::NeedsApproval { .. })) {
-        let done = report.outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Fresh | Outcome::UpToDate | Outcome::Applied { .. })).count();
-        help.push(format!("karpctl {preview}   # what is left to do, and why"));
-        help.push(format!(
-            "`karpctl {command}` resumes where this run stopped ({done} step(s) recorded done are not redone); `karpctl status` shows each step's error"
-        ));
-    }
-    help
-}
-
-/// A plan's exit code: an error when a step failed, else `CHANGES` for
-/// `--detailed-exitcode` when something would change.
-pub fn plan_exit(report: &RunReport, detailed_exitcode: bool) -> i32 {
-    if !report.failed().is_empty() {
-        exit::ERROR
-    } else if detailed_exitcode && report.changes() {
-        exit::CHANGES
-    } else {
-        exit::OK
-    }
-}
-
 pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     if args.rollback {
         return super::rollback::plan(g, args).await;
@@ -210,38 +138,14 @@ async fn planned(g: &Global, opts: WalkOptions, detailed_exitcode: bool, command
     let mut help = plan_help(&w.report, command);
     let mut notes = Vec::new();
     // Planned against no state while karpctl's stack exists: the state is elsewhere.
-    if w.no_state && w.report.aws_access().is_none() {
+    if w.no_state && crate::help::aws_access(&w.report).is_none() {
         if let Some(stack) = super::context::karpctl_stack(g, &w.config).await {
             let (note, h) = super::context::missing_state(&w.backend, g, &[stack]);
             notes.push(note);
             help.push(h);
         }
     }
-    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, notes, aws_access: w.report.aws_access() })
-}
-
-/// Each failed step's own next command, once each, in the order the steps failed.
-fn failed_steps_help(report: &RunReport) -> Vec<String> {
-    let mut help: Vec<String> = Vec::new();
-    for (step, _) in &report.failed() {
-        if let Some(h) = report.help.get(step) {
-            if !help.contains(h) {
-                help.push(h.clone());
-            }
-        }
-    }
-    help
-}
-
-/// `help:` lines for a plan that could not look at every step: each failed
-/// step's own next command (once each), else how to find the cause.
-pub fn plan_help(report: &RunReport, command: &str) -> Vec<String> {
-    let failed = report.failed();
-    let mut help = failed_steps_help(report);
-    if !failed.is_empty() && help.is_empty() {
-        help.push(format!("fix the cause shown above and run `karpctl {command}` again; `karpctl doctor` checks the credentials and the cluster in AWS"));
-    }
-    help
+    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, notes, aws_access: crate::help::aws_access(&w.report) })
 }
 
 pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
@@ -275,5 +179,5 @@ pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
     let help = next_steps(&w.report, &command, &up_preview(&command));
-    Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, help, exit, aws_access: w.report.aws_access() })
+    Ok(Report { stdout: render(g, &w, true)?, warnings: w.warnings.clone(), notes, help, exit, aws_access: crate::help::aws_access(&w.report) })
 }

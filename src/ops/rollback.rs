@@ -13,10 +13,10 @@ use anyhow::Context;
 
 use crate::cli::{Global, OutputFormat, PlanArgs, RollbackArgs};
 use crate::config;
-use crate::engine::{Mode, Outcome, RunReport, Runner, Step, Why};
+use crate::engine::{Mode, Outcome, RunReport, Step, Why};
 use crate::state::LockInfo;
-use crate::ui::progress::{Progress, Style};
 
+use super::walk::{next_steps, plan_exit, plan_help, run, select, Run};
 use super::{exit, Report};
 
 struct Walk {
@@ -59,14 +59,9 @@ async fn walk(g: &Global, mode: Mode, o: Options) -> anyhow::Result<Walk> {
         };
         let graph = crate::rollback::steps(c, &env, &state.steps);
         let all: Vec<&dyn Step> = graph.iter().map(|s| s.step.as_ref()).collect();
-        let steps = super::plan::select(&all, &o.targets)?;
+        let steps = select(&all, &o.targets)?;
         let sequence: Vec<String> = steps.iter().map(|s| s.id()).collect();
-        let progress = Progress::new(Style::detect(g.output == OutputFormat::Json, g.verbose > 0));
-        let events = |e| progress.event(e);
-        let runner = Runner { steps: steps.clone(), mode, refresh: false, concurrency: 4, approve: g.yes, events: &events };
-        let mut cancel = interrupt;
-        let report = runner
-            .run(&mut state, &backend, cancel.as_mut())
+        let report = run(g, Run { mode, refresh: false, concurrency: 4 }, &steps, &mut state, &backend, interrupt)
             .await
             .context(if mode == Mode::Apply { "rolling back" } else { "planning the rollback" })?;
         let mut forgotten = Vec::new();
@@ -174,7 +169,7 @@ fn quiet_reasons(r: &RunReport) -> RunReport {
             p
         })
         .collect();
-    RunReport { outcomes: r.outcomes.clone(), planned, fresh: r.fresh.clone(), help: r.help.clone(), aws_access: r.aws_access.clone() }
+    RunReport { outcomes: r.outcomes.clone(), planned, fresh: r.fresh.clone(), help: r.help.clone(), blocked: r.blocked.clone() }
 }
 
 fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
@@ -245,7 +240,7 @@ pub async fn rollback(g: &Global, args: &RollbackArgs) -> anyhow::Result<Report>
         notes.push(format!("{} needs approval; read the reason above, then run `karpctl {command} --yes` to go on", approval.join(", ")));
     }
     let preview = command.replacen("rollback", "rollback --dry-run", 1);
-    let help = if args.dry_run { Vec::new() } else { super::plan::next_steps(&w.report, &command, &preview) };
+    let help = if args.dry_run { Vec::new() } else { next_steps(&w.report, &command, &preview) };
     if failed.len() > approval.len() && !args.dry_run {
         notes.push(format!(
             "{} step(s) did not finish; fix the cause and run `karpctl {command}` again: it checks every step and goes on where it stopped",
@@ -256,15 +251,15 @@ pub async fn rollback(g: &Global, args: &RollbackArgs) -> anyhow::Result<Report>
         notes.push(format!("`karpctl up` recreates what was removed ({} up record(s) forgotten)", w.forgotten.len()));
     }
     let exit = if failed.is_empty() { exit::OK } else { exit::ERROR };
-    let help = if args.dry_run { super::plan::plan_help(&w.report, "rollback --dry-run") } else { help };
-    Ok(Report { stdout: render(g, &w, !args.dry_run)?, warnings: w.warnings.clone(), notes, help, exit, aws_access: w.report.aws_access() })
+    let help = if args.dry_run { plan_help(&w.report, "rollback --dry-run") } else { help };
+    Ok(Report { stdout: render(g, &w, !args.dry_run)?, warnings: w.warnings.clone(), notes, help, exit, aws_access: crate::help::aws_access(&w.report) })
 }
 
 /// `karpctl plan --rollback`.
 pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
     let o = Options { purge: args.purge, force: false, delete_crds: args.delete_crds, wait_timeout: None, targets: args.target.targets.clone() };
     let w = walk(g, Mode::Plan, o).await?;
-    let exit = super::plan::plan_exit(&w.report, args.detailed_exitcode);
-    let help = super::plan::plan_help(&w.report, "plan --rollback");
-    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, aws_access: w.report.aws_access(), ..Default::default() })
+    let exit = plan_exit(&w.report, args.detailed_exitcode);
+    let help = plan_help(&w.report, "plan --rollback");
+    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, aws_access: crate::help::aws_access(&w.report), ..Default::default() })
 }

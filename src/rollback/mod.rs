@@ -342,10 +342,7 @@ pub fn requests(p: &Pod) -> (f64, f64) {
     (out[0], out[1])
 }
 
-/// Strings of a JSON array field.
-pub fn strings(v: &Value) -> Vec<String> {
-    v.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(String::from)).collect()
-}
+pub use crate::json::strings;
 
 /// What a step removed: this run's removals after the ones recorded before
 /// (a resumed step keeps the record of what its earlier runs did).

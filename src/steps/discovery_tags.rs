@@ -96,7 +96,7 @@ impl Step for DiscoveryTags {
             }
             let current: Vec<Value> = targets.iter().map(|r| json!({"resource": r, "value": values.get(r)})).collect();
             // Ours: what the last finished run recorded, and what carries our marker.
-            let mut ours: Vec<String> = cx.previous.map(|p| crate::rollback::strings(&p["taggedByKarpctl"])).unwrap_or_default();
+            let mut ours: Vec<String> = cx.previous.map(|p| crate::json::strings(&p["taggedByKarpctl"])).unwrap_or_default();
             ours.extend(marked);
             ours.sort();
             ours.dedup();

@@ -503,8 +503,8 @@ pub fn live_text(live: &serde_json::Value) -> String {
 }
 
 /// Preflight results: one row per check, with why and how to fix the bad ones.
-pub fn checks_text(checks: &[crate::ops::doctor::Check]) -> String {
-    use crate::ops::doctor::Status;
+pub fn checks_text(checks: &[crate::output::Check]) -> String {
+    use crate::output::CheckStatus as Status;
     let p = Paint(stdout_color());
     let mut t = table(&["check", "result", "details"]);
     for c in checks {

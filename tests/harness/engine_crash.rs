@@ -57,6 +57,7 @@ async fn main() {
         concurrency: 3,
         approve: true,
         events: &events,
+        classify: karpctl::engine::unclassified,
     };
     let mut cancel = std::pin::pin!(async {
         let _ = tokio::signal::ctrl_c().await;

@@ -77,7 +77,7 @@ async fn run(s: &CfnStack, backend: &Backend, mode: Mode, refresh: bool, approve
             lines.lock().unwrap().push(message);
         }
     };
-    let runner = Runner { steps: vec![s as &dyn Step], mode, refresh, concurrency: 4, approve, events: &events };
+    let runner = Runner { steps: vec![s as &dyn Step], mode, refresh, concurrency: 4, approve, events: &events, classify: karpctl::help::classify };
     let mut never = std::pin::pin!(std::future::pending::<()>());
     let report = runner.run(&mut state, backend, never.as_mut()).await.unwrap();
     drop(runner);

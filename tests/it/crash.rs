@@ -1020,7 +1020,7 @@ async fn a_run_whose_ctrl_c_reached_a_step_first_ends_as_interrupted() {
         let backend = Backend::Local(LocalStore::new(d.join("state.json")));
         let mut state = State::new("engine-test", None);
         let events = |_e: karpctl::engine::Event| {};
-        let runner = Runner { steps: steps.iter().map(|s| s as &dyn Step).collect(), mode: Mode::Apply, refresh: false, concurrency: 1, approve: true, events: &events };
+        let runner = Runner { steps: steps.iter().map(|s| s as &dyn Step).collect(), mode: Mode::Apply, refresh: false, concurrency: 1, approve: true, events: &events, classify: karpctl::help::classify };
         let mut ctrl_c = std::pin::pin!(std::future::ready(()));
         let r = runner.run(&mut state, &backend, ctrl_c.as_mut()).await;
         assert!(matches!(r, Err(RunnerError::Cancelled { .. })), "attempt {attempt}: {r:?}");

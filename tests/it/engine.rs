@@ -30,7 +30,7 @@ async fn run(steps: &[FakeStep], backend: &Backend, mode: Mode, refresh: bool, c
     let mut state = backend.load().await.unwrap().unwrap_or_else(|| State::new("engine-test", None));
     let events = |_e: karpctl::engine::Event| {};
     let runner =
-        Runner { steps: steps.iter().map(|s| s as &dyn Step).collect(), mode, refresh, concurrency, approve: true, events: &events };
+        Runner { steps: steps.iter().map(|s| s as &dyn Step).collect(), mode, refresh, concurrency, approve: true, events: &events, classify: karpctl::engine::unclassified };
     let mut never = std::pin::pin!(std::future::pending::<()>());
     runner.run(&mut state, backend, never.as_mut()).await.unwrap()
 }
@@ -171,6 +171,7 @@ async fn graph_errors_are_reported() {
         concurrency: 1,
         approve: true,
         events: &events,
+        classify: karpctl::engine::unclassified,
     };
     let mut never = std::pin::pin!(std::future::pending::<()>());
     let err = runner.run(&mut state, &backend, never.as_mut()).await.unwrap_err();
