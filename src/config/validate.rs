@@ -203,7 +203,8 @@ fn check_cluster(c: &Config, version: KarpenterVersion, d: &mut Diags<'_>) {
 /// in every condition) can push over IAM's size limit: found here, at the name,
 /// rather than when the stack is rendered.
 fn check_policy_size(c: &Config, version: KarpenterVersion, d: &mut Diags<'_>) {
-    if let Err(crate::render::cfn::CfnError::PolicyTooLarge { name, size, .. }) = crate::render::cfn::template(c, version) {
+    let queue = c.karpenter.settings.interruption_queue;
+    if let Some((name, size)) = crate::model::iam::oversized_controller_policy(&c.cluster.name, version, queue, c.cluster.region.as_deref()) {
         let region_help = if c.cluster.region.is_none() {
             "set cluster.region (without it the check assumes the longest partition and region), "
         } else {
@@ -213,7 +214,7 @@ fn check_policy_size(c: &Config, version: KarpenterVersion, d: &mut Diags<'_>) {
             &FieldPath::root().key("cluster").key("name"),
             format!(
                 "with this name the controller policy {name} would be {size} characters, over IAM's {}-character limit",
-                crate::render::cfn::IAM_POLICY_LIMIT
+                crate::model::iam::IAM_POLICY_LIMIT
             ),
             format!("{region_help}use karpenter.version 1.9 or later (its permissions are split over five policies), or a shorter cluster name"),
         );

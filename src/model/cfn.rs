@@ -10,6 +10,13 @@ use std::collections::BTreeMap;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
+/// Logical ids of the stack's resources, used by later steps to read outputs.
+pub mod ids {
+    pub const NODE_ROLE: &str = "KarpenterNodeRole";
+    pub const QUEUE: &str = "KarpenterInterruptionQueue";
+    pub const QUEUE_POLICY: &str = "KarpenterInterruptionQueuePolicy";
+}
+
 /// A string-valued expression: a literal or an intrinsic function.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
