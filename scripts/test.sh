@@ -38,6 +38,9 @@ step "clippy (warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 # The offline core alone (what the fuzz targets link): it must build without the cloud clients.
 cargo clippy --locked --lib --no-default-features -- -D warnings
+step "import graph: no cycles between src/ modules (scripts/import-graph.py)"
+python3 scripts/import-graph.py
+python3 scripts/import-graph.py --files
 
 step "AWS emulator smoke tests"
 scripts/testbed-aws.sh test -q
