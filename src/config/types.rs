@@ -14,11 +14,6 @@ use serde::{Deserialize, Serialize};
 pub const API_VERSION: &str = "karpctl.io/v1alpha1";
 pub const DEFAULT_KARPENTER_VERSION: &str = "1.15.0";
 pub const DEFAULT_DEVICE_PLUGIN_VERSION: &str = "0.17.4";
-pub const DISCOVERY_TAG: &str = "karpenter.sh/discovery";
-/// Set (to the cluster name) in the same CreateTags call as [`DISCOVERY_TAG`] on the
-/// resources karpctl tags, so which tags are karpctl's can be observed, not only
-/// recorded: a run killed after tagging and before recording still knows them.
-pub const DISCOVERY_MARKER_TAG: &str = "karpctl.io/discovery-tagged";
 
 /// A karpctl config file.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -10,8 +10,9 @@ use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, Patch
 use kube::discovery::{ApiResource, Scope};
 use serde_json::Value;
 
+use crate::model::ownership::FIELD_MANAGER;
 
-pub const FIELD_MANAGER: &str = "karpctl";
+
 
 /// Why an apply did not go through, naming the object.
 #[derive(Debug, thiserror::Error)]

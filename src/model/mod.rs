@@ -8,4 +8,5 @@ pub mod cfn;
 pub mod helm;
 pub mod iam;
 pub mod karpenter;
+pub mod ownership;
 pub mod version;

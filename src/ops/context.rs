@@ -118,7 +118,7 @@ pub fn sandbox_hint(g: &Global) -> Option<String> {
 /// karpctl's tag: proof that karpctl provisioned this cluster, whatever the state
 /// says. Best effort (a read that fails or takes over 10 s says nothing).
 pub async fn karpctl_stack(g: &Global, c: &Config) -> Option<String> {
-    use crate::render::cfn::CLUSTER_TAG;
+    use crate::model::ownership::CLUSTER_TAG;
     let names = crate::config::Names::of(c);
     let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
     let read = crate::aws::cloudformation(&sdk).describe_stacks().stack_name(&names.stack).send();

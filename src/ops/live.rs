@@ -88,7 +88,7 @@ async fn crds(client: &kube::Client) -> anyhow::Result<Value> {
             continue;
         }
         let served: Vec<String> = crd.spec.versions.iter().filter(|v| v.served).map(|v| v.name.clone()).collect();
-        let karpenter = crd.metadata.annotations.as_ref().and_then(|a| a.get(crate::steps::crds::VERSION_ANNOTATION)).cloned();
+        let karpenter = crd.metadata.annotations.as_ref().and_then(|a| a.get(crate::model::ownership::VERSION_ANNOTATION)).cloned();
         out.push(json!({"name": crd.metadata.name, "served": served, "karpenterVersion": karpenter}));
     }
     Ok(Value::Array(out))

@@ -120,7 +120,7 @@ fn kept_on_purpose(c: &config::Config, state: &crate::state::State, o: &Options)
                     id,
                     vec![format!(
                         "{}={} tags karpctl added on {}: kept without --purge; `karpctl rollback --purge` removes them",
-                        crate::config::types::DISCOVERY_TAG,
+                        crate::model::ownership::DISCOVERY_TAG,
                         c.cluster.name,
                         ours.join(", ")
                     )],

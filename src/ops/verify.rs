@@ -17,6 +17,7 @@ use crate::cli::{Global, OutputFormat, VerifyArgs};
 use crate::config::{self, types::TaintEffect};
 use crate::engine::{Event, Outcome};
 use crate::kube::apply;
+use crate::model::ownership;
 use crate::output::{ApiVersion, Diagnosis, Verify, VerifyKind, VerifyResult};
 use crate::ui::progress::{Progress, Style};
 
@@ -48,7 +49,7 @@ pub fn test_pod(c: &config::Config, pool: &config::types::NodePool, name: &str, 
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {
-            "app.kubernetes.io/managed-by": "karpctl", "karpctl.io/verify": pool.name, crate::render::cfn::CLUSTER_TAG: c.cluster.name}},
+            ownership::MANAGED_BY: ownership::MANAGER, ownership::VERIFY_LABEL: pool.name, ownership::CLUSTER_TAG: c.cluster.name}},
         "spec": {
             "nodeSelector": {"karpenter.sh/nodepool": pool.name},
             "tolerations": tolerations,
@@ -105,7 +106,7 @@ pub async fn verify(g: &Global, args: &VerifyArgs) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let created_ns = if namespaces.get_opt(NAMESPACE).await?.is_none() {
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/managed-by": "karpctl"}}}))?;
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE, "labels": {ownership::MANAGED_BY: ownership::MANAGER}}}))?;
         namespaces.create(&PostParams::default(), &ns).await.context("creating namespace karpctl-verify")?;
         true
     } else {

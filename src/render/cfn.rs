@@ -14,8 +14,8 @@ use crate::model::iam::{arn, cond, controller_parts, one, policy};
 pub use crate::model::iam::{bounded_name, partition_of, policy_name, worst_case_size, IAM_POLICY_LIMIT};
 pub use crate::model::cfn::ids;
 use crate::model::version::{KarpenterVersion, Since};
+use crate::model::ownership::CLUSTER_TAG;
 
-pub const CLUSTER_TAG: &str = "karpctl.io/cluster";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CfnError {

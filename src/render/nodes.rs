@@ -8,13 +8,12 @@ rendered manifests say everything karpctl decided.
 use std::collections::BTreeMap;
 
 use crate::config::types::{self as cfg, Arch, Config, NodeClass, NumberSet, StringSet};
-use crate::config::{Names, types::DISCOVERY_TAG};
+use crate::config::Names;
+use crate::model::ownership::DISCOVERY_TAG;
 use crate::model::karpenter::*;
 
-use super::cfn::CLUSTER_TAG;
+use crate::model::ownership::CLUSTER_TAG;
 use super::userdata;
-
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 /// How a class's AMIs are selected.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,7 +35,7 @@ impl std::fmt::Display for AmiChoice {
 }
 
 pub fn object_labels(c: &Config) -> BTreeMap<String, String> {
-    BTreeMap::from([(MANAGED_BY.to_string(), "karpctl".to_string()), (CLUSTER_TAG.to_string(), c.cluster.name.clone())])
+    crate::model::ownership::labels(&c.cluster.name)
 }
 
 fn discovery_terms(c: &Config, given: &[cfg::SelectorTerm]) -> Vec<SelectorTerm> {

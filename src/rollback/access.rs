@@ -28,7 +28,7 @@ use super::{strings, CLUSTER};
 use crate::aws::AwsError;
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
 use crate::kube::Connector;
-use crate::render::cfn::CLUSTER_TAG;
+use crate::model::ownership::CLUSTER_TAG;
 use crate::steps::aws_auth;
 
 /// `mapRoles` without the entries for `role_arn`, and how many were dropped; other entries untouched.

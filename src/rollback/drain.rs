@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, DynamicObject, EvictParams, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
 
-use super::{controller_available, controller_text, list_kind, managed_selector, strings, CLUSTER, POOL_LABEL};
+use super::{controller_available, controller_text, list_kind, strings, CLUSTER, POOL_LABEL};
 use crate::aws::AwsError;
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
 use crate::kube::apply::{node_claim_resource, node_pool_resource};
@@ -165,7 +165,7 @@ struct Seen {
 
 impl NodePools {
     async fn seen(&self, client: &kube::Client, managed: &BTreeSet<String>) -> anyhow::Result<Seen> {
-        let pools = list_kind(client, &node_pool_resource(), &ListParams::default().labels(&managed_selector(&self.cluster)))
+        let pools = list_kind(client, &node_pool_resource(), &ListParams::default().labels(&crate::model::ownership::selector(&self.cluster)))
             .await?
             .unwrap_or_default()
             .iter()
@@ -341,7 +341,7 @@ impl Step for NodePools {
         true
     }
     fn inputs(&self) -> Value {
-        json!({"selector": managed_selector(&self.cluster), "configPools": self.config_pools, "force": self.force})
+        json!({"selector": crate::model::ownership::selector(&self.cluster), "configPools": self.config_pools, "force": self.force})
     }
     fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
         Box::pin(async move {

@@ -56,16 +56,7 @@ pub const NODE_ACCESS: &str = "rollback/node-access";
 pub const IDENTITY: &str = "rollback/identity";
 pub const SWEEP: &str = "rollback/sweep";
 pub const STACK: &str = "rollback/stack";
-
-/// Label Karpenter puts on its nodes and NodeClaims.
-pub const POOL_LABEL: &str = "karpenter.sh/nodepool";
-/// Label EKS puts on managed-nodegroup nodes.
-pub const NODEGROUP_LABEL: &str = "eks.amazonaws.com/nodegroup";
-/// The tag Karpenter v1 puts on everything it creates in EC2 and IAM.
-pub const EKS_CLUSTER_TAG: &str = "eks:eks-cluster-name";
-/// The pre-v1 cluster tag on Karpenter's launch templates.
-pub const LEGACY_CLUSTER_TAG: &str = "karpenter.k8s.aws/cluster";
-pub const NODECLASS_TAG: &str = "karpenter.k8s.aws/ec2nodeclass";
+pub use crate::model::ownership::{EKS_CLUSTER_TAG, LEGACY_CLUSTER_TAG, NODECLASS_TAG, NODEGROUP_LABEL, POOL_LABEL};
 
 /// Clients and flags the rollback steps are built with.
 pub struct Env {
@@ -277,11 +268,6 @@ impl Step for ClusterLookup {
 // ---------------------------------------------------------------------------------------------
 // Shared by the steps
 // ---------------------------------------------------------------------------------------------
-
-/// `app.kubernetes.io/managed-by=karpctl,karpctl.io/cluster=<cluster>`: objects karpctl applied.
-pub fn managed_selector(cluster: &str) -> String {
-    format!("{}=karpctl,{}={cluster}", crate::render::nodes::MANAGED_BY, crate::render::cfn::CLUSTER_TAG)
-}
 
 /// Lists a Karpenter kind; `None` when the cluster does not serve it (no CRD).
 pub async fn list_kind(client: &kube::Client, ar: &ApiResource, lp: &ListParams) -> anyhow::Result<Option<Vec<DynamicObject>>> {

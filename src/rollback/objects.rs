@@ -19,7 +19,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
 
-use super::{controller_available, controller_text, list_kind, managed_selector, strings, CLUSTER};
+use super::{controller_available, controller_text, list_kind, strings, CLUSTER};
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
 use crate::kube::apply::{node_class_resource, node_claim_resource, node_pool_resource};
 use crate::kube::Connector;
@@ -75,13 +75,13 @@ impl Step for NodeClasses {
         true
     }
     fn inputs(&self) -> Value {
-        json!({"selector": managed_selector(&self.cluster), "force": self.force})
+        json!({"selector": crate::model::ownership::selector(&self.cluster), "force": self.force})
     }
     fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
         Box::pin(async move {
             let client = self.conn.client(cx.output(CLUSTER)).await?;
             cx.progress("reading EC2NodeClasses");
-            let classes = list_kind(&client, &node_class_resource(), &ListParams::default().labels(&managed_selector(&self.cluster))).await?.unwrap_or_default();
+            let classes = list_kind(&client, &node_class_resource(), &ListParams::default().labels(&crate::model::ownership::selector(&self.cluster))).await?.unwrap_or_default();
             let claims = list_kind(&client, &node_claim_resource(), &ListParams::default()).await?.unwrap_or_default();
             let mut users = Vec::new();
             for c in &classes {
@@ -269,7 +269,7 @@ impl Step for Releases {
             // What the controller would still be needed for; `managed` ones are karpctl's,
             // which the steps before this one delete.
             let pools = list_kind(&client, &node_pool_resource(), &ListParams::default()).await?.unwrap_or_default();
-            let selector = managed_selector(&self.cluster);
+            let selector = crate::model::ownership::selector(&self.cluster);
             let ours: Vec<String> = pools
                 .iter()
                 .filter(|p| {
@@ -390,8 +390,8 @@ pub struct Crds {
 /// Karpenter's CRDs that karpctl applied (or adopted): its version annotation or label.
 fn karpctl_crd(c: &CustomResourceDefinition) -> bool {
     let group = c.spec.group.as_str();
-    let stamped = c.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(crate::steps::crds::VERSION_ANNOTATION))
-        || c.metadata.labels.as_ref().and_then(|l| l.get(crate::render::nodes::MANAGED_BY)).is_some_and(|v| v == "karpctl");
+    let stamped = c.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(crate::model::ownership::VERSION_ANNOTATION))
+        || c.metadata.labels.as_ref().and_then(|l| l.get(crate::model::ownership::MANAGED_BY)).is_some_and(|v| v == "karpctl");
     (group == "karpenter.sh" || group == "karpenter.k8s.aws") && stamped
 }
 

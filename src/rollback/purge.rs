@@ -24,9 +24,9 @@ use serde_json::{json, Value};
 
 use super::{strings, EKS_CLUSTER_TAG, LEGACY_CLUSTER_TAG, NODECLASS_TAG};
 use crate::aws::AwsError;
-use crate::config::types::{DISCOVERY_MARKER_TAG, DISCOVERY_TAG};
+use crate::model::ownership::{DISCOVERY_MARKER_TAG, DISCOVERY_TAG};
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
-use crate::render::cfn::CLUSTER_TAG;
+use crate::model::ownership::CLUSTER_TAG;
 use crate::steps::cfn_stack::StackFailed;
 
 fn carried(cx: &StepCx<'_>) -> Value {

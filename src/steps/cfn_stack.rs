@@ -24,9 +24,8 @@ use serde_json::{json, Value};
 use crate::aws::AwsError;
 use crate::json::canonical;
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
+use crate::model::ownership::STEP_TAG;
 
-/// Tag naming the step that owns the stack (next to `karpctl.io/cluster`).
-pub const STEP_TAG: &str = "karpctl.io/step";
 /// CloudFormation's limit for an inline `TemplateBody`.
 pub const MAX_TEMPLATE_BODY: usize = 51_200;
 /// How long one stack operation may take before karpctl gives up waiting.

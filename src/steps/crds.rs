@@ -17,13 +17,12 @@ use serde_json::{json, Value};
 
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
 use crate::helm::ChartRef;
-use crate::kube::apply::FIELD_MANAGER;
+use crate::model::ownership::FIELD_MANAGER;
 use crate::kube::Connector;
 use crate::model::version::KarpenterVersion;
+use crate::model::ownership::VERSION_ANNOTATION;
 
 pub const ID: &str = "crds/karpenter";
-/// Which Karpenter version last applied a CRD.
-pub const VERSION_ANNOTATION: &str = "karpctl.io/karpenter-version";
 
 pub struct Crds {
     pub version: String,
@@ -58,7 +57,7 @@ impl Crds {
     fn stamp(&self, mut crd: Value) -> Value {
         let meta = crd["metadata"].as_object_mut().expect("a CRD has metadata");
         meta.entry("annotations").or_insert_with(|| json!({}))[VERSION_ANNOTATION] = json!(self.version);
-        meta.entry("labels").or_insert_with(|| json!({}))[crate::render::nodes::MANAGED_BY] = json!("karpctl");
+        meta.entry("labels").or_insert_with(|| json!({}))[crate::model::ownership::MANAGED_BY] = json!("karpctl");
         // Fields a server fills in must not be sent.
         meta.remove("creationTimestamp");
         if let Some(o) = crd.as_object_mut() {

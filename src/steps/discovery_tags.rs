@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use crate::aws::AwsError;
-use crate::config::types::{DISCOVERY_MARKER_TAG, DISCOVERY_TAG};
+use crate::model::ownership::{DISCOVERY_MARKER_TAG, DISCOVERY_TAG};
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
 
 pub struct DiscoveryTags {

@@ -74,7 +74,7 @@ pub fn up_steps(c: &Config, env: &Env) -> anyhow::Result<Vec<Box<dyn Step>>> {
     let version = crate::model::version::KarpenterVersion::parse(&c.karpenter.version).expect("validated version");
     let template = serde_json::to_value(crate::render::cfn::template(c, version)?)?;
     let stack_id = cfn_stack::id(&names.stack);
-    let tag = (crate::render::cfn::CLUSTER_TAG.to_string(), c.cluster.name.clone());
+    let tag = (crate::model::ownership::CLUSTER_TAG.to_string(), c.cluster.name.clone());
     {
         let mut tags = c.stack.tags.clone();
         tags.insert(tag.0.clone(), tag.1.clone());

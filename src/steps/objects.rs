@@ -238,7 +238,7 @@ pub fn prune_id(cluster: &str) -> String {
 
 impl Prune {
     fn selector(&self) -> String {
-        format!("{}=karpctl,{}={}", crate::render::nodes::MANAGED_BY, crate::render::cfn::CLUSTER_TAG, self.config.cluster.name)
+        crate::model::ownership::selector(&self.config.cluster.name)
     }
     fn keep(&self) -> BTreeSet<String> {
         let c = &self.config;

@@ -43,7 +43,7 @@ fn step(c: &Config, cfn: &aws_sdk_cloudformation::Client) -> CfnStack {
     let v = KarpenterVersion::parse(&c.karpenter.version).unwrap();
     let template = karpctl::render::cfn::template(c, v).unwrap();
     let mut tags = c.stack.tags.clone();
-    tags.insert(karpctl::render::cfn::CLUSTER_TAG.into(), CLUSTER.into());
+    tags.insert(karpctl::model::ownership::CLUSTER_TAG.into(), CLUSTER.into());
     CfnStack { stack_name: Names::of(c).stack, template: trust_policy_without_resource(serde_json::to_value(&template).unwrap()), tags, cfn: cfn.clone() }
 }
 
