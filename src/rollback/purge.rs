@@ -16,8 +16,7 @@ first failed resource's reason in the error. Instance profiles holding the
 stack's node role must be gone first, which is why the sweep comes before it.
 */
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
@@ -27,7 +26,7 @@ use crate::aws::AwsError;
 use crate::model::ownership::{DISCOVERY_MARKER_TAG, DISCOVERY_TAG};
 use crate::engine::{Action, Change, FieldChange, Step, StepCx};
 use crate::model::ownership::CLUSTER_TAG;
-use crate::steps::cfn_stack::StackFailed;
+use crate::steps::cfn_stack::StackCalls;
 
 fn carried(cx: &StepCx<'_>) -> Value {
     cx.previous.cloned().unwrap_or(Value::Null)
@@ -296,50 +295,10 @@ pub struct Stack {
     pub cfn: aws_sdk_cloudformation::Client,
 }
 
-/// How long a stack delete may take before karpctl stops waiting.
-const WAIT: Duration = Duration::from_secs(30 * 60);
-
 impl Stack {
-    async fn describe(&self, name_or_id: &str) -> anyhow::Result<Option<aws_sdk_cloudformation::types::Stack>> {
-        let out = self.cfn.describe_stacks().stack_name(name_or_id).send().await.map_err(|e| AwsError::from_sdk("cloudformation:DescribeStacks", &e));
-        Ok(crate::aws::found(out)?.and_then(|o| o.stacks.unwrap_or_default().into_iter().next()))
+    fn calls(&self) -> StackCalls<'_> {
+        StackCalls { cfn: &self.cfn, name: &self.stack, rerun: "rollback --purge" }
     }
-
-    /// The events of the delete that started at `since` (with `token`), oldest first.
-    async fn events(&self, stack_id: &str, since: SystemTime, token: &str) -> Vec<aws_sdk_cloudformation::types::StackEvent> {
-        let floor = since.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0) - 15 * 60;
-        let mut out = Vec::new();
-        let mut next = None;
-        'pages: for _ in 0..10 {
-            let Ok(page) = self.cfn.describe_stack_events().stack_name(stack_id).set_next_token(next.take()).send().await else { break };
-            for e in page.stack_events() {
-                if e.timestamp().is_some_and(|t| t.secs() < floor) {
-                    break 'pages;
-                }
-                if e.client_request_token().is_some_and(|t| t != token) {
-                    break 'pages;
-                }
-                out.push(e.clone());
-                if e.resource_type() == Some("AWS::CloudFormation::Stack") && e.resource_status().map(|s| s.as_str()) == Some("DELETE_IN_PROGRESS") {
-                    break 'pages;
-                }
-            }
-            match page.next_token() {
-                Some(t) => next = Some(t.to_string()),
-                None => break,
-            }
-        }
-        out.reverse();
-        out
-    }
-}
-
-/// The first `DELETE_FAILED` of a delete, oldest first: a resource's (the stack's own
-/// event only repeats it) when there is one.
-pub fn first_failure(events: &[aws_sdk_cloudformation::types::StackEvent]) -> Option<&aws_sdk_cloudformation::types::StackEvent> {
-    let failed = |e: &&aws_sdk_cloudformation::types::StackEvent| e.resource_status().map(|s| s.as_str()) == Some("DELETE_FAILED");
-    let is_stack = |e: &&aws_sdk_cloudformation::types::StackEvent| e.resource_type() == Some("AWS::CloudFormation::Stack");
-    events.iter().filter(failed).find(|e| !is_stack(e)).or_else(|| events.iter().find(failed))
 }
 
 impl Step for Stack {
@@ -361,7 +320,7 @@ impl Step for Stack {
     fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
         Box::pin(async move {
             cx.progress(format!("reading stack {}", self.stack));
-            let Some(s) = self.describe(&self.stack).await? else {
+            let Some(s) = self.calls().describe(&self.stack).await? else {
                 return Ok(json!({"exists": false, "previous": carried(cx)}));
             };
             let tags: BTreeMap<String, String> = s.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect();
@@ -390,70 +349,7 @@ impl Step for Stack {
     fn apply<'a>(&'a self, cx: &'a StepCx<'a>, o: &'a Value, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
         Box::pin(async move {
             let stack_id = o["stackId"].as_str().unwrap_or(&self.stack).to_string();
-            let token = format!("karpctl-{}", uuid::Uuid::new_v4());
-            let since = SystemTime::now();
-            if o["status"] != "DELETE_IN_PROGRESS" {
-                cx.progress(format!("deleting stack {}", self.stack));
-                self.cfn
-                    .delete_stack()
-                    .stack_name(&stack_id)
-                    .client_request_token(&token)
-                    .send()
-                    .await
-                    .map_err(|e| anyhow::Error::from(AwsError::from_sdk("cloudformation:DeleteStack", &e)).context(format!("deleting stack `{}`", self.stack)))?;
-            }
-            let started = tokio::time::Instant::now();
-            let mut delay = Duration::from_secs(1);
-            let mut shown = BTreeSet::new();
-            loop {
-                let s = match self.describe(&stack_id).await {
-                    Ok(s) => s,
-                    // Throttled or a 5xx after the SDK's retries: ask again at the next poll.
-                    Err(e) if crate::aws::is_transient(&e) && started.elapsed() < WAIT => {
-                        cx.progress(format!("could not read the stack ({e:#}); polling again"));
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let status = s.as_ref().and_then(|s| s.stack_status()).map(|x| x.as_str().to_string()).unwrap_or_else(|| "DELETE_COMPLETE".into());
-                let events = self.events(&stack_id, since, &token).await;
-                for e in &events {
-                    let key = e.event_id().unwrap_or_default().to_string();
-                    if shown.insert(key) {
-                        let st = e.resource_status().map(|s| s.as_str()).unwrap_or("?");
-                        cx.progress(format!("{} {st}{}", e.logical_resource_id().unwrap_or("?"), e.resource_status_reason().map(|r| format!(": {r}")).unwrap_or_default()));
-                    }
-                }
-                if status == "DELETE_COMPLETE" {
-                    break;
-                }
-                if status == "DELETE_FAILED" {
-                    let first = first_failure(&events);
-                    return Err(StackFailed {
-                        stack: self.stack.clone(),
-                        status,
-                        resource: first.and_then(|e| e.logical_resource_id()).map(String::from),
-                        resource_status: first.and_then(|e| e.resource_status()).map(|s| s.as_str().to_string()),
-                        reason: first
-                            .and_then(|e| e.resource_status_reason())
-                            .map(String::from)
-                            .or_else(|| s.as_ref().and_then(|s| s.stack_status_reason()).map(String::from)),
-                        help: Some("remove what blocks the deletion (see above), then run `karpctl rollback --purge` again".into()),
-                    }
-                    .into());
-                }
-                if started.elapsed() >= WAIT {
-                    anyhow::bail!(
-                        "stack {} is still {status} after {} minutes; it keeps going in AWS\nhelp: run `karpctl rollback --purge` again to keep waiting",
-                        self.stack,
-                        WAIT.as_secs() / 60
-                    );
-                }
-                cx.progress(format!("{status} ({}s)", started.elapsed().as_secs()));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
+            self.calls().delete(cx, &stack_id, o["status"] == "DELETE_IN_PROGRESS").await?;
             let removed = vec![format!("CloudFormation stack {} ({stack_id})", self.stack)];
             Ok(json!({"removed": super::removed(cx.previous, &removed)}))
         })
@@ -478,40 +374,6 @@ mod tests {
         assert!(karpenter_template("old", &tags(&[(LEGACY_CLUSTER_TAG, "c")]), "c"));
         assert!(!karpenter_template("karpenter.k8s.aws/123", &tags(&[(EKS_CLUSTER_TAG, "other")]), "c"), "another cluster's");
         assert!(!karpenter_template("eks-abc", &tags(&[(EKS_CLUSTER_TAG, "c")]), "c"), "a managed nodegroup's template");
-    }
-
-    #[test]
-    fn a_failed_delete_names_the_first_resource_that_failed() {
-        use aws_sdk_cloudformation::types::{ResourceStatus, StackEvent};
-        let ev = |id: &str, ty: &str, st: ResourceStatus, reason: Option<&str>| {
-            StackEvent::builder().logical_resource_id(id).resource_type(ty).resource_status(st).set_resource_status_reason(reason.map(String::from)).build()
-        };
-        let events = vec![
-            ev("Stack", "AWS::CloudFormation::Stack", ResourceStatus::DeleteInProgress, None),
-            ev("Queue", "AWS::SQS::Queue", ResourceStatus::DeleteComplete, None),
-            ev("NodeRole", "AWS::IAM::Role", ResourceStatus::DeleteFailed, Some("Cannot delete entity, must remove roles from instance profile first.")),
-            ev("Policy", "AWS::IAM::ManagedPolicy", ResourceStatus::DeleteFailed, Some("Resource deletion cancelled")),
-            ev("Stack", "AWS::CloudFormation::Stack", ResourceStatus::DeleteFailed, Some("The following resource(s) failed to delete: [NodeRole]")),
-        ];
-        let f = first_failure(&events).unwrap();
-        assert_eq!(f.logical_resource_id(), Some("NodeRole"));
-        assert!(f.resource_status_reason().unwrap().contains("instance profile"));
-        let only_stack = &events[4..];
-        assert_eq!(first_failure(only_stack).unwrap().logical_resource_id(), Some("Stack"));
-        assert!(first_failure(&events[..2]).is_none());
-        let err = StackFailed {
-            stack: "S".into(),
-            status: "DELETE_FAILED".into(),
-            resource: Some("NodeRole".into()),
-            resource_status: Some("DELETE_FAILED".into()),
-            reason: f.resource_status_reason().map(String::from),
-            help: Some("remove what blocks the deletion (see above), then run `karpctl rollback --purge` again".into()),
-        };
-        assert_eq!(
-            err.to_string(),
-            "stack `S` ended in DELETE_FAILED: NodeRole DELETE_FAILED: Cannot delete entity, must remove roles from instance profile first.\n\
-             help: remove what blocks the deletion (see above), then run `karpctl rollback --purge` again"
-        );
     }
 
     #[test]

@@ -85,11 +85,13 @@ impl fmt::Display for StackFailed {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("timed out after {} minutes waiting for stack `{stack}` (still {status}); it keeps going in AWS\nhelp: run `karpctl up` again to resume waiting", timeout.as_secs() / 60)]
+#[error("timed out after {} minutes waiting for stack `{stack}` (still {status}); it keeps going in AWS\nhelp: run `karpctl {rerun}` again to resume waiting", timeout.as_secs() / 60)]
 pub struct StackTimeout {
     pub stack: String,
     pub status: String,
     pub timeout: Duration,
+    /// The command that resumes the wait (`up`, `rollback --purge`).
+    pub rerun: String,
 }
 
 /// What a wait is waiting for.
@@ -350,6 +352,121 @@ fn first_failure(events: &[StackEvent], stack_name: &str) -> Option<(String, Str
     ))
 }
 
+/// The calls on one stack that the `up` step and rollback's delete share: read it,
+/// and wait on an operation while its events go to the progress line, ending in
+/// the settled stack or an error that names the first failed resource.
+pub struct StackCalls<'a> {
+    pub cfn: &'a aws_sdk_cloudformation::Client,
+    pub name: &'a str,
+    /// The command that resumes the operation, for `help:` lines (`up`, `rollback --purge`).
+    pub rerun: &'a str,
+}
+
+impl StackCalls<'_> {
+    /// DescribeStacks; `None` when the stack does not exist (or, by id, is gone).
+    pub async fn describe(&self, name_or_id: &str) -> Result<Option<Stack>, AwsError> {
+        let out = self.cfn.describe_stacks().stack_name(name_or_id).send().await.map_err(|e| aws_err("cloudformation:DescribeStacks", &e));
+        Ok(crate::aws::found(out)?.and_then(|o| o.stacks.unwrap_or_default().into_iter().next()))
+    }
+
+    /// Polls until the stack leaves `*_IN_PROGRESS`, showing new events.
+    /// Returns the settled stack, or `None` once it is gone.
+    async fn wait(&self, cx: &StepCx<'_>, stack_id: &str, tail: &EventTail) -> anyhow::Result<Option<Stack>> {
+        let started = tokio::time::Instant::now();
+        let mut delay = FIRST_DELAY;
+        loop {
+            let stack = match self.describe(stack_id).await {
+                Ok(s) => s,
+                // Throttled or a 5xx even after the SDK's retries: the stack is still
+                // there and still moving; ask again at the next poll.
+                Err(e) if e.is_transient() && started.elapsed() + delay <= WAIT_TIMEOUT => {
+                    cx.progress(format!("could not read the stack ({e}); polling again"));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_DELAY);
+                    continue;
+                }
+                Err(e) => return Err(anyhow::Error::from(e).context(format!("waiting for stack `{}`", self.name))),
+            };
+            let Some(stack) = stack else { return Ok(None) };
+            let status = status_of(&stack);
+            if !in_progress(&status) {
+                return Ok(Some(stack));
+            }
+            let shown = match tail.fetch(self.cfn, stack_id).await {
+                Ok(events) => tail.show(cx, &events),
+                Err(e) => {
+                    cx.progress(format!("{status} (could not read stack events: {e})"));
+                    true
+                }
+            };
+            if !shown {
+                cx.progress(status.clone());
+            }
+            if started.elapsed() + delay > WAIT_TIMEOUT {
+                return Err(StackTimeout { stack: self.name.to_string(), status, timeout: WAIT_TIMEOUT, rerun: self.rerun.to_string() }.into());
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_DELAY);
+        }
+    }
+
+    /// After a wait: the outputs on success, else the error with the first failure.
+    async fn settle(&self, cx: &StepCx<'_>, op: Op, stack_id: &str, stack: Option<Stack>, tail: &EventTail) -> anyhow::Result<Option<Stack>> {
+        let status = stack.as_ref().map(status_of).unwrap_or_else(|| "DELETE_COMPLETE".into());
+        if op.success(&status) {
+            return Ok(stack);
+        }
+        let events = match tail.fetch(self.cfn, stack_id).await {
+            Ok(ev) => {
+                tail.show(cx, &ev);
+                ev
+            }
+            Err(e) => {
+                cx.progress(format!("could not read stack events: {e}"));
+                Vec::new()
+            }
+        };
+        let (resource, resource_status, reason) = match first_failure(&events, self.name) {
+            Some((r, s, reason)) => (Some(r), Some(s), reason),
+            None => (None, None, stack.as_ref().and_then(|s| s.stack_status_reason()).map(String::from)),
+        };
+        let help = match status.as_str() {
+            "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "CREATE_FAILED" => {
+                Some("fix the cause above, then run `karpctl up --yes`: the failed stack is deleted and created again".to_string())
+            }
+            "UPDATE_ROLLBACK_COMPLETE" => Some("the stack is back on its previous template; fix the cause above, then run `karpctl up` again".to_string()),
+            "UPDATE_ROLLBACK_FAILED" => Some(format!(
+                "run `aws cloudformation continue-update-rollback --stack-name {}`, then `karpctl up` again",
+                self.name
+            )),
+            "DELETE_FAILED" => Some(format!("remove what blocks the deletion (see above), then run `karpctl {}` again", self.rerun)),
+            _ => None,
+        };
+        Err(StackFailed { stack: self.name.to_string(), status, resource, resource_status, reason, help }.into())
+    }
+
+    /// Deletes the stack (unless a delete is already running) and waits until it is
+    /// gone; a `DELETE_FAILED` names the first resource that failed and why.
+    pub async fn delete(&self, cx: &StepCx<'_>, stack_id: &str, already_deleting: bool) -> anyhow::Result<()> {
+        let since = SystemTime::now();
+        let token = (!already_deleting).then(CfnStack::token);
+        if let Some(token) = &token {
+            cx.progress(format!("deleting stack {}", self.name));
+            self.cfn
+                .delete_stack()
+                .stack_name(stack_id)
+                .client_request_token(token)
+                .send()
+                .await
+                .map_err(|e| anyhow::Error::from(aws_err("cloudformation:DeleteStack", &e)).context(format!("deleting stack `{}`", self.name)))?;
+        }
+        let tail = EventTail::new(self.name, since, token.as_deref());
+        let stack = self.wait(cx, stack_id, &tail).await?;
+        self.settle(cx, Op::Delete, stack_id, stack, &tail).await?;
+        Ok(())
+    }
+}
+
 impl CfnStack {
     /// The tags the stack carries: the configured ones plus `karpctl.io/step`.
     pub fn desired_tags(&self) -> BTreeMap<String, String> {
@@ -378,15 +495,9 @@ impl CfnStack {
         format!("karpctl-{}", uuid::Uuid::new_v4())
     }
 
-    /// DescribeStacks; `None` when the stack does not exist (or, by id, is gone).
-    async fn describe(&self, name_or_id: &str) -> Result<Option<Stack>, AwsError> {
-        let out = self.cfn.describe_stacks().stack_name(name_or_id).send().await.map_err(|e| aws_err("cloudformation:DescribeStacks", &e));
-        Ok(crate::aws::found(out)?.and_then(|o| o.stacks.unwrap_or_default().into_iter().next()))
-    }
-
     async fn observe_now(&self, cx: &StepCx<'_>) -> anyhow::Result<Value> {
         cx.progress(format!("reading stack {}", self.stack_name));
-        let stack = self.describe(&self.stack_name).await.map_err(|e| anyhow::Error::from(e).context(format!("reading stack `{}`", self.stack_name)))?;
+        let stack = self.calls("up").describe(&self.stack_name).await.map_err(|e| anyhow::Error::from(e).context(format!("reading stack `{}`", self.stack_name)))?;
         let Some(stack) = stack else {
             return Ok(json!({"exists": false, "stackName": self.stack_name}));
         };
@@ -412,82 +523,6 @@ impl CfnStack {
         }))
     }
 
-    /// Polls until the stack leaves `*_IN_PROGRESS`, showing new events.
-    /// Returns the settled stack, or `None` once it is gone.
-    async fn wait(&self, cx: &StepCx<'_>, stack_id: &str, tail: &EventTail) -> anyhow::Result<Option<Stack>> {
-        let started = tokio::time::Instant::now();
-        let mut delay = FIRST_DELAY;
-        loop {
-            let stack = match self.describe(stack_id).await {
-                Ok(s) => s,
-                // Throttled or a 5xx even after the SDK's retries: the stack is still
-                // there and still moving; ask again at the next poll.
-                Err(e) if e.is_transient() && started.elapsed() + delay <= WAIT_TIMEOUT => {
-                    cx.progress(format!("could not read the stack ({e}); polling again"));
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_DELAY);
-                    continue;
-                }
-                Err(e) => return Err(anyhow::Error::from(e).context(format!("waiting for stack `{}`", self.stack_name))),
-            };
-            let Some(stack) = stack else { return Ok(None) };
-            let status = status_of(&stack);
-            if !in_progress(&status) {
-                return Ok(Some(stack));
-            }
-            let shown = match tail.fetch(&self.cfn, stack_id).await {
-                Ok(events) => tail.show(cx, &events),
-                Err(e) => {
-                    cx.progress(format!("{status} (could not read stack events: {e})"));
-                    true
-                }
-            };
-            if !shown {
-                cx.progress(status.clone());
-            }
-            if started.elapsed() + delay > WAIT_TIMEOUT {
-                return Err(StackTimeout { stack: self.stack_name.clone(), status, timeout: WAIT_TIMEOUT }.into());
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX_DELAY);
-        }
-    }
-
-    /// After a wait: the outputs on success, else the error with the first failure.
-    async fn settle(&self, cx: &StepCx<'_>, op: Op, stack_id: &str, stack: Option<Stack>, tail: &EventTail) -> anyhow::Result<Option<Stack>> {
-        let status = stack.as_ref().map(status_of).unwrap_or_else(|| "DELETE_COMPLETE".into());
-        if op.success(&status) {
-            return Ok(stack);
-        }
-        let events = match tail.fetch(&self.cfn, stack_id).await {
-            Ok(ev) => {
-                tail.show(cx, &ev);
-                ev
-            }
-            Err(e) => {
-                cx.progress(format!("could not read stack events: {e}"));
-                Vec::new()
-            }
-        };
-        let (resource, resource_status, reason) = match first_failure(&events, &self.stack_name) {
-            Some((r, s, reason)) => (Some(r), Some(s), reason),
-            None => (None, None, stack.as_ref().and_then(|s| s.stack_status_reason()).map(String::from)),
-        };
-        let help = match status.as_str() {
-            "ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "CREATE_FAILED" => {
-                Some("fix the cause above, then run `karpctl up --yes`: the failed stack is deleted and created again".to_string())
-            }
-            "UPDATE_ROLLBACK_COMPLETE" => Some("the stack is back on its previous template; fix the cause above, then run `karpctl up` again".to_string()),
-            "UPDATE_ROLLBACK_FAILED" => Some(format!(
-                "run `aws cloudformation continue-update-rollback --stack-name {}`, then `karpctl up` again",
-                self.stack_name
-            )),
-            "DELETE_FAILED" => Some("remove what blocks the deletion (see above), then run `karpctl up --yes` again".to_string()),
-            _ => None,
-        };
-        Err(StackFailed { stack: self.stack_name.clone(), status, resource, resource_status, reason, help }.into())
-    }
-
     async fn create(&self, cx: &StepCx<'_>) -> anyhow::Result<Value> {
         let body = self.body()?;
         let token = Self::token();
@@ -506,8 +541,9 @@ impl CfnStack {
             .map_err(|e| anyhow::Error::from(aws_err("cloudformation:CreateStack", &e)).context(format!("creating stack `{}`", self.stack_name)))?;
         let stack_id = out.stack_id().unwrap_or(&self.stack_name).to_string();
         let tail = EventTail::new(&self.stack_name, since, Some(&token));
-        let stack = self.wait(cx, &stack_id, &tail).await?;
-        let stack = self.settle(cx, Op::Create, &stack_id, stack, &tail).await?;
+        let calls = self.calls("up");
+        let stack = calls.wait(cx, &stack_id, &tail).await?;
+        let stack = calls.settle(cx, Op::Create, &stack_id, stack, &tail).await?;
         let stack = stack.ok_or_else(|| anyhow::anyhow!("stack `{}` vanished after it was created", self.stack_name))?;
         Ok(outputs_json(&self.stack_name, &stack))
     }
@@ -537,27 +573,20 @@ impl CfnStack {
             return Err(anyhow::Error::from(err).context(format!("updating stack `{}`", self.stack_name)));
         }
         let tail = EventTail::new(&self.stack_name, since, Some(&token));
-        let stack = self.wait(cx, &stack_id, &tail).await?;
-        let stack = self.settle(cx, Op::Update, &stack_id, stack, &tail).await?;
+        let calls = self.calls("up");
+        let stack = calls.wait(cx, &stack_id, &tail).await?;
+        let stack = calls.settle(cx, Op::Update, &stack_id, stack, &tail).await?;
         let stack = stack.ok_or_else(|| anyhow::anyhow!("stack `{}` vanished while it was updated", self.stack_name))?;
         Ok(outputs_json(&self.stack_name, &stack))
     }
 
+    /// The stack's calls; `rerun` resumes what they were doing.
+    fn calls<'a>(&'a self, rerun: &'a str) -> StackCalls<'a> {
+        StackCalls { cfn: &self.cfn, name: &self.stack_name, rerun }
+    }
+
     async fn delete(&self, cx: &StepCx<'_>, stack_id: &str) -> anyhow::Result<()> {
-        let token = Self::token();
-        let since = SystemTime::now();
-        cx.progress(format!("deleting stack {}", self.stack_name));
-        self.cfn
-            .delete_stack()
-            .stack_name(stack_id)
-            .client_request_token(&token)
-            .send()
-            .await
-            .map_err(|e| anyhow::Error::from(aws_err("cloudformation:DeleteStack", &e)).context(format!("deleting stack `{}`", self.stack_name)))?;
-        let tail = EventTail::new(&self.stack_name, since, Some(&token));
-        let stack = self.wait(cx, stack_id, &tail).await?;
-        self.settle(cx, Op::Delete, stack_id, stack, &tail).await?;
-        Ok(())
+        self.calls("up --yes").delete(cx, stack_id, false).await
     }
 }
 
@@ -647,8 +676,9 @@ impl Step for CfnStack {
                 let stack_id = observed["stackId"].as_str().unwrap_or(&self.stack_name).to_string();
                 cx.progress(format!("waiting for stack {}: {status}", self.stack_name));
                 let tail = EventTail::new(&self.stack_name, SystemTime::now() - EVENT_SKEW, None);
-                let settled = self.wait(cx, &stack_id, &tail).await?;
-                self.settle(cx, Op::Foreign, &stack_id, settled, &tail).await?;
+                let calls = self.calls("up");
+                let settled = calls.wait(cx, &stack_id, &tail).await?;
+                calls.settle(cx, Op::Foreign, &stack_id, settled, &tail).await?;
                 observed = self.observe_now(cx).await?;
                 change = self.diff(&observed, cx);
                 if in_progress(observed["status"].as_str().unwrap_or_default()) {
@@ -763,6 +793,37 @@ mod tests {
         assert_eq!(f["tags.team"], (&json!("infra"), &json!("platform")));
         assert!(!f.contains_key("resources.Keep"));
         assert_eq!(c.summary, "update stack Karpenter-demo: 1 resource added, 1 changed, 1 removed, tags changed");
+    }
+
+    #[test]
+    fn a_failed_delete_names_the_first_resource_that_failed() {
+        let ev = |id: &str, ty: &str, st: &str, reason: Option<&str>| {
+            StackEvent::builder().logical_resource_id(id).resource_type(ty).resource_status(st.into()).set_resource_status_reason(reason.map(String::from)).build()
+        };
+        let events = vec![
+            ev("S", STACK_TYPE, "DELETE_IN_PROGRESS", None),
+            ev("Queue", "AWS::SQS::Queue", "DELETE_COMPLETE", None),
+            ev("NodeRole", "AWS::IAM::Role", "DELETE_FAILED", Some("Cannot delete entity, must remove roles from instance profile first.")),
+            ev("Policy", "AWS::IAM::ManagedPolicy", "DELETE_FAILED", Some("Resource deletion cancelled")),
+            ev("S", STACK_TYPE, "DELETE_FAILED", Some("The following resource(s) failed to delete: [NodeRole]")),
+        ];
+        let (resource, status, reason) = first_failure(&events, "S").unwrap();
+        assert_eq!((resource.as_str(), status.as_str()), ("NodeRole", "DELETE_FAILED"));
+        assert_eq!(first_failure(&events[4..], "S").unwrap().0, "S", "only the stack's own event");
+        assert!(first_failure(&events[..2], "S").is_none());
+        let err = StackFailed {
+            stack: "S".into(),
+            status: "DELETE_FAILED".into(),
+            resource: Some(resource),
+            resource_status: Some(status),
+            reason,
+            help: Some("remove what blocks the deletion (see above), then run `karpctl rollback --purge` again".into()),
+        };
+        assert_eq!(
+            err.to_string(),
+            "stack `S` ended in DELETE_FAILED: NodeRole DELETE_FAILED: Cannot delete entity, must remove roles from instance profile first.\n\
+             help: remove what blocks the deletion (see above), then run `karpctl rollback --purge` again"
+        );
     }
 
     #[test]
