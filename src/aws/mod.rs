@@ -17,7 +17,16 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction, RetryClassifierPriority};
 
-use crate::cli::Global;
+
+/// Where AWS calls go, as the user said: `--region` (over the config's
+/// `cluster.region`), `--profile`, `--endpoint-url`; unset ones come from the
+/// SDK's standard chain.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
 
 /// Attempts per AWS call (the first one included).
 pub const MAX_ATTEMPTS: u32 = 8;
@@ -58,7 +67,7 @@ impl ClassifyRetry for NoRetryWithoutDns {
     }
 }
 
-fn origin(g: &Global, config_region: Option<&str>, resolved: Option<&str>) -> String {
+fn origin(g: &Settings, config_region: Option<&str>, resolved: Option<&str>) -> String {
     let env = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
     let region = match (g.region.as_deref(), config_region, resolved) {
         (Some(r), _, _) => format!("region {r} (--region)"),
@@ -81,7 +90,7 @@ fn origin(g: &Global, config_region: Option<&str>, resolved: Option<&str>) -> St
 
 /// Loads the shared SDK config. `region` is the config file's region, used when
 /// no `--region` flag is given.
-pub async fn sdk_config(g: &Global, region: Option<&str>) -> SdkConfig {
+pub async fn sdk_config(g: &Settings, region: Option<&str>) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry_config());
     if let Some(p) = &g.profile {
         loader = loader.profile_name(p);
@@ -99,7 +108,7 @@ pub async fn sdk_config(g: &Global, region: Option<&str>) -> SdkConfig {
 }
 
 /// An S3 client; path-style addressing when an endpoint override is set (emulators).
-pub fn s3(cfg: &SdkConfig, g: &Global) -> aws_sdk_s3::Client {
+pub fn s3(cfg: &SdkConfig, g: &Settings) -> aws_sdk_s3::Client {
     let conf =
         aws_sdk_s3::config::Builder::from(cfg).force_path_style(g.endpoint_url.is_some()).retry_classifier(NoRetryWithoutDns).build();
     aws_sdk_s3::Client::from_conf(conf)

@@ -69,6 +69,18 @@ pub struct Global {
     pub verbose: u8,
 }
 
+impl Global {
+    /// Where AWS calls go (`--region`, `--profile`, `--endpoint-url`).
+    pub fn aws(&self) -> crate::aws::Settings {
+        crate::aws::Settings { region: self.region.clone(), profile: self.profile.clone(), endpoint_url: self.endpoint_url.clone() }
+    }
+
+    /// How to reach the cluster (`--kubeconfig`, `--context`).
+    pub fn kube(&self) -> crate::kube::Settings {
+        crate::kube::Settings { kubeconfig: self.kubeconfig.clone(), context: self.context.clone() }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ColorChoice {
     /// Colour when the stream is a terminal and NO_COLOR is unset.

@@ -13,6 +13,14 @@ use tokio::sync::OnceCell;
 
 use super::ClusterAccess;
 
+/// How the user asked to reach the cluster (`--kubeconfig`, `--context`); with
+/// neither, karpctl goes by what EKS says (endpoint, CA) and mints its own token.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
 /// Where the cluster is, as the user said (kubeconfig) or as AWS says (facts).
 pub struct Connector {
     kubeconfig: Option<PathBuf>,
@@ -26,10 +34,10 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(g: &crate::cli::Global, sdk: aws_config::SdkConfig, cluster: &str) -> Connector {
+    pub fn new(s: &Settings, sdk: aws_config::SdkConfig, cluster: &str) -> Connector {
         Connector {
-            kubeconfig: g.kubeconfig.clone(),
-            context: g.context.clone(),
+            kubeconfig: s.kubeconfig.clone(),
+            context: s.context.clone(),
             sdk,
             cluster: cluster.to_string(),
             client: OnceCell::new(),

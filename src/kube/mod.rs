@@ -15,7 +15,7 @@ pub mod connect;
 pub mod helm_store;
 pub mod token;
 
-pub use connect::Connector;
+pub use connect::{Connector, Settings};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,6 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
 
-use crate::cli::Global;
 
 /// Whether an error (anywhere in its chain) is one the API server may not give
 /// next time: no connection (restarting, a network blip), 429, or a 5xx. Polling
@@ -54,19 +53,6 @@ pub struct ClusterAccess {
     pub ca_base64: String,
     pub cluster_name: String,
     pub region: String,
-}
-
-/// A client for the cluster: from `--kubeconfig`/`--context` when given,
-/// otherwise from `facts` with an in-process EKS token.
-pub async fn client(g: &Global, facts: Option<&ClusterAccess>) -> anyhow::Result<::kube::Client> {
-    if g.kubeconfig.is_some() || g.context.is_some() {
-        return from_kubeconfig(g).await;
-    }
-    let Some(access) = facts.filter(|a| !a.endpoint.is_empty()) else {
-        bail!("no kubeconfig given and the cluster's endpoint is unknown (pass --kubeconfig, or let karpctl read the cluster with eks:DescribeCluster)");
-    };
-    let cfg = crate::aws::sdk_config(g, Some(&access.region)).await;
-    client_for_cluster(&cfg, access).await
 }
 
 /// A client for `access`, authenticated with EKS tokens minted from `cfg`'s
@@ -159,10 +145,6 @@ pub fn ca_roots(ca_base64: &str) -> anyhow::Result<Vec<Vec<u8>>> {
         bail!("the CA bundle holds no certificate");
     }
     Ok(certs)
-}
-
-async fn from_kubeconfig(g: &Global) -> anyhow::Result<::kube::Client> {
-    from_kubeconfig_parts(g.kubeconfig.as_deref(), g.context.as_deref()).await
 }
 
 /// A client from a kubeconfig file (or the default one) and an optional context.

@@ -21,7 +21,7 @@ pub async fn amis(g: &Global, _args: &AmisArgs) -> anyhow::Result<Report> {
     let c = &loaded.config;
     let backend = super::context::backend(c, g).await?;
     let state = super::context::load_state(&backend, c).await?;
-    let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
+    let sdk = crate::aws::sdk_config(&g.aws(), c.cluster.region.as_deref()).await;
     let k8s = match &c.cluster.kubernetes_version {
         Some(v) => v.clone(),
         None => {

@@ -80,8 +80,8 @@ pub async fn backend(c: &Config, g: &Global) -> anyhow::Result<Backend> {
     if let Some(s3) = &c.state.s3 {
         let key = s3.key.clone().unwrap_or_else(|| format!("karpctl/{}.state.json", c.cluster.name));
         let region = s3.region.as_deref().or(c.cluster.region.as_deref());
-        let cfg = crate::aws::sdk_config(g, region).await;
-        return Ok(Backend::S3(S3Store::new(crate::aws::s3(&cfg, g), s3.bucket.clone(), key).with_default_errored_copies()));
+        let cfg = crate::aws::sdk_config(&g.aws(), region).await;
+        return Ok(Backend::S3(S3Store::new(crate::aws::s3(&cfg, &g.aws()), s3.bucket.clone(), key).with_default_errored_copies()));
     }
     Ok(Backend::Local(LocalStore::new(state_path(c, &g.config))))
 }
@@ -120,7 +120,7 @@ pub fn sandbox_hint(g: &Global) -> Option<String> {
 pub async fn karpctl_stack(g: &Global, c: &Config) -> Option<String> {
     use crate::model::ownership::CLUSTER_TAG;
     let names = crate::config::Names::of(c);
-    let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
+    let sdk = crate::aws::sdk_config(&g.aws(), c.cluster.region.as_deref()).await;
     let read = crate::aws::cloudformation(&sdk).describe_stacks().stack_name(&names.stack).send();
     let out = tokio::time::timeout(Duration::from_secs(10), read).await.ok()?.ok()?;
     let stack = out.stacks?.into_iter().next()?;
@@ -176,8 +176,8 @@ pub async fn load_state(b: &Backend, c: &Config) -> anyhow::Result<State> {
 /// the kubeconfig when given, else the cluster facts recorded in `state`, else a
 /// fresh DescribeCluster.
 pub async fn kube_client(g: &Global, c: &Config, state: Option<&State>) -> anyhow::Result<::kube::Client> {
-    let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
-    let conn = crate::kube::Connector::new(g, sdk.clone(), &c.cluster.name);
+    let sdk = crate::aws::sdk_config(&g.aws(), c.cluster.region.as_deref()).await;
+    let conn = crate::kube::Connector::new(&g.kube(), sdk.clone(), &c.cluster.name);
     let cluster_step = crate::steps::cluster::id(&c.cluster.name);
     let recorded = state.and_then(|s| s.steps.get(&cluster_step)).map(|r| r.outputs.clone()).filter(|o| o["endpoint"].is_string());
     let facts = match recorded {

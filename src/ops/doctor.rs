@@ -198,7 +198,7 @@ fn unlisted(detail: String) -> Check {
 async fn webhooks(c: &Config, g: &Global, sdk: &aws_config::SdkConfig, facts: Option<serde_json::Value>) -> Check {
     use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
     use kube::api::{Api, ListParams};
-    let conn = crate::kube::Connector::new(g, sdk.clone(), &c.cluster.name);
+    let conn = crate::kube::Connector::new(&g.kube(), sdk.clone(), &c.cluster.name);
     let listed = async {
         let client = conn.client(facts.as_ref()).await?;
         let mut names: Vec<(String, String)> = Vec::new();
@@ -260,7 +260,7 @@ async fn spot_role(c: &Config, sdk: &aws_config::SdkConfig) -> Check {
 /// helm it runs when a step first needs it, so a run that installs nothing never
 /// starts it.
 pub async fn checks(c: &Config, g: &Global, with_helm: bool) -> Vec<Check> {
-    let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
+    let sdk = crate::aws::sdk_config(&g.aws(), c.cluster.region.as_deref()).await;
     let helm = async {
         if with_helm {
             Some(helm().await)

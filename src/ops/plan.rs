@@ -64,9 +64,9 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
         if mode == Mode::Apply {
             crate::rollback::forget_rollback(&mut state); // a later rollback starts afresh
         }
-        let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
+        let sdk = crate::aws::sdk_config(&g.aws(), c.cluster.region.as_deref()).await;
         let env = crate::steps::Env {
-            kube: std::sync::Arc::new(crate::kube::Connector::new(g, sdk.clone(), &c.cluster.name)),
+            kube: std::sync::Arc::new(crate::kube::Connector::new(&g.kube(), sdk.clone(), &c.cluster.name)),
             sdk,
             update_amis,
             prune: o.prune || g.yes,

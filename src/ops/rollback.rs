@@ -48,9 +48,9 @@ async fn walk(g: &Global, mode: Mode, o: Options) -> anyhow::Result<Walk> {
     let hold = (mode == Mode::Apply).then(|| LockInfo::for_this_process("rollback"));
     super::context::locked(&backend, g, hold, async |interrupt| {
         let mut state = super::context::load_state(&backend, c).await?;
-        let sdk = crate::aws::sdk_config(g, c.cluster.region.as_deref()).await;
+        let sdk = crate::aws::sdk_config(&g.aws(), c.cluster.region.as_deref()).await;
         let env = crate::rollback::Env {
-            kube: std::sync::Arc::new(crate::kube::Connector::new(g, sdk.clone(), &c.cluster.name)),
+            kube: std::sync::Arc::new(crate::kube::Connector::new(&g.kube(), sdk.clone(), &c.cluster.name)),
             sdk,
             wait_timeout: o.wait_timeout.unwrap_or(Duration::from_secs(300)),
             force: o.force,

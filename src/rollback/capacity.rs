@@ -469,7 +469,7 @@ mod tests {
                 deps: vec![],
                 eks: aws_sdk_eks::Client::from_conf(aws_sdk_eks::Config::builder().behavior_version_latest().build()),
                 ec2: aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::Config::builder().behavior_version_latest().build()),
-                conn: Arc::new(Connector::new(&test_global(), aws_config::SdkConfig::builder().build(), "c")),
+                conn: Arc::new(Connector::new(&Default::default(), aws_config::SdkConfig::builder().build(), "c")),
                 timeout: Duration::from_secs(1),
             };
             let upstream = BTreeMap::new();
@@ -477,10 +477,5 @@ mod tests {
             let cx = StepCx::new("t", &upstream, None, &quiet);
             step.diff(o, &cx)
         }
-    }
-
-    fn test_global() -> crate::cli::Global {
-        use clap::Parser;
-        crate::cli::Cli::parse_from(["karpctl", "validate"]).global
     }
 }

@@ -1,5 +1,5 @@
 //! The in-process EKS token (structure as aws-iam-authenticator verifies it, and
-//! its SigV4 signature recomputed independently) and `kube::client` against the
+//! its SigV4 signature recomputed independently) and `kube::Connector` against the
 //! real kube-apiserver bed, both through a kubeconfig and through endpoint + CA.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use aws_sdk_s3::config::Credentials;
 use base64::Engine as _;
 use clap::Parser as _;
 use karpctl::kube::token::{presigned_url, token_at, TOKEN_PREFIX};
-use karpctl::kube::{client, client_for_cluster, ClusterAccess};
+use karpctl::kube::{client_for_cluster, ClusterAccess, Connector};
 use sha2::{Digest, Sha256};
 
 use crate::beds::KubeBed;
@@ -172,10 +172,12 @@ fn global(args: &[&str]) -> karpctl::cli::Global {
 #[tokio::test]
 async fn without_a_kubeconfig_or_an_endpoint_the_error_says_what_is_missing() {
     let g = global(&[]);
-    for facts in [None, Some(ClusterAccess { endpoint: String::new(), ca_base64: String::new(), cluster_name: "c".into(), region: "us-west-2".into() })] {
-        let Err(e) = client(&g, facts.as_ref()).await else { panic!("a client without an endpoint") };
-        assert!(format!("{e:#}").contains("no kubeconfig given and the cluster's endpoint is unknown"), "{e:#}");
-    }
+    let conn = || Connector::new(&g.kube(), aws_config::SdkConfig::builder().build(), "c");
+    let Err(e) = conn().client(None).await else { panic!("a client without cluster facts") };
+    assert!(format!("{e:#}").contains("the cluster facts are unknown"), "{e:#}");
+    let facts = serde_json::json!({"endpoint": "", "certificateAuthority": ""});
+    let Err(e) = conn().client(Some(&facts)).await else { panic!("a client without an endpoint") };
+    assert!(format!("{e:#}").contains("EKS reports no endpoint or certificate authority for cluster `c`; pass --kubeconfig"), "{e:#}");
 }
 
 #[test]
@@ -195,7 +197,7 @@ async fn a_kubeconfig_from_the_flags_reaches_the_bed() {
     use k8s_openapi::api::core::v1::Namespace;
     let Some(bed) = KubeBed::start() else { return };
     let g = global(&["--kubeconfig", bed.kubeconfig().to_str().unwrap()]);
-    let c = client(&g, None).await.expect("client from kubeconfig");
+    let c = Connector::new(&g.kube(), aws_config::SdkConfig::builder().build(), "c").client(None).await.expect("client from kubeconfig");
     let ns = kube::Api::<Namespace>::all(c).list(&Default::default()).await.expect("list namespaces");
     assert!(ns.items.iter().any(|n| n.metadata.name.as_deref() == Some("default")), "{:?}", ns.items.len());
 }
