@@ -3,6 +3,7 @@
 
     scripts/import-graph.py            top-level modules (engine, kube, steps, ...)
     scripts/import-graph.py --files    one node per file (engine/runner, kube/apply, ...)
+    scripts/import-graph.py --edges    also list what each node imports
 
 Prints every strongly connected component with more than one node (an import cycle)
 and exits 1 if there is any. Counts `use crate::a::b` and inline `crate::a::b` paths,
@@ -119,6 +120,9 @@ for v in nodes:
     if v not in index:
         strong(v)
 print(f"{len(nodes)} nodes, {sum(len(t) for t in edges.values())} edges, {len(sccs)} cycles")
+if "--edges" in sys.argv:
+    for v in nodes:
+        print(f"  {v} -> {', '.join(sorted(edges.get(v, ()))) or '(leaf)'}")
 for c in sorted(sccs, key=len):
     inner = [f"{a}->{b}" for a in c for b in sorted(edges.get(a, ())) if b in c]
     print(f"  cycle of {len(c)}: {', '.join(c)}")

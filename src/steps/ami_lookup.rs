@@ -131,3 +131,65 @@ impl Step for AmiPins {
         Box::pin(async move { Ok(observed.clone()) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_table() {
+        let s = AmiPins {
+            classes: BTreeMap::new(),
+            pin: AmiPin::Alias,
+            update: AmiUpdate::Pinned,
+            update_requested: false,
+            kubernetes_version: None,
+            cluster_step: "cluster/demo".into(),
+            ssm: aws_sdk_ssm::Client::from_conf(aws_sdk_ssm::Config::builder().behavior_version_latest().build()),
+        };
+        let alias = |v: &str| json!({"kind": "alias", "value": v});
+        let ids = |v: &[&str]| json!({"kind": "ids", "value": v});
+        // What observe returns (and apply records as the outputs, so also the shape of `previous`).
+        let obs = |k8s: &str, pins: Value| json!({"kubernetesVersion": k8s, "needs": {}, "pins": pins, "latest": pins, "found": {}});
+        let (v1, v2) = ("al2023@v20250915", "al2023@v20251001");
+        let one = obs("1.31", json!({"default": alias(v1)}));
+        let two = obs("1.31", json!({"default": alias(v1), "gpu": ids(&["ami-1", "ami-2"])}));
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Value, Option<Value>, Action, bool, &str, &[&str])> = vec![
+            ("first run", one.clone(), None, Action::Create, false, "pin AMIs: default → al2023@v20250915", &["default.ami"]),
+            ("first run, two classes", two.clone(), None, Action::Create, false, "pin AMIs: default → al2023@v20250915, gpu → ami-1,ami-2",
+             &["default.ami", "gpu.ami"]),
+            ("pins kept", one.clone(), Some(one.clone()), Action::None, false, "up to date", &[]),
+            ("pins kept, two classes", two.clone(), Some(two.clone()), Action::None, false, "up to date", &[]),
+            ("Kubernetes upgraded, same pins", obs("1.32", json!({"default": alias(v1)})), Some(one.clone()), Action::Create, false,
+             "pin AMIs: default → al2023@v20250915", &[]),
+            ("pin moved", obs("1.31", json!({"default": alias(v2)})), Some(one.clone()), Action::Update, false,
+             "move AMI pins of default: a rolling replacement of their nodes", &["default.ami"]),
+            ("pin moved with a Kubernetes upgrade", obs("1.32", json!({"default": alias(v2)})), Some(one.clone()), Action::Update, false,
+             "move AMI pins of default", &["default.ami"]),
+            ("ids moved, class added", obs("1.31", json!({"default": alias(v1), "gpu": ids(&["ami-3", "ami-2"]), "new": alias(v2)})), Some(two.clone()),
+             Action::Update, false, "move AMI pins of gpu: a rolling", &["gpu.ami", "new.ami"]),
+            ("alias → ids", obs("1.31", json!({"default": ids(&["ami-9"])})), Some(one.clone()), Action::Update, false, "move AMI pins of default", &["default.ami"]),
+            ("class added", two.clone(), Some(one.clone()), Action::Create, false, "pin AMIs: default → al2023@v20250915, gpu → ami-1,ami-2", &["gpu.ami"]),
+            ("class removed", one.clone(), Some(two.clone()), Action::Create, false, "pin AMIs: default → al2023@v20250915", &[]),
+            ("record without pins", one.clone(), Some(json!({})), Action::Create, false, "pin AMIs: default → al2023@v20250915", &["default.ami"]),
+        ];
+        let up = BTreeMap::new();
+        let ev = |_e: crate::engine::Event| {};
+        for (name, observed, previous, action, destructive, summary, fields) in &rows {
+            let cx = StepCx::new("t", &up, previous.as_ref(), &ev);
+            let c = s.diff(observed, &cx);
+            assert_eq!(c.action, *action, "{name}: action ({c:?})");
+            assert_eq!(c.destructive, *destructive, "{name}: destructive ({c:?})");
+            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
+            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(&got, fields, "{name}: fields");
+        }
+        // A move shows the old and the new pin; a new class has no old one.
+        let cx = StepCx::new("t", &up, Some(&one), &ev);
+        let c = s.diff(&obs("1.31", json!({"default": alias(v2), "gpu": ids(&["ami-1", "ami-2"])})), &cx);
+        let f: Vec<(&str, &Value, &Value)> = c.fields.iter().map(|f| (f.field.as_str(), &f.old, &f.new)).collect();
+        assert_eq!(f, [("default.ami", &json!(v1), &json!(v2)), ("gpu.ami", &Value::Null, &json!("ami-1,ami-2"))]);
+        assert_eq!(c.summary, "move AMI pins of default: a rolling replacement of their nodes (Karpenter drifts them)");
+    }
+}

@@ -171,4 +171,42 @@ mod tests {
         assert!(merged(Some("{not: a list}"), "x").is_err());
         assert_eq!(serde_yaml::from_str::<Vec<Value>>(&merged(None, "r").unwrap()).unwrap().len(), 1);
     }
+
+    #[test]
+    fn diff_table() {
+        let s = AwsAuth {
+            cluster: "c".into(),
+            cluster_step: "cluster/c".into(),
+            node_access_step: "node-access/c".into(),
+            conn: Arc::new(Connector::new(&Default::default(), aws_config::SdkConfig::builder().build(), "c")),
+        };
+        let role = "arn:aws:iam::1:role/KarpenterNode";
+        let want = serde_json::to_value(entry(role)).unwrap();
+        let wrong = json!({"rolearn": role, "username": "wrong", "groups": ["system:nodes"]});
+        let rows: Vec<(&str, Value, Action, bool, &str, &[&str])> = vec![
+            ("access entry: not needed", json!({"needed": false}), Action::None, false, "up to date", &[]),
+            ("nothing observed", json!({}), Action::None, false, "up to date", &[]),
+            ("mapped as wanted", json!({"needed": true, "roleArn": role, "exists": true, "mapping": want}), Action::None, false, "up to date", &[]),
+            ("no ConfigMap", json!({"needed": true, "roleArn": role, "exists": false, "mapping": null}), Action::Create, false,
+             "map node role arn:aws:iam::1:role/KarpenterNode in kube-system/aws-auth", &["mapRoles"]),
+            ("ConfigMap without our role", json!({"needed": true, "roleArn": role, "exists": true, "mapping": null}), Action::Update, false,
+             "map node role arn:aws:iam::1:role/KarpenterNode", &["mapRoles"]),
+            ("role mapped wrongly", json!({"needed": true, "roleArn": role, "exists": true, "mapping": wrong}), Action::Update, false,
+             "in kube-system/aws-auth", &["mapRoles"]),
+        ];
+        let up = std::collections::BTreeMap::new();
+        let ev = |_e: crate::engine::Event| {};
+        let cx = StepCx::new("t", &up, None, &ev);
+        for (name, observed, action, destructive, summary, fields) in rows {
+            let c = s.diff(&observed, &cx);
+            assert_eq!(c.action, action, "{name}: action ({c:?})");
+            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
+            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
+            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(got, fields, "{name}: fields");
+            if let Some(f) = c.fields.first() {
+                assert_eq!((&f.old, &f.new), (&observed["mapping"], &want), "{name}: mapRoles old/new");
+            }
+        }
+    }
 }

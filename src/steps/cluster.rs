@@ -83,3 +83,39 @@ impl Step for ClusterFacts {
         Box::pin(async move { Ok(observed.clone()) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Action;
+
+    #[test]
+    fn diff_table() {
+        let s = ClusterFacts { name: "demo".into(), eks: aws_sdk_eks::Client::from_conf(aws_sdk_eks::Config::builder().behavior_version_latest().build()) };
+        let facts = json!({
+            "arn": "arn:aws:eks:us-east-1:111122223333:cluster/demo", "version": "1.31", "platformVersion": "eks.12",
+            "endpoint": "https://ABC.gr7.us-east-1.eks.amazonaws.com", "certificateAuthority": "LS0t", "oidcIssuer": "https://oidc.eks.us-east-1.amazonaws.com/id/ABC",
+            "vpcId": "vpc-1", "subnetIds": ["subnet-1", "subnet-2"], "clusterSecurityGroupId": "sg-1", "authenticationMode": "API_AND_CONFIG_MAP",
+            "serviceIpv4Cidr": "10.100.0.0/16",
+        });
+        let sparse = json!({"arn": null, "version": "1.30", "platformVersion": null, "endpoint": null, "certificateAuthority": null, "oidcIssuer": null,
+                            "vpcId": null, "subnetIds": [], "clusterSecurityGroupId": null, "authenticationMode": null, "serviceIpv4Cidr": null});
+        // Read only: whatever DescribeCluster said, nothing changes (an inactive or missing cluster fails in observe).
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Value, Action, bool, &str)> = vec![
+            ("full facts", facts, Action::None, false, "up to date"),
+            ("facts with most fields absent", sparse, Action::None, false, "up to date"),
+            ("nothing observed", json!({}), Action::None, false, "up to date"),
+        ];
+        let up = std::collections::BTreeMap::new();
+        let ev = |_e: crate::engine::Event| {};
+        let cx = StepCx::new("t", &up, None, &ev);
+        for (name, observed, action, destructive, summary) in rows {
+            let c = s.diff(&observed, &cx);
+            assert_eq!(c.action, action, "{name}: action ({c:?})");
+            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
+            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
+            assert!(c.fields.is_empty(), "{name}: fields {:?}", c.fields);
+        }
+    }
+}

@@ -279,4 +279,46 @@ mod tests {
         assert_eq!(dropped_stored_versions(&live, &crd(&[("v1beta1", false), ("v1", true)])), None);
         assert_eq!(dropped_stored_versions(&json!({}), &crd(&[("v1", true)])), None);
     }
+
+    #[test]
+    fn diff_table() {
+        let s = Crds {
+            version: "1.15.0".into(),
+            chart: ChartRef::Remote { reference: "oci://public.ecr.aws/karpenter/karpenter".into(), version: "1.15.0".into() },
+            cluster_step: "cluster/c".into(),
+            conn: Arc::new(Connector::new(&Default::default(), aws_config::SdkConfig::builder().build(), "c")),
+        };
+        let absent = |n: &str| json!({"name": n, "exists": false, "version": null, "owner": null});
+        let at = |n: &str, v: &str| json!({"name": n, "exists": true, "version": v, "owner": format!("karpctl (Karpenter {v})")});
+        let helm = |n: &str| json!({"name": n, "exists": true, "version": null, "owner": "Helm release karpenter-crd"});
+        const NP: &str = "nodepools.karpenter.sh";
+        const NC: &str = "ec2nodeclasses.karpenter.k8s.aws";
+        let (np, nc) = (NP, NC);
+        let rows: Vec<(&str, Value, Action, bool, &str, &[&str])> = vec![
+            ("nothing observed", json!({}), Action::None, false, "up to date", &[]),
+            ("no CRDs in the chart", json!({"existing": [], "desired": []}), Action::None, false, "up to date", &[]),
+            ("all at this version", json!({"existing": [at(np, "1.15.0"), at(nc, "1.15.0")]}), Action::None, false, "up to date", &[]),
+            ("none installed", json!({"existing": [absent(np), absent(nc)]}), Action::Create, false, "install 2 Karpenter 1.15.0 CRD(s)", &[NP, NC]),
+            ("older karpctl version", json!({"existing": [at(np, "1.14.0"), at(nc, "1.15.0")]}), Action::Update, false,
+             "upgrade or adopt 1 Karpenter 1.15.0 CRD(s)", &[NP]),
+            ("another owner: adopt", json!({"existing": [helm(np), helm(nc)]}), Action::Update, false, "upgrade or adopt 2 Karpenter 1.15.0 CRD(s)", &[NP, NC]),
+            ("one missing, one current", json!({"existing": [absent(np), at(nc, "1.15.0")]}), Action::Update, false, "upgrade or adopt 1", &[NP]),
+            ("one missing, one old", json!({"existing": [at(np, "1.14.0"), absent(nc)]}), Action::Update, false, "upgrade or adopt 2", &[NP, NC]),
+        ];
+        let up = std::collections::BTreeMap::new();
+        let ev = |_e: crate::engine::Event| {};
+        let cx = StepCx::new("t", &up, None, &ev);
+        for (name, observed, action, destructive, summary, fields) in rows {
+            let c = s.diff(&observed, &cx);
+            assert_eq!(c.action, action, "{name}: action ({c:?})");
+            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
+            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
+            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(got, fields, "{name}: fields");
+        }
+        // What a field says: absent → the version; existing → who had it → karpctl.
+        let c = s.diff(&json!({"existing": [helm(np), absent(nc)]}), &cx);
+        assert_eq!((&c.fields[0].old, &c.fields[0].new), (&json!("Helm release karpenter-crd"), &json!("karpctl (Karpenter 1.15.0)")));
+        assert_eq!((&c.fields[1].old, &c.fields[1].new), (&Value::Null, &json!("1.15.0")));
+    }
 }

@@ -153,3 +153,57 @@ fn outputs(observed: &Value, newly: &[String]) -> Value {
     ours.dedup();
     json!({"resources": resources, "taggedByKarpctl": ours})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_table() {
+        let s = DiscoveryTags {
+            cluster: "demo".into(),
+            cluster_step: "cluster/demo".into(),
+            subnet_ids: vec![],
+            security_group_ids: vec![],
+            ec2: aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::Config::builder().behavior_version_latest().build()),
+        };
+        let res = |pairs: &[(&str, Option<&str>)]| -> Value {
+            let current: Vec<Value> = pairs.iter().map(|(r, v)| json!({"resource": r, "value": v})).collect();
+            json!({"resources": current, "taggedByKarpctl": []})
+        };
+        let prev = json!({"resources": ["sg-1", "subnet-1", "subnet-2"], "taggedByKarpctl": ["subnet-1"]});
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Value, Option<&Value>, Action, bool, &str, &[&str])> = vec![
+            ("all tagged, first run", res(&[("sg-1", Some("demo")), ("subnet-1", Some("demo"))]), None, Action::None, false, "up to date", &[]),
+            ("all tagged, recorded", res(&[("sg-1", Some("demo")), ("subnet-1", Some("demo")), ("subnet-2", Some("demo"))]), Some(&prev),
+             Action::None, false, "up to date", &[]),
+            ("nothing to tag", json!({"resources": [], "taggedByKarpctl": []}), None, Action::None, false, "up to date", &[]),
+            ("untagged, first run", res(&[("sg-1", None), ("subnet-1", Some("demo"))]), None, Action::Create, false,
+             "tag 1 resource(s) karpenter.sh/discovery=demo", &["sg-1[karpenter.sh/discovery]"]),
+            ("all untagged, first run", res(&[("sg-1", None), ("subnet-1", None), ("subnet-2", None)]), None, Action::Create, false,
+             "tag 3 resource(s) karpenter.sh/discovery=demo", &["sg-1[karpenter.sh/discovery]", "subnet-1[karpenter.sh/discovery]", "subnet-2[karpenter.sh/discovery]"]),
+            ("tag removed since the last run", res(&[("sg-1", Some("demo")), ("subnet-1", None), ("subnet-2", Some("demo"))]), Some(&prev),
+             Action::Update, false, "tag 1 resource(s) karpenter.sh/discovery=demo", &["subnet-1[karpenter.sh/discovery]"]),
+            ("tagged for another cluster", res(&[("sg-1", Some("other")), ("subnet-1", Some("demo")), ("subnet-2", Some("Demo"))]), Some(&prev),
+             Action::Update, false, "tag 2 resource(s)", &["sg-1[karpenter.sh/discovery]", "subnet-2[karpenter.sh/discovery]"]),
+            ("resource without an id", json!({"resources": [{"value": null}], "taggedByKarpctl": []}), None, Action::Create, false,
+             "tag 1 resource(s)", &["?[karpenter.sh/discovery]"]),
+        ];
+        let up = BTreeMap::new();
+        let ev = |_e: crate::engine::Event| {};
+        for (name, observed, previous, action, destructive, summary, fields) in rows {
+            let cx = StepCx::new("t", &up, previous, &ev);
+            let c = s.diff(&observed, &cx);
+            assert_eq!(c.action, action, "{name}: action ({c:?})");
+            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
+            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
+            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(got, fields, "{name}: fields");
+            for f in &c.fields {
+                let r = f.field.split('[').next().unwrap();
+                let was = observed["resources"].as_array().unwrap().iter().find(|o| o["resource"].as_str().unwrap_or("?") == r).map(|o| o["value"].clone());
+                assert_eq!((Some(&f.old), &f.new), (was.as_ref(), &json!("demo")), "{name}: {} old/new", f.field);
+            }
+        }
+    }
+}

@@ -288,3 +288,59 @@ fn daemonset_pending(d: &DaemonSet) -> Option<String> {
     let ok = current && st.number_ready >= want && st.updated_number_scheduled.unwrap_or(0) >= want;
     (!ok).then(|| format!("DaemonSet {name}: {}/{want} ready", st.number_ready))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_table() {
+        let s = HelmRelease {
+            release: "karpenter".into(),
+            namespace: "kube-system".into(),
+            chart: ChartRef::Remote { reference: "oci://public.ecr.aws/karpenter/karpenter".into(), version: "1.15.0".into() },
+            version: "1.15.0".into(),
+            offline_values: json!({}),
+            values: Box::new(|_cx| Ok(json!({"replicas": 2}))),
+            workload: Workload::Deployment,
+            deps: vec![],
+            cluster_step: "cluster/c".into(),
+            conn: Arc::new(Connector::new(&Default::default(), aws_config::SdkConfig::builder().build(), "c")),
+            wait_timeout: Duration::from_secs(1),
+        };
+        let want = json!({"replicas": 2, "settings": {"clusterName": "c"}});
+        let obs = |chart: &str, status: &str, values: Value, not_rolled_out: Value| {
+            json!({"notRolledOut": not_rolled_out, "release": {"revision": 3, "status": status, "chartVersion": chart},
+                   "values": values, "desiredValues": want, "namespaceExists": true})
+        };
+        let other = json!({"replicas": 1, "settings": {"clusterName": "c"}});
+        let pods = json!(["Deployment karpenter: 1/2 available"]);
+        let rows: Vec<(&str, Value, Action, bool, &str, &[&str])> = vec![
+            ("not installed", json!({"notRolledOut": [], "release": null, "values": {}, "desiredValues": want, "namespaceExists": false}),
+             Action::Create, false, "install karpenter 1.15.0 in kube-system", &[]),
+            ("deployed and rolled out", obs("1.15.0", "deployed", want.clone(), json!([])), Action::None, false, "up to date", &[]),
+            ("rollout not read", obs("1.15.0", "deployed", want.clone(), Value::Null), Action::None, false, "up to date", &[]),
+            ("pods not rolled out", obs("1.15.0", "deployed", want.clone(), pods.clone()), Action::Update, false,
+             "wait for karpenter to roll out", &["rollout"]),
+            ("older chart", obs("1.14.0", "deployed", want.clone(), json!([])), Action::Update, false,
+             "upgrade karpenter in kube-system (1 change(s))", &["chart.version"]),
+            ("failed release", obs("1.15.0", "failed", want.clone(), json!([])), Action::Update, false, "(1 change(s))", &["status"]),
+            ("values drifted", obs("1.15.0", "deployed", other.clone(), json!([])), Action::Update, false, "(1 change(s))", &["values.replicas"]),
+            ("values drifted and pods pending: upgrade, not wait", obs("1.15.0", "deployed", other.clone(), pods.clone()), Action::Update, false,
+             "upgrade karpenter", &["values.replicas"]),
+            ("everything differs", obs("1.14.0", "pending-upgrade", json!({}), json!([])), Action::Update, false, "(4 change(s))",
+             &["chart.version", "status", "values.replicas", "values.settings"]),
+        ];
+        let up = std::collections::BTreeMap::new();
+        let ev = |_e: crate::engine::Event| {};
+        let cx = StepCx::new("t", &up, None, &ev);
+        for (name, observed, action, destructive, summary, fields) in rows {
+            let c = s.diff(&observed, &cx);
+            assert_eq!(c.action, action, "{name}: action ({c:?})");
+            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
+            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
+            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(got, fields, "{name}: fields");
+        }
+    }
+}

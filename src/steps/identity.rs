@@ -312,3 +312,93 @@ fn percent_decode(s: &str) -> String {
     }
     percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_table() {
+        let s = ControllerIdentity {
+            cluster: "demo".into(),
+            mode: IdentityMode::Auto,
+            role_name: "KarpenterController-demo".into(),
+            namespace: "kube-system".into(),
+            cluster_step: "cluster/demo".into(),
+            stack_step: "cfn-stack/Karpenter-demo".into(),
+            tag: ("karpctl.io/cluster".into(), "demo".into()),
+            iam: aws_sdk_iam::Client::from_conf(aws_sdk_iam::Config::builder().behavior_version_latest().build()),
+            eks: aws_sdk_eks::Client::from_conf(aws_sdk_eks::Config::builder().behavior_version_latest().build()),
+        };
+        let facts = json!({"arn": "arn:aws:eks:us-east-1:111122223333:cluster/demo", "oidcIssuer": "https://oidc.eks.us-east-1.amazonaws.com/id/ABC"});
+        let pod_trust = trust_policy(IdentityMode::PodIdentity, "kube-system", &facts).unwrap();
+        let irsa_trust = trust_policy(IdentityMode::Irsa, "kube-system", &facts).unwrap();
+        let role = "arn:aws:iam::111122223333:role/KarpenterController-demo";
+        let (p1, p2) = ("arn:aws:iam::111122223333:policy/KarpenterControllerNodeLifecyclePolicy-demo", "arn:aws:iam::111122223333:policy/KarpenterControllerIAMPolicy-demo");
+        let provider = "arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABC";
+        // What observe returns when everything is as wanted.
+        let pod = json!({"mode": "pod-identity", "roleArn": role, "trust": pod_trust, "attached": [p1, p2],
+                         "association": {"id": "a-1", "roleArn": role, "sessionTags": true}, "oidcProvider": null, "wantTrust": pod_trust, "wantPolicies": [p1, p2]});
+        let irsa = json!({"mode": "irsa", "roleArn": role, "trust": irsa_trust, "attached": [p1, p2],
+                          "association": null, "oidcProvider": provider, "wantTrust": irsa_trust, "wantPolicies": [p1, p2]});
+        let with = |base: &Value, edits: &[(&str, Value)]| -> Value {
+            let mut o = base.clone();
+            for (k, v) in edits {
+                let mut at = &mut o;
+                for part in k.split('.') {
+                    at = &mut at[part];
+                }
+                *at = v.clone();
+            }
+            o
+        };
+        let old_pod_trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
+                                   "Action": ["sts:AssumeRole", "sts:TagSession"]}]});
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Value, Action, bool, &str, &[&str])> = vec![
+            ("pod identity: role absent", with(&pod, &[("roleArn", Value::Null), ("trust", Value::Null), ("attached", json!([])), ("association", Value::Null)]),
+             Action::Create, false, "create role KarpenterController-demo for the controller (pod-identity), attach the stack's policies", &[]),
+            ("irsa: role absent", with(&irsa, &[("roleArn", Value::Null), ("trust", Value::Null), ("attached", json!([])), ("oidcProvider", Value::Null)]),
+             Action::Create, false, "create role KarpenterController-demo for the controller (irsa)", &[]),
+            ("pod identity: as wanted", pod.clone(), Action::None, false, "up to date", &[]),
+            ("irsa: as wanted", irsa.clone(), Action::None, false, "up to date", &[]),
+            ("extra policy attached by someone else", with(&pod, &[("attached", json!([p1, p2, "arn:aws:iam::aws:policy/ReadOnlyAccess"]))]),
+             Action::None, false, "up to date", &[]),
+            ("no stack policies yet", with(&pod, &[("attached", json!([])), ("wantPolicies", json!([]))]), Action::None, false, "up to date", &[]),
+            ("trust without the session tag conditions", with(&pod, &[("trust", old_pod_trust.clone())]),
+             Action::Update, false, "update the controller identity (pod-identity)", &["trust policy"]),
+            ("irsa trust for another namespace", with(&irsa, &[("trust", trust_policy(IdentityMode::Irsa, "karpenter", &facts).unwrap())]),
+             Action::Update, false, "update the controller identity (irsa)", &["trust policy"]),
+            ("trust unreadable", with(&irsa, &[("trust", Value::Null)]), Action::Update, false, "(irsa)", &["trust policy"]),
+            ("one policy missing", with(&pod, &[("attached", json!([p2]))]), Action::Update, false, "(pod-identity)", &["attached policies"]),
+            ("no policy attached", with(&irsa, &[("attached", json!([]))]), Action::Update, false, "(irsa)", &["attached policies", "attached policies"]),
+            ("no association", with(&pod, &[("association", Value::Null)]), Action::Update, false, "(pod-identity)", &["pod identity association"]),
+            ("association to another role", with(&pod, &[("association.roleArn", json!("arn:aws:iam::111122223333:role/other"))]),
+             Action::Update, false, "(pod-identity)", &["pod identity association"]),
+            ("association without session tags", with(&pod, &[("association.sessionTags", json!(false))]),
+             Action::Update, false, "(pod-identity)", &["pod identity session tags"]),
+            ("irsa: no OIDC provider", with(&irsa, &[("oidcProvider", Value::Null)]), Action::Update, false, "(irsa)", &["OIDC provider"]),
+            ("irsa ignores the association", with(&irsa, &[("association", json!({"id": "a-1", "roleArn": "x", "sessionTags": false}))]),
+             Action::None, false, "up to date", &[]),
+            ("pod identity ignores the OIDC provider", with(&pod, &[("oidcProvider", Value::Null)]), Action::None, false, "up to date", &[]),
+            ("everything wrong", with(&pod, &[("trust", old_pod_trust), ("attached", json!([p1])), ("association.roleArn", Value::Null), ("association.sessionTags", json!(false))]),
+             Action::Update, false, "update the controller identity (pod-identity)",
+             &["trust policy", "attached policies", "pod identity association", "pod identity session tags"]),
+        ];
+        let up = std::collections::BTreeMap::new();
+        let ev = |_e: crate::engine::Event| {};
+        let cx = StepCx::new("t", &up, None, &ev);
+        for (name, observed, action, destructive, summary, fields) in rows {
+            let c = s.diff(&observed, &cx);
+            assert_eq!(c.action, action, "{name}: action ({c:?})");
+            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
+            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
+            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(got, fields, "{name}: fields");
+        }
+        // The missing policies are named, in order.
+        let c = s.diff(&with(&irsa, &[("attached", json!([]))]), &cx);
+        let new: Vec<&Value> = c.fields.iter().map(|f| &f.new).collect();
+        assert_eq!(new, [&json!(p2), &json!(p1)]);
+    }
+}

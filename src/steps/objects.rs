@@ -359,3 +359,87 @@ fn strip_nulls(mut v: Value) -> Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Arc<Config> {
+        let yaml = include_bytes!("../../examples/default.yaml");
+        Arc::new(crate::config::parse(std::path::Path::new("k.yaml"), yaml).expect("example config").config)
+    }
+
+    fn conn() -> Arc<Connector> {
+        Arc::new(Connector::new(&Default::default(), aws_config::SdkConfig::builder().build(), "c"))
+    }
+
+    type Row<'a> = (&'a str, Value, Action, bool, &'a str, &'a [&'a str]);
+
+    fn check(step: &dyn Step, context: &str, rows: Vec<Row<'_>>) {
+        let up = BTreeMap::new();
+        let ev = |_e: crate::engine::Event| {};
+        let cx = StepCx::new("t", &up, None, &ev);
+        for (name, observed, action, destructive, summary, fields) in rows {
+            let c = step.diff(&observed, &cx);
+            assert_eq!(c.action, action, "{context}{name}: action ({c:?})");
+            assert_eq!(c.destructive, destructive, "{context}{name}: destructive ({c:?})");
+            assert!(c.summary.contains(summary), "{context}{name}: summary {:?} lacks {summary:?}", c.summary);
+            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(got, fields, "{context}{name}: fields");
+        }
+    }
+
+    #[test]
+    fn diff_table() {
+        let s = Objects { config: config(), cluster_step: "cluster/c".into(), amis_step: None, deps: vec![], force_conflicts: false, conn: conn() };
+        let same = json!({"spec": {"amiSelectorTerms": [{"alias": "al2023@v20250101"}], "role": "KarpenterNodeRole-c"}});
+        let moved = json!({"spec": {"amiSelectorTerms": [{"alias": "al2023@v20250201"}], "role": "KarpenterNodeRole-c"}});
+        let pool = json!({"spec": {"limits": {"cpu": "1000"}}});
+        let entry = |r: &str, current: &Value, would: &Value| json!({"ref": r, "exists": true, "validated": true, "current": current, "would": would, "uid": "u", "generation": 1});
+        let new = |r: &str| json!({"ref": r, "exists": false, "validated": true, "current": null, "would": pool, "uid": null, "generation": null});
+        let no_crds = |r: &str| json!({"ref": r, "exists": false, "validated": false});
+        let rows: Vec<Row<'_>> = vec![
+            ("nothing observed", json!({}), Action::None, false, "up to date", &[]),
+            ("nothing to apply", json!({"objects": []}), Action::None, false, "up to date", &[]),
+            ("all as applied", json!({"objects": [entry("EC2NodeClass/default", &same, &same), entry("NodePool/default", &pool, &pool)]}),
+             Action::None, false, "up to date", &[]),
+            ("new pool", json!({"objects": [entry("EC2NodeClass/default", &same, &same), new("NodePool/default")]}), Action::Create, false,
+             "create NodePool/default", &["NodePool/default"]),
+            ("CRDs not installed yet", json!({"objects": [no_crds("EC2NodeClass/default"), no_crds("NodePool/default")]}), Action::Create, false,
+             "create EC2NodeClass/default, NodePool/default", &["EC2NodeClass/default", "NodePool/default"]),
+            ("AMI moved", json!({"objects": [entry("EC2NodeClass/default", &same, &moved), entry("NodePool/default", &pool, &pool)]}),
+             Action::Update, false, "update EC2NodeClass/default", &["EC2NodeClass/default.spec.amiSelectorTerms[0].alias"]),
+            ("create and update", json!({"objects": [entry("EC2NodeClass/default", &same, &moved), new("NodePool/gpu")]}), Action::Update, false,
+             "create NodePool/gpu; update EC2NodeClass/default", &["EC2NodeClass/default.spec.amiSelectorTerms[0].alias", "NodePool/gpu"]),
+        ];
+        check(&s, "", rows);
+    }
+
+    #[test]
+    fn prune_diff_table() {
+        let stale = json!({"stale": [
+            {"ref": "NodePool/old", "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "name": "old"},
+            {"ref": "EC2NodeClass/old", "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "name": "old"},
+        ]});
+        for allowed in [false, true] {
+            let p = Prune {
+                config: config(),
+                cluster_step: "cluster/c".into(),
+                objects_step: "objects/c".into(),
+                allowed,
+                wait_timeout: Duration::from_secs(1),
+                conn: conn(),
+            };
+            let rows: Vec<Row<'_>> = vec![
+                ("nothing observed", json!({}), Action::None, false, "up to date", &[]),
+                ("nothing stale", json!({"stale": []}), Action::None, false, "up to date", &[]),
+                // Deleting is destructive unless `up --prune`/`--yes` approved it.
+                ("stale pool and class", stale.clone(), Action::Delete, !allowed,
+                 "delete NodePool/old, EC2NodeClass/old (no longer in the config", &["NodePool/old", "EC2NodeClass/old"]),
+                ("stale extra object", json!({"stale": [{"ref": "ConfigMap/default/x", "apiVersion": "v1", "kind": "ConfigMap", "name": "x", "namespace": "default"}]}),
+                 Action::Delete, !allowed, "delete ConfigMap/default/x", &["ConfigMap/default/x"]),
+            ];
+            check(&p, if allowed { "allowed, " } else { "not allowed, " }, rows);
+        }
+    }
+}

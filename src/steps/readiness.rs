@@ -149,3 +149,47 @@ impl Step for Readiness {
         json!({"ready": ready})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_table() {
+        let s = Readiness {
+            cluster: "c".into(),
+            classes: vec!["default".into()],
+            pools: vec!["default".into()],
+            cluster_step: "cluster/c".into(),
+            objects_step: "objects/c".into(),
+            controller_step: "helm-release/kube-system/karpenter".into(),
+            timeout: Duration::from_secs(1),
+            conn: Arc::new(Connector::new(&Default::default(), aws_config::SdkConfig::builder().build(), "c")),
+        };
+        let rows: Vec<(&str, Value, Action, bool, &str, &[&str])> = vec![
+            ("nothing observed", json!({}), Action::None, false, "up to date", &[]),
+            ("all Ready", json!({"waiting": []}), Action::None, false, "up to date", &[]),
+            ("one not Ready", json!({"waiting": [{"ref": "NodePool/default", "why": "not created yet"}]}), Action::Update, false,
+             "wait for 1 object(s) to become Ready", &["NodePool/default.Ready"]),
+            ("class refused, pool waiting", json!({"waiting": [
+                {"ref": "EC2NodeClass/default", "why": format!("{REFUSED}AMI not found")},
+                {"ref": "NodePool/default", "why": "NodeClassReady=False"}]}), Action::Update, false,
+             "wait for 2 object(s) to become Ready", &["EC2NodeClass/default.Ready", "NodePool/default.Ready"]),
+            ("entry without a ref", json!({"waiting": [{"why": "x"}]}), Action::Update, false, "wait for 1 object(s)", &["?.Ready"]),
+        ];
+        let up = std::collections::BTreeMap::new();
+        let ev = |_e: crate::engine::Event| {};
+        let cx = StepCx::new("t", &up, None, &ev);
+        for (name, observed, action, destructive, summary, fields) in rows {
+            let c = s.diff(&observed, &cx);
+            assert_eq!(c.action, action, "{name}: action ({c:?})");
+            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
+            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
+            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(got, fields, "{name}: fields");
+            for (f, w) in c.fields.iter().zip(observed["waiting"].as_array().into_iter().flatten()) {
+                assert_eq!((&f.old, &f.new), (&w["why"], &json!("True")), "{name}: {} old/new", f.field);
+            }
+        }
+    }
+}

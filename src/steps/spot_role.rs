@@ -62,3 +62,32 @@ impl Step for SpotRole {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_table() {
+        let s = SpotRole { iam: aws_sdk_iam::Client::from_conf(aws_sdk_iam::Config::builder().behavior_version_latest().build()) };
+        let arn = "arn:aws:iam::111122223333:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot";
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Value, Action, bool, &str)> = vec![
+            ("role absent", json!({"exists": false}), Action::Create, false, "create the EC2 Spot service-linked role AWSServiceRoleForEC2Spot"),
+            ("role present", json!({"exists": true, "arn": arn}), Action::None, false, "up to date"),
+            ("role present, no arn read", json!({"exists": true, "arn": null}), Action::None, false, "up to date"),
+            ("nothing observed", json!({}), Action::Create, false, "spot launches fail without it"),
+            ("exists not a bool", json!({"exists": "true", "arn": arn}), Action::Create, false, "AWSServiceRoleForEC2Spot"),
+        ];
+        let up = std::collections::BTreeMap::new();
+        let ev = |_e: crate::engine::Event| {};
+        let cx = StepCx::new("t", &up, None, &ev);
+        for (name, observed, action, destructive, summary) in rows {
+            let c = s.diff(&observed, &cx);
+            assert_eq!(c.action, action, "{name}: action ({c:?})");
+            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
+            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
+            assert!(c.fields.is_empty(), "{name}: fields {:?}", c.fields);
+        }
+    }
+}
