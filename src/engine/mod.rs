@@ -9,6 +9,7 @@ fingerprint matches its desired state is skipped without any API call.
 pub mod fake;
 pub mod fingerprint;
 pub mod runner;
+pub mod typed;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +20,7 @@ use serde_json::Value;
 
 pub use crate::json::FieldChange;
 pub use runner::{Mode, Outcome, Planned, RunReport, Runner, RunnerError};
+pub use typed::{Typed, TypedStep, Upstream};
 
 /// What the engine needs to know of a step's error, told by the code that
 /// understands the error (the runner's [`Classify`], `crate::help::classify` in
