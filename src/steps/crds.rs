@@ -293,17 +293,16 @@ mod tests {
         let helm = |n: &str| json!({"name": n, "exists": true, "version": null, "owner": "Helm release karpenter-crd"});
         const NP: &str = "nodepools.karpenter.sh";
         const NC: &str = "ec2nodeclasses.karpenter.k8s.aws";
-        let (np, nc) = (NP, NC);
         let rows: Vec<(&str, Value, Action, bool, &str, &[&str])> = vec![
             ("nothing observed", json!({}), Action::None, false, "up to date", &[]),
             ("no CRDs in the chart", json!({"existing": [], "desired": []}), Action::None, false, "up to date", &[]),
-            ("all at this version", json!({"existing": [at(np, "1.15.0"), at(nc, "1.15.0")]}), Action::None, false, "up to date", &[]),
-            ("none installed", json!({"existing": [absent(np), absent(nc)]}), Action::Create, false, "install 2 Karpenter 1.15.0 CRD(s)", &[NP, NC]),
-            ("older karpctl version", json!({"existing": [at(np, "1.14.0"), at(nc, "1.15.0")]}), Action::Update, false,
+            ("all at this version", json!({"existing": [at(NP, "1.15.0"), at(NC, "1.15.0")]}), Action::None, false, "up to date", &[]),
+            ("none installed", json!({"existing": [absent(NP), absent(NC)]}), Action::Create, false, "install 2 Karpenter 1.15.0 CRD(s)", &[NP, NC]),
+            ("older karpctl version", json!({"existing": [at(NP, "1.14.0"), at(NC, "1.15.0")]}), Action::Update, false,
              "upgrade or adopt 1 Karpenter 1.15.0 CRD(s)", &[NP]),
-            ("another owner: adopt", json!({"existing": [helm(np), helm(nc)]}), Action::Update, false, "upgrade or adopt 2 Karpenter 1.15.0 CRD(s)", &[NP, NC]),
-            ("one missing, one current", json!({"existing": [absent(np), at(nc, "1.15.0")]}), Action::Update, false, "upgrade or adopt 1", &[NP]),
-            ("one missing, one old", json!({"existing": [at(np, "1.14.0"), absent(nc)]}), Action::Update, false, "upgrade or adopt 2", &[NP, NC]),
+            ("another owner: adopt", json!({"existing": [helm(NP), helm(NC)]}), Action::Update, false, "upgrade or adopt 2 Karpenter 1.15.0 CRD(s)", &[NP, NC]),
+            ("one missing, one current", json!({"existing": [absent(NP), at(NC, "1.15.0")]}), Action::Update, false, "upgrade or adopt 1", &[NP]),
+            ("one missing, one old", json!({"existing": [at(NP, "1.14.0"), absent(NC)]}), Action::Update, false, "upgrade or adopt 2", &[NP, NC]),
         ];
         let up = std::collections::BTreeMap::new();
         let ev = |_e: crate::engine::Event| {};
@@ -317,7 +316,7 @@ mod tests {
             assert_eq!(got, fields, "{name}: fields");
         }
         // What a field says: absent → the version; existing → who had it → karpctl.
-        let c = s.diff(&json!({"existing": [helm(np), absent(nc)]}), &cx);
+        let c = s.diff(&json!({"existing": [helm(NP), absent(NC)]}), &cx);
         assert_eq!((&c.fields[0].old, &c.fields[0].new), (&json!("Helm release karpenter-crd"), &json!("karpctl (Karpenter 1.15.0)")));
         assert_eq!((&c.fields[1].old, &c.fields[1].new), (&Value::Null, &json!("1.15.0")));
     }
