@@ -200,12 +200,12 @@ pub fn steps(c: &Config, env: &Env, recorded: &BTreeMap<String, StepRecord>) -> 
             undoes: vec![discovery_tags::id(&cluster)],
         });
         out.push(RollbackStep {
-            step: Box::new(purge::Stack {
+            step: Box::new(crate::engine::Typed(purge::Stack {
                 cluster: cluster.clone(),
                 stack: names.stack.clone(),
                 deps: dep(&[CLUSTER, SWEEP, NODE_ACCESS, IDENTITY]),
                 cfn: crate::aws::cloudformation(&env.sdk),
-            }),
+            })),
             undoes: vec![stack_id],
         });
     }

@@ -19,12 +19,13 @@ stack's node role must be gone first, which is why the sweep comes before it.
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{strings, EKS_CLUSTER_TAG, LEGACY_CLUSTER_TAG, NODECLASS_TAG};
 use crate::aws::AwsError;
 use crate::model::ownership::{DISCOVERY_MARKER_TAG, DISCOVERY_TAG};
-use crate::engine::{Action, Change, FieldChange, Step, StepCx};
+use crate::engine::{Action, Change, FieldChange, Step, StepCx, TypedStep};
 use crate::model::ownership::CLUSTER_TAG;
 use crate::steps::cfn_stack::StackCalls;
 
@@ -301,27 +302,40 @@ impl Stack {
     }
 }
 
-impl Step for Stack {
+/// What `rollback/stack` finds: the stack, when it is karpctl's, and the step's
+/// previous outputs (kept when there is nothing left to delete).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StackSeen {
+    pub exists: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub previous: Value,
+}
+
+impl TypedStep for Stack {
+    const KIND: &'static str = "rollback-stack";
+    const ALWAYS_OBSERVE: bool = true;
+    type Observed = StackSeen;
+    type Outputs = Value;
+
     fn id(&self) -> String {
         super::STACK.into()
-    }
-    fn kind(&self) -> &'static str {
-        "rollback-stack"
     }
     fn deps(&self) -> Vec<String> {
         self.deps.clone()
     }
-    fn always_observe(&self) -> bool {
-        true
-    }
     fn inputs(&self) -> Value {
         json!({"stack": self.stack})
     }
-    fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<Value>> {
+    fn observe<'a>(&'a self, cx: &'a StepCx<'a>) -> BoxFuture<'a, anyhow::Result<StackSeen>> {
         Box::pin(async move {
             cx.progress(format!("reading stack {}", self.stack));
             let Some(s) = self.calls().describe(&self.stack).await? else {
-                return Ok(json!({"exists": false, "previous": carried(cx)}));
+                return Ok(StackSeen { exists: false, stack_id: None, status: None, previous: carried(cx) });
             };
             let tags: BTreeMap<String, String> = s.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect();
             if tags.get(CLUSTER_TAG) != Some(&self.cluster) {
@@ -331,37 +345,84 @@ impl Step for Stack {
                     self.cluster
                 );
             }
-            Ok(json!({
-                "exists": true,
-                "stackId": s.stack_id(),
-                "status": s.stack_status().map(|x| x.as_str().to_string()),
-                "previous": carried(cx),
-            }))
+            Ok(StackSeen {
+                exists: true,
+                stack_id: s.stack_id().map(String::from),
+                status: s.stack_status().map(|x| x.as_str().to_string()),
+                previous: carried(cx),
+            })
         })
     }
-    fn diff(&self, o: &Value, _cx: &StepCx<'_>) -> Change {
-        if o["exists"] != true {
+    fn diff(&self, o: &StackSeen, _cx: &StepCx<'_>) -> Change {
+        if !o.exists {
             return Change::none();
         }
         Change::new(Action::Delete, format!("delete stack {} (node role, controller policies, interruption queue and rules)", self.stack))
-            .with_fields(vec![FieldChange { field: format!("stack {}", self.stack), old: o["status"].clone(), new: json!("DELETE_COMPLETE") }])
+            .with_fields(vec![FieldChange { field: format!("stack {}", self.stack), old: json!(o.status), new: json!("DELETE_COMPLETE") }])
     }
-    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, o: &'a Value, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
+    fn apply<'a>(&'a self, cx: &'a StepCx<'a>, o: &'a StackSeen, _change: &'a Change) -> BoxFuture<'a, anyhow::Result<Value>> {
         Box::pin(async move {
-            let stack_id = o["stackId"].as_str().unwrap_or(&self.stack).to_string();
-            self.calls().delete(cx, &stack_id, o["status"] == "DELETE_IN_PROGRESS").await?;
+            let stack_id = o.stack_id.clone().unwrap_or_else(|| self.stack.clone());
+            self.calls().delete(cx, &stack_id, o.status.as_deref() == Some("DELETE_IN_PROGRESS")).await?;
             let removed = vec![format!("CloudFormation stack {} ({stack_id})", self.stack)];
             Ok(json!({"removed": super::removed(cx.previous, &removed)}))
         })
     }
-    fn outputs_from(&self, o: &Value) -> Value {
-        super::unchanged(o, json!({"removed": []}))
+    fn outputs_from(&self, o: &StackSeen) -> Value {
+        if o.previous.is_object() {
+            o.previous.clone()
+        } else {
+            json!({"removed": []})
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_diff_table() {
+        let step = Stack {
+            cluster: "demo".into(),
+            stack: "Karpenter-demo".into(),
+            deps: vec![],
+            cfn: aws_sdk_cloudformation::Client::new(&aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build()),
+        };
+        let upstream = BTreeMap::new();
+        let quiet = |_e: crate::engine::Event| {};
+        let cx = StepCx::new(super::super::STACK, &upstream, None, &quiet);
+        let seen = |exists: bool, status: Option<&str>, previous: Value| StackSeen {
+            exists,
+            stack_id: exists.then(|| "arn:aws:cloudformation:us-west-2:1:stack/Karpenter-demo/1".to_string()),
+            status: status.map(String::from),
+            previous,
+        };
+        let rows: [(&str, StackSeen, Action); 3] = [
+            ("gone", seen(false, None, Value::Null), Action::None),
+            ("there", seen(true, Some("CREATE_COMPLETE"), Value::Null), Action::Delete),
+            ("already deleting", seen(true, Some("DELETE_IN_PROGRESS"), Value::Null), Action::Delete),
+        ];
+        for (name, o, action) in rows {
+            let c = TypedStep::diff(&step, &o, &cx);
+            assert_eq!(c.action, action, "{name}");
+            assert!(!c.destructive, "{name}: the rollback's own approval covers it");
+            if action == Action::Delete {
+                assert!(c.summary.contains("delete stack Karpenter-demo"), "{name}: {}", c.summary);
+                assert_eq!((c.fields[0].old.clone(), c.fields[0].new.clone()), (json!(o.status), json!("DELETE_COMPLETE")), "{name}");
+            }
+        }
+        // The JSON the state records is the shape it had before the step was typed.
+        let o = seen(true, Some("CREATE_COMPLETE"), Value::Null);
+        assert_eq!(
+            serde_json::to_value(&o).unwrap(),
+            json!({"exists": true, "stackId": "arn:aws:cloudformation:us-west-2:1:stack/Karpenter-demo/1", "status": "CREATE_COMPLETE", "previous": null})
+        );
+        // Nothing to delete: the earlier record stays, else an empty removal list.
+        let earlier = json!({"removed": ["CloudFormation stack Karpenter-demo (x)"]});
+        assert_eq!(step.outputs_from(&seen(false, None, earlier.clone())), earlier);
+        assert_eq!(step.outputs_from(&seen(false, None, Value::Null)), json!({"removed": []}));
+    }
 
     fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
