@@ -100,7 +100,7 @@ pub fn up_steps(c: &Config, env: &Env) -> anyhow::Result<Vec<Box<dyn Step>>> {
         }));
     }
     if c.node_pools.iter().any(|p| p.capacity_types.contains(&crate::config::types::CapacityType::Spot)) {
-        steps.push(Box::new(spot_role::SpotRole { iam: crate::aws::iam(&env.sdk) }));
+        steps.push(Box::new(crate::engine::Typed(spot_role::SpotRole { iam: crate::aws::iam(&env.sdk) })));
     }
     let classes = crate::amis::needs(c);
     if !classes.is_empty() {
