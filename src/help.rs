@@ -82,8 +82,7 @@ mod tests {
         keys.dedup();
         assert_eq!(keys.len(), ACCESS.len());
         for a in ACCESS {
-            let mut r = RunReport::default();
-            r.blocked = Some(Box::new((Blocker { key: access_key(a), what: "x" }, "step".into())));
+            let r = RunReport { blocked: Some(Box::new((Blocker { key: access_key(a), what: "x" }, "step".into()))), ..Default::default() };
             assert_eq!(aws_access(&r), Some(a));
         }
         assert_eq!(aws_access(&RunReport::default()), None);

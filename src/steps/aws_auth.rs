@@ -155,6 +155,7 @@ impl Step for AwsAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::diff_table::{check, quiet_cx, Row};
 
     #[test]
     fn merge_keeps_other_entries_and_replaces_ours() {
@@ -183,7 +184,7 @@ mod tests {
         let role = "arn:aws:iam::1:role/KarpenterNode";
         let want = serde_json::to_value(entry(role)).unwrap();
         let wrong = json!({"rolearn": role, "username": "wrong", "groups": ["system:nodes"]});
-        let rows: Vec<(&str, Value, Action, bool, &str, &[&str])> = vec![
+        let rows: Vec<Row> = vec![
             ("access entry: not needed", json!({"needed": false}), Action::None, false, "up to date", &[]),
             ("nothing observed", json!({}), Action::None, false, "up to date", &[]),
             ("mapped as wanted", json!({"needed": true, "roleArn": role, "exists": true, "mapping": want}), Action::None, false, "up to date", &[]),
@@ -194,16 +195,10 @@ mod tests {
             ("role mapped wrongly", json!({"needed": true, "roleArn": role, "exists": true, "mapping": wrong}), Action::Update, false,
              "in kube-system/aws-auth", &["mapRoles"]),
         ];
-        let up = std::collections::BTreeMap::new();
-        let ev = |_e: crate::engine::Event| {};
-        let cx = StepCx::new("t", &up, None, &ev);
+        let cx = quiet_cx(None);
         for (name, observed, action, destructive, summary, fields) in rows {
             let c = s.diff(&observed, &cx);
-            assert_eq!(c.action, action, "{name}: action ({c:?})");
-            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
-            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
-            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
-            assert_eq!(got, fields, "{name}: fields");
+            check(name, &c, action, destructive, summary, fields);
             if let Some(f) = c.fields.first() {
                 assert_eq!((&f.old, &f.new), (&observed["mapping"], &want), "{name}: mapRoles old/new");
             }

@@ -87,6 +87,7 @@ impl Step for ClusterFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::diff_table::quiet_cx;
     use crate::engine::Action;
 
     #[test]
@@ -107,9 +108,7 @@ mod tests {
             ("facts with most fields absent", sparse, Action::None, false, "up to date"),
             ("nothing observed", json!({}), Action::None, false, "up to date"),
         ];
-        let up = std::collections::BTreeMap::new();
-        let ev = |_e: crate::engine::Event| {};
-        let cx = StepCx::new("t", &up, None, &ev);
+        let cx = quiet_cx(None);
         for (name, observed, action, destructive, summary) in rows {
             let c = s.diff(&observed, &cx);
             assert_eq!(c.action, action, "{name}: action ({c:?})");

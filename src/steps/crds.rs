@@ -260,6 +260,7 @@ async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str, timeo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::diff_table::{check, quiet_cx, Row};
 
     fn crd(versions: &[(&str, bool)]) -> Value {
         let vs: Vec<Value> = versions.iter().map(|(n, storage)| json!({"name": n, "served": true, "storage": storage})).collect();
@@ -293,7 +294,7 @@ mod tests {
         let helm = |n: &str| json!({"name": n, "exists": true, "version": null, "owner": "Helm release karpenter-crd"});
         const NP: &str = "nodepools.karpenter.sh";
         const NC: &str = "ec2nodeclasses.karpenter.k8s.aws";
-        let rows: Vec<(&str, Value, Action, bool, &str, &[&str])> = vec![
+        let rows: Vec<Row> = vec![
             ("nothing observed", json!({}), Action::None, false, "up to date", &[]),
             ("no CRDs in the chart", json!({"existing": [], "desired": []}), Action::None, false, "up to date", &[]),
             ("all at this version", json!({"existing": [at(NP, "1.15.0"), at(NC, "1.15.0")]}), Action::None, false, "up to date", &[]),
@@ -304,16 +305,10 @@ mod tests {
             ("one missing, one current", json!({"existing": [absent(NP), at(NC, "1.15.0")]}), Action::Update, false, "upgrade or adopt 1", &[NP]),
             ("one missing, one old", json!({"existing": [at(NP, "1.14.0"), absent(NC)]}), Action::Update, false, "upgrade or adopt 2", &[NP, NC]),
         ];
-        let up = std::collections::BTreeMap::new();
-        let ev = |_e: crate::engine::Event| {};
-        let cx = StepCx::new("t", &up, None, &ev);
+        let cx = quiet_cx(None);
         for (name, observed, action, destructive, summary, fields) in rows {
             let c = s.diff(&observed, &cx);
-            assert_eq!(c.action, action, "{name}: action ({c:?})");
-            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
-            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
-            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
-            assert_eq!(got, fields, "{name}: fields");
+            check(name, &c, action, destructive, summary, fields);
         }
         // What a field says: absent → the version; existing → who had it → karpctl.
         let c = s.diff(&json!({"existing": [helm(NP), absent(NC)]}), &cx);

@@ -157,6 +157,7 @@ fn outputs(observed: &Value, newly: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::diff_table::{check, quiet_cx, RowWithPrevious};
 
     #[test]
     fn diff_table() {
@@ -173,7 +174,7 @@ mod tests {
         };
         let prev = json!({"resources": ["sg-1", "subnet-1", "subnet-2"], "taggedByKarpctl": ["subnet-1"]});
         #[rustfmt::skip]
-        let rows: Vec<(&str, Value, Option<&Value>, Action, bool, &str, &[&str])> = vec![
+        let rows: Vec<RowWithPrevious<Option<&Value>>> = vec![
             ("all tagged, first run", res(&[("sg-1", Some("demo")), ("subnet-1", Some("demo"))]), None, Action::None, false, "up to date", &[]),
             ("all tagged, recorded", res(&[("sg-1", Some("demo")), ("subnet-1", Some("demo")), ("subnet-2", Some("demo"))]), Some(&prev),
              Action::None, false, "up to date", &[]),
@@ -189,16 +190,10 @@ mod tests {
             ("resource without an id", json!({"resources": [{"value": null}], "taggedByKarpctl": []}), None, Action::Create, false,
              "tag 1 resource(s)", &["?[karpenter.sh/discovery]"]),
         ];
-        let up = BTreeMap::new();
-        let ev = |_e: crate::engine::Event| {};
         for (name, observed, previous, action, destructive, summary, fields) in rows {
-            let cx = StepCx::new("t", &up, previous, &ev);
+            let cx = quiet_cx(previous);
             let c = s.diff(&observed, &cx);
-            assert_eq!(c.action, action, "{name}: action ({c:?})");
-            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
-            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
-            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
-            assert_eq!(got, fields, "{name}: fields");
+            check(name, &c, action, destructive, summary, fields);
             for f in &c.fields {
                 let r = f.field.split('[').next().unwrap();
                 let was = observed["resources"].as_array().unwrap().iter().find(|o| o["resource"].as_str().unwrap_or("?") == r).map(|o| o["value"].clone());

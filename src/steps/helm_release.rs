@@ -292,6 +292,7 @@ fn daemonset_pending(d: &DaemonSet) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::diff_table::{check, quiet_cx, Row};
 
     #[test]
     fn diff_table() {
@@ -315,7 +316,7 @@ mod tests {
         };
         let other = json!({"replicas": 1, "settings": {"clusterName": "c"}});
         let pods = json!(["Deployment karpenter: 1/2 available"]);
-        let rows: Vec<(&str, Value, Action, bool, &str, &[&str])> = vec![
+        let rows: Vec<Row> = vec![
             ("not installed", json!({"notRolledOut": [], "release": null, "values": {}, "desiredValues": want, "namespaceExists": false}),
              Action::Create, false, "install karpenter 1.15.0 in kube-system", &[]),
             ("deployed and rolled out", obs("1.15.0", "deployed", want.clone(), json!([])), Action::None, false, "up to date", &[]),
@@ -331,16 +332,10 @@ mod tests {
             ("everything differs", obs("1.14.0", "pending-upgrade", json!({}), json!([])), Action::Update, false, "(4 change(s))",
              &["chart.version", "status", "values.replicas", "values.settings"]),
         ];
-        let up = std::collections::BTreeMap::new();
-        let ev = |_e: crate::engine::Event| {};
-        let cx = StepCx::new("t", &up, None, &ev);
+        let cx = quiet_cx(None);
         for (name, observed, action, destructive, summary, fields) in rows {
             let c = s.diff(&observed, &cx);
-            assert_eq!(c.action, action, "{name}: action ({c:?})");
-            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
-            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
-            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
-            assert_eq!(got, fields, "{name}: fields");
+            check(name, &c, action, destructive, summary, fields);
         }
     }
 }

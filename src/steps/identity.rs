@@ -316,6 +316,7 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::diff_table::{check, quiet_cx, Row};
 
     #[test]
     fn diff_table() {
@@ -355,7 +356,7 @@ mod tests {
         let old_pod_trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
                                    "Action": ["sts:AssumeRole", "sts:TagSession"]}]});
         #[rustfmt::skip]
-        let rows: Vec<(&str, Value, Action, bool, &str, &[&str])> = vec![
+        let rows: Vec<Row> = vec![
             ("pod identity: role absent", with(&pod, &[("roleArn", Value::Null), ("trust", Value::Null), ("attached", json!([])), ("association", Value::Null)]),
              Action::Create, false, "create role KarpenterController-demo for the controller (pod-identity), attach the stack's policies", &[]),
             ("irsa: role absent", with(&irsa, &[("roleArn", Value::Null), ("trust", Value::Null), ("attached", json!([])), ("oidcProvider", Value::Null)]),
@@ -385,16 +386,10 @@ mod tests {
              Action::Update, false, "update the controller identity (pod-identity)",
              &["trust policy", "attached policies", "pod identity association", "pod identity session tags"]),
         ];
-        let up = std::collections::BTreeMap::new();
-        let ev = |_e: crate::engine::Event| {};
-        let cx = StepCx::new("t", &up, None, &ev);
+        let cx = quiet_cx(None);
         for (name, observed, action, destructive, summary, fields) in rows {
             let c = s.diff(&observed, &cx);
-            assert_eq!(c.action, action, "{name}: action ({c:?})");
-            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
-            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
-            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
-            assert_eq!(got, fields, "{name}: fields");
+            check(name, &c, action, destructive, summary, fields);
         }
         // The missing policies are named, in order.
         let c = s.diff(&with(&irsa, &[("attached", json!([]))]), &cx);

@@ -222,3 +222,37 @@ fn controller_values(c: &Config, cluster: Option<&serde_json::Value>, identity: 
     };
     Ok(serde_json::to_value(crate::render::helm::karpenter_values(c, &facts))?)
 }
+
+/// What the steps' diff-table tests share: the row types, a context with no
+/// upstream outputs and no progress display, and the check of one row's change.
+#[cfg(test)]
+pub(crate) mod diff_table {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
+    use crate::engine::{Action, Change, Event, StepCx};
+
+    /// A row: its name, the observed JSON, the expected action, destructive flag,
+    /// a piece of the summary, and the field names.
+    pub type Row<'a> = (&'a str, Value, Action, bool, &'a str, &'a [&'a str]);
+    /// A row with the step's previous outputs (`P`) after the observed JSON.
+    pub type RowWithPrevious<'a, P> = (&'a str, Value, P, Action, bool, &'a str, &'a [&'a str]);
+
+    fn quiet(_e: Event) {}
+    static NO_UPSTREAM: BTreeMap<String, Value> = BTreeMap::new();
+
+    /// A context for `diff` with no upstream outputs, `previous` as the step's last outputs.
+    pub fn quiet_cx(previous: Option<&Value>) -> StepCx<'_> {
+        StepCx::new("t", &NO_UPSTREAM, previous, &quiet)
+    }
+
+    /// Asserts one row's change: action, destructive flag, summary piece, field names.
+    pub fn check(name: &str, c: &Change, action: Action, destructive: bool, summary: &str, fields: &[&str]) {
+        assert_eq!(c.action, action, "{name}: action ({c:?})");
+        assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
+        assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
+        let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(got, fields, "{name}: fields");
+    }
+}

@@ -146,6 +146,7 @@ impl Step for NodeAccess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::diff_table::quiet_cx;
 
     #[test]
     fn diff_table() {
@@ -179,9 +180,7 @@ mod tests {
             ("EC2_WINDOWS entry", json!({"mode": "access-entry", "nodeRoleArn": role, "authenticationMode": "API_AND_CONFIG_MAP", "entry": {"type": "EC2_WINDOWS", "arn": entry_arn}}),
              Action::Replace, true, "deleted and recreated"),
         ];
-        let up = std::collections::BTreeMap::new();
-        let ev = |_e: crate::engine::Event| {};
-        let cx = StepCx::new("t", &up, None, &ev);
+        let cx = quiet_cx(None);
         for (name, observed, action, destructive, summary) in rows {
             let c = s.diff(&observed, &cx);
             assert_eq!(c.action, action, "{name}: action ({c:?})");

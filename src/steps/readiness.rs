@@ -153,6 +153,7 @@ impl Step for Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::diff_table::{check, quiet_cx, Row};
 
     #[test]
     fn diff_table() {
@@ -166,7 +167,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             conn: Arc::new(Connector::new(&Default::default(), aws_config::SdkConfig::builder().build(), "c")),
         };
-        let rows: Vec<(&str, Value, Action, bool, &str, &[&str])> = vec![
+        let rows: Vec<Row> = vec![
             ("nothing observed", json!({}), Action::None, false, "up to date", &[]),
             ("all Ready", json!({"waiting": []}), Action::None, false, "up to date", &[]),
             ("one not Ready", json!({"waiting": [{"ref": "NodePool/default", "why": "not created yet"}]}), Action::Update, false,
@@ -177,16 +178,10 @@ mod tests {
              "wait for 2 object(s) to become Ready", &["EC2NodeClass/default.Ready", "NodePool/default.Ready"]),
             ("entry without a ref", json!({"waiting": [{"why": "x"}]}), Action::Update, false, "wait for 1 object(s)", &["?.Ready"]),
         ];
-        let up = std::collections::BTreeMap::new();
-        let ev = |_e: crate::engine::Event| {};
-        let cx = StepCx::new("t", &up, None, &ev);
+        let cx = quiet_cx(None);
         for (name, observed, action, destructive, summary, fields) in rows {
             let c = s.diff(&observed, &cx);
-            assert_eq!(c.action, action, "{name}: action ({c:?})");
-            assert_eq!(c.destructive, destructive, "{name}: destructive ({c:?})");
-            assert!(c.summary.contains(summary), "{name}: summary {:?} lacks {summary:?}", c.summary);
-            let got: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
-            assert_eq!(got, fields, "{name}: fields");
+            check(name, &c, action, destructive, summary, fields);
             for (f, w) in c.fields.iter().zip(observed["waiting"].as_array().into_iter().flatten()) {
                 assert_eq!((&f.old, &f.new), (&w["why"], &json!("True")), "{name}: {} old/new", f.field);
             }
