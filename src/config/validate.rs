@@ -204,7 +204,7 @@ fn check_cluster(c: &Config, version: KarpenterVersion, d: &mut Diags<'_>) {
 /// rather than when the stack is rendered.
 fn check_policy_size(c: &Config, version: KarpenterVersion, d: &mut Diags<'_>) {
     let queue = c.karpenter.settings.interruption_queue;
-    if let Some((name, size)) = crate::model::iam::oversized_controller_policy(&c.cluster.name, version, queue, c.cluster.region.as_deref()) {
+    if let Err(crate::model::iam::Oversized { name, size }) = crate::model::iam::controller_policies(&c.cluster.name, version, queue, c.cluster.region.as_deref()) {
         let region_help = if c.cluster.region.is_none() {
             "set cluster.region (without it the check assumes the longest partition and region), "
         } else {

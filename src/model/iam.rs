@@ -17,9 +17,9 @@ use super::version::{KarpenterVersion, PolicySplit, Since};
 pub const IAM_POLICY_LIMIT: usize = 6144;
 
 /// A managed policy of the split, by logical id part (`NodeLifecycle` …).
-pub struct PolicyPart {
-    pub part: &'static str,
-    pub statements: Vec<Statement>,
+struct PolicyPart {
+    part: &'static str,
+    statements: Vec<Statement>,
 }
 
 pub fn arn(tail: &str) -> Expr {
@@ -47,7 +47,7 @@ pub fn policy(statement: Vec<Statement>) -> PolicyDocument {
 }
 
 /// The controller policies for a Karpenter version, split as upstream splits them.
-pub fn controller_parts(cluster: &str, v: KarpenterVersion, queue: bool) -> Vec<PolicyPart> {
+fn controller_parts(cluster: &str, v: KarpenterVersion, queue: bool) -> Vec<PolicyPart> {
     let owned_res = format!("aws:ResourceTag/kubernetes.io/cluster/{cluster}");
     let owned_req = format!("aws:RequestTag/kubernetes.io/cluster/{cluster}");
     let ec2 = |t: &str| arn(&format!("ec2:${{AWS::Region}}:*:{t}"));
@@ -309,12 +309,36 @@ fn substitute(v: &serde_json::Value, vars: &[(&str, &str)]) -> serde_json::Value
     }
 }
 
-/// The first controller policy over [`IAM_POLICY_LIMIT`] for this cluster name,
-/// version, queue and region (the longest partition and region when `None`):
-/// its name and size.
-pub fn oversized_controller_policy(cluster: &str, v: KarpenterVersion, queue: bool, region: Option<&str>) -> Option<(String, usize)> {
+/// One controller managed policy: its logical-id part (`NodeLifecycle`, or empty
+/// for the single policy of Karpenter ≤ 1.8), its IAM name and its document.
+pub struct ControllerPolicy {
+    pub part: &'static str,
+    pub name: String,
+    pub document: PolicyDocument,
+}
+
+/// A controller policy over [`IAM_POLICY_LIMIT`]: its name and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oversized {
+    pub name: String,
+    pub size: usize,
+}
+
+/// The controller policies for this cluster name, version and queue, each named
+/// and measured for `region` (the longest partition and region when `None`): the
+/// first one over [`IAM_POLICY_LIMIT`] is the error. The template and config
+/// validation both ask this, so they cannot disagree.
+pub fn controller_policies(cluster: &str, v: KarpenterVersion, queue: bool, region: Option<&str>) -> Result<Vec<ControllerPolicy>, Oversized> {
     controller_parts(cluster, v, queue)
         .into_iter()
-        .map(|part| (policy_name(part.part, cluster), worst_case_size(&policy(part.statements), region)))
-        .find(|(_, size)| *size > IAM_POLICY_LIMIT)
+        .map(|part| {
+            let name = policy_name(part.part, cluster);
+            let document = policy(part.statements);
+            let size = worst_case_size(&document, region);
+            if size > IAM_POLICY_LIMIT {
+                return Err(Oversized { name, size });
+            }
+            Ok(ControllerPolicy { part: part.part, name, document })
+        })
+        .collect()
 }

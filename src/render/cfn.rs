@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{Config, Names};
 use crate::model::cfn::*;
-use crate::model::iam::{arn, cond, controller_parts, one, policy};
+use crate::model::iam::{arn, cond, controller_policies, one};
 pub use crate::model::iam::{bounded_name, partition_of, policy_name, worst_case_size, IAM_POLICY_LIMIT};
 pub use crate::model::cfn::ids;
 use crate::model::version::{KarpenterVersion, Since};
@@ -66,19 +66,15 @@ pub fn template(c: &Config, v: KarpenterVersion) -> Result<Template, CfnError> {
         Output { description: "Node IAM role ARN".into(), value: Expr::GetAtt(ids::NODE_ROLE.into(), "Arn".into()) },
     );
 
-    for part in controller_parts(cluster, v, queue) {
-        let name = policy_name(part.part, cluster);
-        let doc = policy(part.statements);
-        let size = worst_case_size(&doc, c.cluster.region.as_deref());
-        if size > IAM_POLICY_LIMIT {
-            return Err(CfnError::PolicyTooLarge { name, size, cluster: cluster.into() });
-        }
-        let logical = format!("{}Policy", if part.part.is_empty() { "KarpenterController" } else { part.part });
+    let policies = controller_policies(cluster, v, queue, c.cluster.region.as_deref())
+        .map_err(|o| CfnError::PolicyTooLarge { name: o.name, size: o.size, cluster: cluster.into() })?;
+    for p in policies {
+        let logical = format!("{}Policy", if p.part.is_empty() { "KarpenterController" } else { p.part });
         outputs.insert(
             format!("{logical}Arn"),
-            Output { description: format!("ARN of {name}"), value: Expr::Ref(logical.clone()) },
+            Output { description: format!("ARN of {}", p.name), value: Expr::Ref(logical.clone()) },
         );
-        resources.insert(logical, Resource::ManagedPolicy(ManagedPolicy { managed_policy_name: Expr::lit(name), policy_document: doc }));
+        resources.insert(logical, Resource::ManagedPolicy(ManagedPolicy { managed_policy_name: Expr::lit(p.name), policy_document: p.document }));
     }
 
     if queue {
