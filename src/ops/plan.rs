@@ -138,14 +138,15 @@ async fn planned(g: &Global, opts: WalkOptions, detailed_exitcode: bool, command
     let mut help = plan_help(&w.report, command);
     let mut notes = Vec::new();
     // Planned against no state while karpctl's stack exists: the state is elsewhere.
-    if w.no_state && crate::help::aws_access(&w.report).is_none() {
+    let aws_access = crate::help::aws_access(&w.report);
+    if w.no_state && aws_access.is_none() {
         if let Some(stack) = super::context::karpctl_stack(g, &w.config).await {
             let (note, h) = super::context::missing_state(&w.backend, g, &[stack]);
             notes.push(note);
             help.push(h);
         }
     }
-    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, notes, aws_access: crate::help::aws_access(&w.report) })
+    Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, notes, aws_access })
 }
 
 pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {

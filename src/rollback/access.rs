@@ -68,9 +68,6 @@ async fn stack_outputs(cfn: &aws_sdk_cloudformation::Client, stack: &str) -> any
     }
 }
 
-fn carried(cx: &StepCx<'_>) -> Value {
-    cx.previous.cloned().unwrap_or(Value::Null)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Node access
@@ -140,7 +137,7 @@ impl Step for NodeAccess {
             let cm = api.get_opt(aws_auth::NAME).await.context("reading ConfigMap kube-system/aws-auth")?;
             let roles = cm.as_ref().and_then(|c| c.data.as_ref()).and_then(|d| d.get("mapRoles")).cloned();
             let mapped = aws_auth::mapped(roles.as_deref(), &role).is_some();
-            Ok(json!({"nodeRoleArn": role, "authenticationMode": auth, "entry": entry, "mapped": mapped, "previous": carried(cx)}))
+            Ok(json!({"nodeRoleArn": role, "authenticationMode": auth, "entry": entry, "mapped": mapped, "previous": super::carried(cx)}))
         })
     }
     fn diff(&self, o: &Value, _cx: &StepCx<'_>) -> Change {
@@ -214,7 +211,7 @@ impl Step for NodeAccess {
         if o["entry"].is_object() && o["entry"]["ours"] != true {
             out["kept"] = json!([format!("access entry {} (not created by karpctl)", o["entry"]["arn"].as_str().unwrap_or("?"))]);
         }
-        super::unchanged(o, out)
+        super::unchanged(&o["previous"], out)
     }
 }
 
@@ -368,7 +365,7 @@ impl Step for Identity {
             }
             let deleting_role = role["exists"] == true && role["ours"] == true;
             let oidc = self.oidc(&facts, deleting_role).await?;
-            Ok(json!({"role": role, "stackPolicies": stack_policies, "associations": associations, "oidcProvider": oidc, "previous": carried(cx)}))
+            Ok(json!({"role": role, "stackPolicies": stack_policies, "associations": associations, "oidcProvider": oidc, "previous": super::carried(cx)}))
         })
     }
     fn diff(&self, o: &Value, _cx: &StepCx<'_>) -> Change {
@@ -448,7 +445,7 @@ impl Step for Identity {
         })
     }
     fn outputs_from(&self, o: &Value) -> Value {
-        super::unchanged(o, json!({"removed": [], "kept": kept(o, &self.role)}))
+        super::unchanged(&o["previous"], json!({"removed": [], "kept": kept(o, &self.role)}))
     }
 }
 

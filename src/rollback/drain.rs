@@ -501,7 +501,7 @@ impl Step for NodePools {
         })
     }
     fn outputs_from(&self, o: &Value) -> Value {
-        super::unchanged(o, json!({"pools": o["managed"], "drainedBy": null, "evicted": [], "forced": false, "removed": o["gone"]}))
+        super::unchanged(&o["previous"], json!({"pools": o["managed"], "drainedBy": null, "evicted": [], "forced": false, "removed": o["gone"]}))
     }
 }
 

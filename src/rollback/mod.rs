@@ -342,11 +342,16 @@ pub fn removed(previous: Option<&Value>, now: &[String]) -> Value {
     json!(all)
 }
 
+/// What a step recorded before, carried through observe (as `previous`) for `outputs_from`.
+pub fn carried(cx: &StepCx<'_>) -> Value {
+    cx.previous.cloned().unwrap_or(Value::Null)
+}
+
 /// A step's outputs when it found nothing to do: its record stays as it was
-/// (observe carries the previous outputs in `previous`), else `fresh`.
-pub fn unchanged(o: &Value, fresh: Value) -> Value {
-    if o["previous"].is_object() {
-        o["previous"].clone()
+/// (`previous`, what observe [`carried`]), else `fresh`.
+pub fn unchanged(previous: &Value, fresh: Value) -> Value {
+    if previous.is_object() {
+        previous.clone()
     } else {
         fresh
     }

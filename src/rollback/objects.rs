@@ -34,13 +34,9 @@ fn names(objs: &[DynamicObject]) -> Vec<String> {
     objs.iter().filter_map(|o| o.metadata.name.clone()).collect()
 }
 
-/// What a step recorded before (`previous`), carried through observe for `outputs_from`.
-fn carried(cx: &StepCx<'_>) -> Value {
-    cx.previous.cloned().unwrap_or(Value::Null)
-}
 
 fn kept_outputs(o: &Value) -> Value {
-    super::unchanged(o, json!({"removed": []}))
+    super::unchanged(&o["previous"], json!({"removed": []}))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -90,7 +86,7 @@ impl Step for NodeClasses {
                 users.push(json!({"name": name, "nodeClaims": n, "deleting": c.metadata.deletion_timestamp.is_some()}));
             }
             let gone: Vec<String> = self.recorded.iter().filter(|r| !users.iter().any(|u| **r == format!("EC2NodeClass/{}", u["name"].as_str().unwrap_or("")))).cloned().collect();
-            Ok(json!({"classes": users, "gone": gone, "controller": controller_available(&client, &self.namespace).await?, "previous": carried(cx)}))
+            Ok(json!({"classes": users, "gone": gone, "controller": controller_available(&client, &self.namespace).await?, "previous": super::carried(cx)}))
         })
     }
     fn diff(&self, o: &Value, _cx: &StepCx<'_>) -> Change {
@@ -186,7 +182,7 @@ impl Step for NodeClasses {
         })
     }
     fn outputs_from(&self, o: &Value) -> Value {
-        super::unchanged(o, json!({"removed": o["gone"]}))
+        super::unchanged(&o["previous"], json!({"removed": o["gone"]}))
     }
 }
 
@@ -283,7 +279,7 @@ impl Step for Releases {
                 let pool = c.metadata.labels.as_ref().and_then(|l| l.get(super::POOL_LABEL)).cloned().unwrap_or_default();
                 leftovers.push(json!({"ref": format!("NodeClaim/{}", c.metadata.name.unwrap_or_default()), "managed": ours.contains(&pool)}));
             }
-            Ok(json!({"releases": present, "namespaces": namespaces, "leftovers": leftovers, "previous": carried(cx)}))
+            Ok(json!({"releases": present, "namespaces": namespaces, "leftovers": leftovers, "previous": super::carried(cx)}))
         })
     }
     fn diff(&self, o: &Value, cx: &StepCx<'_>) -> Change {
@@ -421,7 +417,7 @@ impl Step for Crds {
             let api: Api<CustomResourceDefinition> = Api::all(client.clone());
             let crds: Vec<String> = api.list(&ListParams::default()).await.context("listing CRDs")?.items.iter().filter(|c| karpctl_crd(c)).filter_map(|c| c.metadata.name.clone()).collect();
             let claims = list_kind(&client, &node_claim_resource(), &ListParams::default()).await?.unwrap_or_default();
-            Ok(json!({"crds": crds, "nodeClaims": names(&claims), "previous": carried(cx)}))
+            Ok(json!({"crds": crds, "nodeClaims": names(&claims), "previous": super::carried(cx)}))
         })
     }
     fn diff(&self, o: &Value, _cx: &StepCx<'_>) -> Change {

@@ -29,9 +29,6 @@ use crate::engine::{Action, Change, FieldChange, Step, StepCx, TypedStep};
 use crate::model::ownership::CLUSTER_TAG;
 use crate::steps::cfn_stack::StackCalls;
 
-fn carried(cx: &StepCx<'_>) -> Value {
-    cx.previous.cloned().unwrap_or(Value::Null)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Sweep
@@ -181,7 +178,7 @@ impl Step for Sweep {
                 "instances": instances,
                 "discoveryTags": tags,
                 "discoveryKnown": self.discovery.is_some() || !tags.is_empty(),
-                "previous": carried(cx),
+                "previous": super::carried(cx),
             }))
         })
     }
@@ -281,7 +278,7 @@ impl Step for Sweep {
         })
     }
     fn outputs_from(&self, o: &Value) -> Value {
-        super::unchanged(o, json!({"removed": []}))
+        super::unchanged(&o["previous"], json!({"removed": []}))
     }
 }
 
@@ -335,7 +332,7 @@ impl TypedStep for Stack {
         Box::pin(async move {
             cx.progress(format!("reading stack {}", self.stack));
             let Some(s) = self.calls().describe(&self.stack).await? else {
-                return Ok(StackSeen { exists: false, stack_id: None, status: None, previous: carried(cx) });
+                return Ok(StackSeen { exists: false, stack_id: None, status: None, previous: super::carried(cx) });
             };
             let tags: BTreeMap<String, String> = s.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string()))).collect();
             if tags.get(CLUSTER_TAG) != Some(&self.cluster) {
@@ -349,7 +346,7 @@ impl TypedStep for Stack {
                 exists: true,
                 stack_id: s.stack_id().map(String::from),
                 status: s.stack_status().map(|x| x.as_str().to_string()),
-                previous: carried(cx),
+                previous: super::carried(cx),
             })
         })
     }
@@ -369,11 +366,7 @@ impl TypedStep for Stack {
         })
     }
     fn outputs_from(&self, o: &StackSeen) -> Value {
-        if o.previous.is_object() {
-            o.previous.clone()
-        } else {
-            json!({"removed": []})
-        }
+        super::unchanged(&o.previous, json!({"removed": []}))
     }
 }
 
