@@ -18,6 +18,8 @@ MSG
   exit 1
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${KARPCTL_CACHE:-$HOME/.cache/karpctl}/target}"
+source scripts/cargo-target.sh
+claim_target_dir "$CARGO_TARGET_DIR"
 cargo install --locked --path . --root "$prefix" --force
 echo "installed: $prefix/bin/karpctl (built in $CARGO_TARGET_DIR)"
 case ":$PATH:" in

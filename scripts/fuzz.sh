@@ -40,6 +40,8 @@ else
   toolchain=(); sanitizer=(--sanitizer none); export RUSTC_BOOTSTRAP=1
 fi
 export CARGO_TARGET_DIR="$cache/fuzz/target${sanitizer:+-nosan}"
+source "$repo/scripts/cargo-target.sh"
+claim_target_dir "$CARGO_TARGET_DIR"
 cd "$repo/fuzz"
 # The committed fuzz/Cargo.lock is used as it is (cargo fuzz has no --locked).
 cargo fetch --locked --quiet

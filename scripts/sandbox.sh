@@ -19,6 +19,8 @@ sim_log="$sb/sim.log"
 # The same target directory as scripts/test.sh, so the simulator reuses its build.
 export KARPCTL_CACHE="${KARPCTL_CACHE:-$HOME/.cache/karpctl}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KARPCTL_CACHE/target}"
+source "$repo/scripts/cargo-target.sh"
+claim_target_dir "$CARGO_TARGET_DIR"
 
 need() {
   command -v "$1" >/dev/null 2>&1 || { echo "error: $1 is required ($2)" >&2; exit 1; }
