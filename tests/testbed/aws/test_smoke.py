@@ -76,6 +76,30 @@ def test_seeded_cluster_is_active_with_real_fields(testbed):
 # ------------------------------------------------------------------------------------------------- SSM and AMIs
 
 
+def test_a_published_release_moves_the_recommended_and_latest_parameters_to_new_amis(testbed):
+    ssm, ec2 = testbed.client("ssm"), testbed.client("ec2")
+    al = "/aws/service/eks/optimized-ami/1.31/amazon-linux-2023/x86_64/standard"
+    br = "/aws/service/bottlerocket/aws-k8s-1.31-nvidia/x86_64"
+    before = {p["Name"]: p["Value"] for p in ssm.get_parameters(Names=[f"{al}/recommended/image_id", f"{br}/latest/image_id"])["Parameters"]}
+    status, body = testbed.control("POST", "/amis", {"kubernetesVersion": "1.31", "release": "v20251001", "bottlerocket": "1.47.0-5c1d2e3f"})
+    assert status == 200, body
+    out = ssm.get_parameters(Names=[f"{al}/recommended/image_id", f"{al}/recommended/release_version", f"{br}/latest/image_id",
+                                    f"{br}/latest/image_version", f"{al}/amazon-eks-node-al2023-x86_64-standard-1.31-v20250915/image_id"])
+    after = {p["Name"]: p["Value"] for p in out["Parameters"]}
+    assert after[f"{al}/recommended/release_version"] == "1.31.13-20251001"
+    assert after[f"{br}/latest/image_version"] == "1.47.0-5c1d2e3f"
+    for name in (f"{al}/recommended/image_id", f"{br}/latest/image_id"):
+        assert after[name] != before[name], name
+    # The older release stays published, and every id names a real image.
+    assert after[f"{al}/amazon-eks-node-al2023-x86_64-standard-1.31-v20250915/image_id"] == before[f"{al}/recommended/image_id"]
+    images = ec2.describe_images(ImageIds=[after[f"{al}/recommended/image_id"], after[f"{br}/latest/image_id"]])["Images"]
+    assert sorted(i["Name"] for i in images) == ["amazon-eks-node-al2023-x86_64-standard-1.31-v20251001",
+                                                  "bottlerocket-aws-k8s-1.31-nvidia-x86_64-v1.47.0-5c1d2e3f"]
+    assert testbed.control("GET", "/handle")[1]["seed"]["ssm_parameters"][f"{al}/recommended/image_id"] == after[f"{al}/recommended/image_id"]
+    status, body = testbed.control("POST", "/amis", {"kubernetesVersion": "1.31", "release": "October"})
+    assert status == 400 and "release like v20251001" in body["error"], body
+
+
 def test_ssm_parameters_point_at_existing_amis(testbed):
     ssm, ec2 = testbed.client("ssm"), testbed.client("ec2")
     base = "/aws/service/eks/optimized-ami/1.31"

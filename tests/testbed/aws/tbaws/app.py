@@ -20,7 +20,7 @@ from . import ec2_ext, eks_ext, pricing_ext
 from .faults import FaultRegistry, FaultSpecError, error_response, fault_response
 from .loopback import Loopback
 from .ops import OperationResolver, is_mutating
-from .seed import SeedOptions, seed
+from .seed import ACCOUNT_ID, SeedOptions, publish_release, seed
 
 CONTROL_PREFIX = "/_testbed"
 LOG_LIMIT = 10000
@@ -400,5 +400,17 @@ class TestbedApp:
                 return _json(200, self.reset(overrides), start_response)
             except ValueError as exc:
                 return _json(400, {"error": str(exc)}, start_response)
+        if sub == "/amis":
+            # A new public AMI release for one Kubernetes minor (what AWS publishes every few weeks).
+            if method != "POST":
+                return _json(405, {"error": "use POST"}, start_response)
+            p = payload if isinstance(payload, dict) else {}
+            try:
+                params = publish_release(ACCOUNT_ID, self.opts.region, str(p.get("kubernetesVersion", "")),
+                                         str(p.get("release", "")), str(p.get("bottlerocket", "")))
+                self.seeded.setdefault("ssm_parameters", {}).update(params)
+            except ValueError as exc:
+                return _json(400, {"error": str(exc)}, start_response)
+            return _json(200, {"ssm_parameters": params}, start_response)
         return _json(404, {"error": f"unknown control path {CONTROL_PREFIX}{sub}",
-                           "paths": ["/health", "/handle", "/requests", "/faults", "/reset"]}, start_response)
+                           "paths": ["/health", "/handle", "/requests", "/faults", "/reset", "/amis"]}, start_response)

@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 
 from . import eks_ext
@@ -187,15 +188,16 @@ class PublicCatalog:
         ]
         self.params[name] = value
 
-    def seed_version(self, k8s: str) -> dict:
-        """All public AMI parameters karpctl reads for one Kubernetes minor. Returns {"al2023": {...}, ...}."""
+    def seed_version(self, k8s: str, releases: tuple = AMI_RELEASES, bottlerocket: tuple = BOTTLEROCKET_RELEASES) -> dict:
+        """All public AMI parameters karpctl reads for one Kubernetes minor. Returns {"al2023": {...}, ...}.
+        `releases` (AL2023/AL2, dated) and `bottlerocket` pair up by position; the last of each is the newest."""
         summary: dict = {"al2023": {}, "bottlerocket": {}, "al2": {}}
         base = f"/aws/service/eks/optimized-ami/{k8s}"
         # Amazon Linux 2023
         for arch, variants in AL2023_VARIANTS.items():
             for variant in variants:
                 prefix = f"{base}/amazon-linux-2023/{arch}/{variant}"
-                for release in AMI_RELEASES:
+                for release in releases:
                     name = f"amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{release}"
                     ami = self.ami(
                         name,
@@ -205,23 +207,23 @@ class PublicCatalog:
                         _date_of(release),
                     )
                     self.param(f"{prefix}/{name}/image_id", ami, _date_of(release))
-                release = AMI_RELEASES[-1]
+                release = releases[-1]
                 name = f"amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{release}"
                 ami, rel = self.recommended(prefix, name, k8s, release, schema_version="3")
                 summary["al2023"][f"{arch}/{variant}"] = {
                     "recommended": ami,
                     "recommended_name": name,
                     "release_version": rel,
-                    "pinned": {r: self.amis[f"amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{r}"] for r in AMI_RELEASES},
+                    "pinned": {r: self.amis[f"amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{r}"] for r in releases},
                 }
         # Bottlerocket
         for flavour in ("", "-nvidia"):
             for arch in ("x86_64", "arm64"):
                 prefix = f"/aws/service/bottlerocket/aws-k8s-{k8s}{flavour}/{arch}"
-                for version in BOTTLEROCKET_RELEASES:
+                for version in bottlerocket:
                     semver = version.split("-")[0]
                     name = f"bottlerocket-aws-k8s-{k8s}{flavour}-{arch}-v{version}"
-                    when = _date_of(AMI_RELEASES[BOTTLEROCKET_RELEASES.index(version)])
+                    when = _date_of(releases[bottlerocket.index(version)])
                     ami = self.ami(
                         name,
                         arch,
@@ -231,31 +233,42 @@ class PublicCatalog:
                     )
                     self.param(f"{prefix}/{semver}/image_id", ami, when)
                     self.param(f"{prefix}/{semver}/image_version", version, when)
-                latest = BOTTLEROCKET_RELEASES[-1]
+                latest = bottlerocket[-1]
                 name = f"bottlerocket-aws-k8s-{k8s}{flavour}-{arch}-v{latest}"
-                when = _date_of(AMI_RELEASES[-1])
+                when = _date_of(releases[-1])
                 self.param(f"{prefix}/latest/image_id", self.amis[name], when)
                 self.param(f"{prefix}/latest/image_version", latest, when)
                 summary["bottlerocket"][f"aws-k8s-{k8s}{flavour}/{arch}"] = {
                     "latest": self.amis[name],
                     "latest_version": latest,
                     "pinned": {v.split("-")[0]: self.amis[f"bottlerocket-aws-k8s-{k8s}{flavour}-{arch}-v{v}"]
-                               for v in BOTTLEROCKET_RELEASES},
+                               for v in bottlerocket},
                 }
         # Amazon Linux 2: EKS published AL2 AMIs up to Kubernetes 1.32 only
         if _minor(k8s) <= 32:
             for path, (prefix_name, arch) in AL2_FLAVOURS.items():
                 prefix = f"{base}/{path}"
-                for release in AMI_RELEASES:
+                for release in releases:
                     name = f"{prefix_name}-{k8s}-{release}"
                     ami = self.ami(name, arch, f"EKS Kubernetes Worker AMI with AmazonLinux2 image, (k8s: {k8s})",
                                    EKS_AMI_OWNER, _date_of(release))
                     self.param(f"{prefix}/{name}/image_id", ami, _date_of(release))
-                release = AMI_RELEASES[-1]
+                release = releases[-1]
                 name = f"{prefix_name}-{k8s}-{release}"
                 ami, rel = self.recommended(prefix, name, k8s, release, schema_version="2")
                 summary["al2"][path] = {"recommended": ami, "recommended_name": name, "release_version": rel}
         return summary
+
+
+def publish_release(account: str, region: str, k8s: str, release: str, bottlerocket: str) -> dict:
+    """A new AMI release for one Kubernetes minor, as AWS publishes it: new AL2023/AL2 and Bottlerocket AMIs, and the
+    `recommended`/`latest` parameters moved to them (older releases stay). Returns the parameters written."""
+    if not re.fullmatch(r"1\.\d+", k8s) or not re.fullmatch(r"v\d{8}", release) or not re.fullmatch(r"\d+\.\d+\.\d+-[0-9a-f]{8}", bottlerocket):
+        raise ValueError("want kubernetesVersion like 1.31, release like v20251001, bottlerocket like 1.47.0-0a1b2c3d")
+    _date_of(release)  # a real date
+    catalog = PublicCatalog(account, region)
+    catalog.seed_version(k8s, AMI_RELEASES + (release,), BOTTLEROCKET_RELEASES + (bottlerocket,))
+    return catalog.params
 
 
 # ---------------------------------------------------------------------------------------------- the account
