@@ -139,6 +139,35 @@ pub struct Run {
     /// Rollback only: `up` records dropped from the state so a later `up` recreates them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forgotten_records: Option<Vec<String>>,
+    /// `up --staged` only: the rollout's stages, one node class each, in order
+    /// (the rest of the document describes the last walk that ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<Stage>>,
+}
+
+/// One stage of a staged AMI rollout: a node class's pin move and its check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Stage {
+    pub class: String,
+    /// The recorded pin before the stage.
+    pub from: Option<String>,
+    pub to: String,
+    pub result: StageResult,
+    /// Why the stage failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageResult {
+    /// Moved and checked.
+    Passed,
+    /// The move or the check failed: the rollout stopped here.
+    Failed,
+    /// Not reached (an earlier stage failed), or planned only.
+    NotRun,
 }
 
 impl Run {
@@ -158,6 +187,7 @@ impl Run {
             removed: None,
             kept: None,
             forgotten_records: None,
+            stages: None,
         }
     }
 }

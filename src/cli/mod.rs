@@ -143,6 +143,14 @@ pub struct UpArgs {
     /// Move AMI pins to the newest AMIs (replaces nodes).
     #[arg(long)]
     pub update_amis: bool,
+    /// Move AMI pins one node class at a time (with --update-amis, or after a
+    /// Kubernetes version change), checking each class's nodes before the next:
+    /// drifted nodes replaced, nodes Ready, no pod stuck Pending, a test pod.
+    #[arg(long, conflicts_with = "targets")]
+    pub staged: bool,
+    /// Put these node classes back on the AMI pin they had before their last move.
+    #[arg(long, value_delimiter = ',', value_name = "CLASS", conflicts_with_all = ["update_amis", "staged"])]
+    pub revert_amis: Vec<String>,
     /// Delete node pools and classes no longer in the config.
     #[arg(long)]
     pub prune: bool,
@@ -352,8 +360,8 @@ pub enum SchemaDocument {
 /// approve such changes or skip a safety check. A mistyped flag is never answered
 /// with one of these ("a similar argument exists: '--prune'" for `--dryrun`):
 /// the user meant something else often enough, and a suggestion gets pasted.
-pub const DESTRUCTIVE_FLAGS: [&str; 8] =
-    ["--prune", "--purge", "--force", "--force-conflicts", "--delete-crds", "--yes", "--update-amis", "--skip-preflight"];
+pub const DESTRUCTIVE_FLAGS: [&str; 10] =
+    ["--prune", "--purge", "--force", "--force-conflicts", "--delete-crds", "--yes", "--update-amis", "--staged", "--revert-amis", "--skip-preflight"];
 
 /// Parses the command line like `Cli::try_parse_from`, but a usage error never
 /// suggests a flag in [`DESTRUCTIVE_FLAGS`]: such a suggestion is dropped, and the

@@ -16,11 +16,17 @@ use crate::render::AmiChoice;
 
 use super::Report;
 
-pub async fn amis(g: &Global, _args: &AmisArgs) -> anyhow::Result<Report> {
-    let loaded = config::load(&g.config)?;
-    let c = &loaded.config;
-    let backend = super::context::backend(c, g).await?;
-    let state = super::context::load_state(&backend, c).await?;
+/// The newest AMIs SSM publishes for the cluster's Kubernetes version.
+pub struct Latest {
+    pub kubernetes_version: String,
+    pub needs: BTreeMap<String, Vec<amis::Need>>,
+    pub found: BTreeMap<amis::Need, amis::Found>,
+    /// The pin each class would get.
+    pub pins: BTreeMap<String, AmiChoice>,
+}
+
+/// Reads [`Latest`]: the Kubernetes version from the config, else from EKS.
+pub async fn latest(g: &Global, c: &config::Config) -> anyhow::Result<Latest> {
     let sdk = crate::aws::sdk_config(&g.aws(), c.cluster.region.as_deref()).await;
     let k8s = match &c.cluster.kubernetes_version {
         Some(v) => v.clone(),
@@ -35,15 +41,27 @@ pub async fn amis(g: &Global, _args: &AmisArgs) -> anyhow::Result<Report> {
             out.cluster.and_then(|c| c.version).context("DescribeCluster returned no version")?
         }
     };
-    let classes = amis::needs(c);
-    let all: BTreeSet<amis::Need> = classes.values().flatten().cloned().collect();
+    let needs = amis::needs(c);
+    let all: BTreeSet<amis::Need> = needs.values().flatten().cloned().collect();
     let found = amis::lookup(&crate::aws::ssm(&sdk), &k8s, &all).await?;
-    let latest = amis::pins(&classes, &found, c.amis.pin)?;
-    let recorded: BTreeMap<String, AmiChoice> = state
-        .steps
-        .get(crate::steps::ami_lookup::ID)
-        .and_then(|r| serde_json::from_value(r.outputs["pins"].clone()).ok())
-        .unwrap_or_default();
+    let pins = amis::pins(&needs, &found, c.amis.pin)?;
+    Ok(Latest { kubernetes_version: k8s, needs, found, pins })
+}
+
+/// The pins the state records, and the Kubernetes version they were chosen for.
+pub fn recorded(state: &crate::state::State) -> (BTreeMap<String, AmiChoice>, Option<String>) {
+    let outputs = state.steps.get(crate::steps::ami_lookup::ID).map(|r| &r.outputs);
+    let pins = outputs.and_then(|o| serde_json::from_value(o["pins"].clone()).ok()).unwrap_or_default();
+    (pins, outputs.and_then(|o| o["kubernetesVersion"].as_str()).map(String::from))
+}
+
+pub async fn amis(g: &Global, _args: &AmisArgs) -> anyhow::Result<Report> {
+    let loaded = config::load(&g.config)?;
+    let c = &loaded.config;
+    let backend = super::context::backend(c, g).await?;
+    let state = super::context::load_state(&backend, c).await?;
+    let Latest { kubernetes_version: k8s, needs: classes, found, pins: latest } = latest(g, c).await?;
+    let (recorded, _) = recorded(&state);
     let rows: Vec<AmiClass> = c
         .node_classes
         .iter()

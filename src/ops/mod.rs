@@ -11,6 +11,7 @@ pub mod init;
 pub mod live;
 pub mod plan;
 pub mod render;
+pub mod rollout;
 pub mod rollback;
 pub mod state;
 pub mod verify;

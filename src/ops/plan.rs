@@ -5,6 +5,7 @@ state lock, applies, and records every transition. Both print each step that
 changes (or would), why, and the field-level differences.
 */
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,15 +14,16 @@ use crate::cli::{Global, OutputFormat, PlanArgs, UpArgs};
 use crate::config;
 use crate::engine::{Mode, RunReport, Step};
 use crate::output::RunKind;
+use crate::steps::ami_lookup::Moves;
 use crate::state::LockInfo;
 
 use super::walk::{next_steps, plan_exit, plan_help, run, select, Run};
 use super::{exit, Report};
 
-struct Walk {
-    report: RunReport,
-    total: usize,
-    warnings: Vec<config::Diagnostic>,
+pub(super) struct Walk {
+    pub report: RunReport,
+    pub total: usize,
+    pub warnings: Vec<config::Diagnostic>,
     /// No state file existed when the walk began.
     no_state: bool,
     backend: crate::state::Backend,
@@ -30,18 +32,21 @@ struct Walk {
 
 /// What a walk is asked to do beyond its mode.
 #[derive(Default)]
-struct WalkOptions {
-    refresh: bool,
-    update_amis: bool,
-    preflight: bool,
-    prune: bool,
-    force_conflicts: bool,
-    wait_timeout: Option<Duration>,
-    targets: Vec<String>,
+pub(super) struct WalkOptions {
+    pub refresh: bool,
+    /// Which recorded AMI pins may move.
+    pub amis: Moves,
+    /// A staged rollout's checks: class → the pin it has after the walk.
+    pub checks: BTreeMap<String, String>,
+    pub preflight: bool,
+    pub prune: bool,
+    pub force_conflicts: bool,
+    pub wait_timeout: Option<Duration>,
+    pub targets: Vec<String>,
 }
 
-async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
-    let (refresh, update_amis, preflight) = (o.refresh, o.update_amis, o.preflight);
+pub(super) async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
+    let (refresh, preflight) = (o.refresh, o.preflight);
     let loaded = config::load(&g.config)?;
     let c = &loaded.config;
     let backend = super::context::backend(c, g).await?;
@@ -68,7 +73,8 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
         let env = crate::steps::Env {
             kube: std::sync::Arc::new(crate::kube::Connector::new(&g.kube(), sdk.clone(), &c.cluster.name)),
             sdk,
-            update_amis,
+            amis: o.amis,
+            checks: o.checks,
             prune: o.prune || g.yes,
             force_conflicts: o.force_conflicts,
             wait_timeout: o.wait_timeout.unwrap_or(Duration::from_secs(300)),
@@ -85,7 +91,7 @@ async fn walk(g: &Global, mode: Mode, o: WalkOptions) -> anyhow::Result<Walk> {
     .map(|(report, total, no_state)| Walk { report, total, warnings: loaded.warnings.clone(), no_state, backend, config: loaded.config.clone() })
 }
 
-fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
+pub(super) fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
     match g.output {
         OutputFormat::Text => Ok(crate::ui::plan_text(&w.report, w.total, applied, crate::ui::stdout_color())),
         f => {
@@ -100,11 +106,14 @@ fn render(g: &Global, w: &Walk, applied: bool) -> anyhow::Result<String> {
 pub fn up_command(a: &UpArgs) -> String {
     let mut s = "up".to_string();
     // Not --skip-preflight: it changes nothing the run does, and a next run may as well check.
-    for (on, flag) in [(a.refresh, "--refresh"), (a.update_amis, "--update-amis"), (a.prune, "--prune"), (a.force_conflicts, "--force-conflicts")] {
+    for (on, flag) in [(a.refresh, "--refresh"), (a.update_amis, "--update-amis"), (a.staged, "--staged"), (a.prune, "--prune"), (a.force_conflicts, "--force-conflicts")] {
         if on {
             s.push(' ');
             s.push_str(flag);
         }
+    }
+    if !a.revert_amis.is_empty() {
+        s.push_str(&format!(" --revert-amis {}", a.revert_amis.join(",")));
     }
     if a.wait_timeout != Duration::from_secs(300) {
         s.push_str(&format!(" --wait-timeout {}", humantime::format_duration(a.wait_timeout)));
@@ -116,7 +125,7 @@ pub fn up_command(a: &UpArgs) -> String {
 }
 
 /// What shows the rest of an `up` without doing it: `plan`, or `up --dry-run` with the same flags.
-fn up_preview(command: &str) -> String {
+pub(super) fn up_preview(command: &str) -> String {
     match command.strip_prefix("up") {
         Some("") => "plan".into(),
         Some(flags) => format!("up --dry-run{flags}"),
@@ -132,7 +141,7 @@ pub async fn plan(g: &Global, args: &PlanArgs) -> anyhow::Result<Report> {
 }
 
 /// `plan` and `up --dry-run`: the walk in plan mode, its listing and exit code.
-async fn planned(g: &Global, opts: WalkOptions, detailed_exitcode: bool, command: &str) -> anyhow::Result<Report> {
+pub(super) async fn planned(g: &Global, opts: WalkOptions, detailed_exitcode: bool, command: &str) -> anyhow::Result<Report> {
     let w = walk(g, Mode::Plan, opts).await?;
     let exit = plan_exit(&w.report, detailed_exitcode);
     let mut help = plan_help(&w.report, command);
@@ -149,12 +158,43 @@ async fn planned(g: &Global, opts: WalkOptions, detailed_exitcode: bool, command
     Ok(Report { stdout: render(g, &w, false)?, warnings: w.warnings.clone(), exit, help, notes, aws_access })
 }
 
+/// The pins `up`'s flags let move (a staged rollout chooses per stage instead).
+fn moves(args: &UpArgs) -> Moves {
+    if !args.revert_amis.is_empty() {
+        Moves::Revert(args.revert_amis.iter().cloned().collect())
+    } else if args.update_amis {
+        Moves::All
+    } else {
+        Moves::Held
+    }
+}
+
+/// `--revert-amis` names classes karpctl pins AMIs for: refused before any call otherwise.
+fn check_revert(g: &Global, args: &UpArgs) -> anyhow::Result<()> {
+    if args.revert_amis.is_empty() {
+        return Ok(());
+    }
+    let c = config::load(&g.config)?.config;
+    let pinned = crate::amis::needs(&c);
+    for class in &args.revert_amis {
+        if !pinned.contains_key(class) {
+            let names: Vec<&str> = pinned.keys().map(String::as_str).collect();
+            anyhow::bail!("--revert-amis {class}: no node class `{class}` with an AMI pin in {}; pinned classes: {}", g.config.display(), names.join(", "));
+        }
+    }
+    Ok(())
+}
+
 pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
+    check_revert(g, args)?;
+    if args.staged {
+        return super::rollout::staged(g, args).await;
+    }
     if args.dry_run {
         // `plan`, with the flags that change what `up` would do.
         let opts = WalkOptions {
             refresh: args.refresh,
-            update_amis: args.update_amis,
+            amis: moves(args),
             prune: args.prune,
             force_conflicts: args.force_conflicts,
             targets: args.target.targets.clone(),
@@ -164,7 +204,8 @@ pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
     }
     let opts = WalkOptions {
         refresh: args.refresh,
-        update_amis: args.update_amis,
+        amis: moves(args),
+        checks: BTreeMap::new(),
         preflight: !args.skip_preflight,
         prune: args.prune,
         force_conflicts: args.force_conflicts,

@@ -8,6 +8,7 @@ device plugin releases, the aws-auth mapping, node classes and pools, pruning an
 readiness. CRDs and the stack's policies are in place before the controller runs.
 */
 
+pub mod ami_check;
 pub mod ami_lookup;
 pub mod aws_auth;
 pub mod cfn_stack;
@@ -18,6 +19,7 @@ pub mod helm_release;
 pub mod identity;
 pub mod node_access;
 pub mod objects;
+pub mod probe;
 pub mod readiness;
 pub mod spot_role;
 
@@ -32,7 +34,11 @@ use crate::helm::ChartRef;
 /// Clients and flags the steps are built with.
 pub struct Env {
     pub sdk: aws_config::SdkConfig,
-    pub update_amis: bool,
+    /// Which recorded AMI pins this run may move.
+    pub amis: ami_lookup::Moves,
+    /// A staged rollout's walk: the pin each class has after it (class → pin), each
+    /// checked by an [`ami_check::AmiCheck`] step after readiness. Empty: no checks.
+    pub checks: std::collections::BTreeMap<String, String>,
     /// The cluster connection for the Kubernetes steps (built on first use).
     pub kube: Arc<crate::kube::Connector>,
     /// `up --prune` / `--yes`: objects that left the config may be deleted.
@@ -108,7 +114,7 @@ pub fn up_steps(c: &Config, env: &Env) -> anyhow::Result<Vec<Box<dyn Step>>> {
             classes,
             pin: c.amis.pin,
             update: c.amis.update,
-            update_requested: env.update_amis,
+            moves: env.amis.clone(),
             kubernetes_version: c.cluster.kubernetes_version.clone(),
             cluster_step: cluster_id.clone(),
             ssm: crate::aws::ssm(&env.sdk),
@@ -197,16 +203,29 @@ fn kubernetes_steps(c: &Config, env: &Env, steps: &mut Vec<Box<dyn Step>>) {
         wait_timeout: env.wait_timeout,
         conn: env.kube.clone(),
     }));
+    let ready_id = readiness::id(&c.cluster.name);
     steps.push(Box::new(readiness::Readiness {
         cluster: c.cluster.name.clone(),
         classes: c.node_classes.iter().map(|n| n.name.clone()).collect(),
         pools: c.node_pools.iter().map(|p| p.name.clone()).collect(),
-        cluster_step: cluster_id,
+        cluster_step: cluster_id.clone(),
         objects_step: objects_id,
         controller_step: controller_id,
         timeout: env.wait_timeout,
         conn: env.kube.clone(),
     }));
+    for (class, pin) in &env.checks {
+        steps.push(Box::new(ami_check::AmiCheck {
+            class: class.clone(),
+            pin: pin.clone(),
+            pools: c.node_pools.iter().filter(|p| &p.node_class == class).map(|p| p.name.clone()).collect(),
+            config: config.clone(),
+            cluster_step: cluster_id.clone(),
+            readiness_step: ready_id.clone(),
+            timeout: env.wait_timeout,
+            conn: env.kube.clone(),
+        }));
+    }
 }
 
 /// The controller's values: the config plus the cluster endpoint and, with IRSA,

@@ -18,6 +18,7 @@ mod output;
 mod kube_client;
 mod props;
 mod rollback;
+mod rollout;
 mod security;
 mod sim;
 mod state;
