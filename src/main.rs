@@ -23,6 +23,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
             clap_complete::generate(a.shell, &mut Cli::command(), "karpctl", &mut buf);
             Ok(Report { stdout: String::from_utf8(buf)?, ..Default::default() })
         }
+        Command::Up(a) if a.staged => ops::rollout::staged(g, a).await,
         Command::Up(a) => ops::plan::up(g, a).await,
         Command::Plan(a) => ops::plan::plan(g, a).await,
         Command::Status => ops::state::status(g).await,

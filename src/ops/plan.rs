@@ -185,11 +185,9 @@ fn check_revert(g: &Global, args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `up` without `--staged` (that is [`super::rollout::staged`]).
 pub async fn up(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
     check_revert(g, args)?;
-    if args.staged {
-        return super::rollout::staged(g, args).await;
-    }
     if args.dry_run {
         // `plan`, with the flags that change what `up` would do.
         let opts = WalkOptions {

@@ -101,23 +101,22 @@ pub async fn staged(g: &Global, args: &UpArgs) -> anyhow::Result<Report> {
     if failed {
         notes.push(format!("the walk before the first stage did not finish, so no AMI pin moved: {}", failures(&last)));
     }
-    for i in 0..n {
+    for (i, s) in plan.iter_mut().enumerate() {
         if failed {
             break;
         }
-        let s = &plan[i];
         let class = s.class.clone();
         let w = walk(g, Mode::Apply, options(Moves::Only(BTreeSet::from([class.clone()])), BTreeMap::from([(class.clone(), s.to.clone())]), false)).await?;
         text.push_str(&format!("\n{}\n", header(i, n, s)));
         text.push_str(&super::plan::render(g, &w, true)?);
         if w.report.failed().is_empty() {
-            plan[i].result = StageResult::Passed;
+            s.result = StageResult::Passed;
         } else {
             failed = true;
             let error = failures(&w);
             notes.push(format!("{}: failed, so the rollout stopped ({} stage(s) not run): {error}", header(i, n, s), n - i - 1));
-            plan[i].result = StageResult::Failed;
-            plan[i].error = Some(error);
+            s.result = StageResult::Failed;
+            s.error = Some(error);
         }
         last = w;
     }

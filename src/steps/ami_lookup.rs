@@ -111,6 +111,16 @@ pub fn choose(
     Ok((pins, before))
 }
 
+/// The Kubernetes version the recorded pins are for: the cluster's, unless some
+/// class still holds a pin from before a version change (a staged rollout or a
+/// revert in between), so that later runs still see the change and move it.
+fn pinned_for(previous: Option<&str>, k8s: &str, pins: &BTreeMap<String, AmiChoice>, latest: &BTreeMap<String, AmiChoice>) -> String {
+    match previous {
+        Some(p) if p != k8s && pins != latest => p.to_string(),
+        _ => k8s.to_string(),
+    }
+}
+
 impl Step for AmiPins {
     fn id(&self) -> String {
         ID.into()
@@ -136,8 +146,9 @@ impl Step for AmiPins {
             let latest = amis::pins(&self.classes, &found, self.pin)?;
             let moves = if self.update == AmiUpdate::Latest && self.moves == Moves::Held { Moves::All } else { self.moves.clone() };
             let (pins, before) = choose(&latest, &self.classes, cx.previous, &k8s, &moves)?;
+            let recorded_for = pinned_for(cx.previous.and_then(|p| p["kubernetesVersion"].as_str()), &k8s, &pins, &latest);
             let found: BTreeMap<String, Value> = found.iter().map(|(n, f)| (format!("{}/{}/{}", n.family.alias_name(), n.variant.as_str(), n.arch.ssm()), json!(f))).collect();
-            Ok(json!({"kubernetesVersion": k8s, "needs": self.classes, "pins": pins, "before": before, "latest": latest, "found": found}))
+            Ok(json!({"kubernetesVersion": recorded_for, "needs": self.classes, "pins": pins, "before": before, "latest": latest, "found": found}))
         })
     }
     fn diff(&self, observed: &Value, cx: &StepCx<'_>) -> Change {
@@ -259,6 +270,17 @@ mod tests {
         let f: Vec<(&str, &Value, &Value)> = c.fields.iter().map(|f| (f.field.as_str(), &f.old, &f.new)).collect();
         assert_eq!(f, [("default.ami", &json!(v1), &json!(v2)), ("gpu.ami", &Value::Null, &json!("ami-1,ami-2"))]);
         assert_eq!(c.summary, "move the AMI pins of default: a rolling replacement of their nodes (Karpenter drifts them); pin AMIs of gpu → ami-1,ami-2");
+    }
+
+    #[test]
+    fn the_recorded_version_waits_for_the_last_class_of_a_staged_upgrade() {
+        let al = |v: &str| AmiChoice::Alias(format!("al2023@v{v}"));
+        let m = |v: &[(&str, &str)]| v.iter().map(|(c, p)| (c.to_string(), al(p))).collect::<BTreeMap<String, AmiChoice>>();
+        let latest = m(&[("a", "2"), ("b", "2")]);
+        assert_eq!(pinned_for(Some("1.31"), "1.32", &m(&[("a", "2"), ("b", "1")]), &latest), "1.31", "b still holds a 1.31 pin");
+        assert_eq!(pinned_for(Some("1.31"), "1.32", &latest, &latest), "1.32", "all moved");
+        assert_eq!(pinned_for(Some("1.32"), "1.32", &m(&[("a", "1"), ("b", "1")]), &latest), "1.32", "held pins, no version change");
+        assert_eq!(pinned_for(None, "1.32", &m(&[("a", "1")]), &latest), "1.32", "first run");
     }
 
     #[test]
